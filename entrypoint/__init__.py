@@ -1,0 +1,1 @@
+"""Optuna-aware SageMaker training entry point for Chainer models."""

@@ -1,0 +1,38 @@
+"""Every external name the entry point reads or writes, in one place."""
+
+# Environment variables set by SageMaker or by our image.
+ENV_TRAINING_JOB_NAME = "TRAINING_JOB_NAME"
+ENV_AWS_REGION = "AWS_REGION"
+ENV_AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+
+# Hyperparameter keys the SageMaker SDK and automatic model tuning add on their own.
+IGNORED_HYPERPARAMETER_PREFIXES = ("sagemaker_", "_")
+
+# Channels (folders under /opt/ml/input/data).
+CHANNEL_TRAIN = "train"
+CHANNEL_TEST = "test"
+
+# Array names accepted inside the channels' .npz files, in order of preference.
+FEATURE_ARRAY_NAMES = ("x", "X", "features")
+LABEL_ARRAY_NAMES = ("y", "Y", "labels")
+
+# Files written to model_dir; the JSON is the commit point of a model (see keeper.py).
+MODEL_META_FILE = "model.json"
+MODEL_WEIGHTS_PATTERN = "trial-{number}.npz"
+MODEL_FORMAT_VERSION = 1
+
+# Files written to the output data folder (shipped in output.tar.gz).
+EMBEDDED_STORAGE_FILE = "optuna-study.db"
+TRIALS_CSV_FILE = "trials.csv"
+BEST_TRIAL_FILE = "best_trial.json"
+
+# Names of the metrics reported by Chainer's Evaluator/LogReport.
+METRIC_KEYS = {
+    "accuracy": "validation/main/accuracy",
+    "loss": "validation/main/loss",
+}
+
+# Trial user attributes.
+ATTR_JOB_NAME = "job_name"
+ATTR_EPOCHS = "epochs_run"
+ATTR_FAIL_REASON = "fail_reason"

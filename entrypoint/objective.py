@@ -1,0 +1,94 @@
+"""Channels + a trial -> a trained Chainer network and its validation metric."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import chainer
+import chainer.links as L
+import numpy as np
+import optuna
+from chainer import training
+from chainer.training import extensions
+
+from entrypoint.constants import ATTR_EPOCHS, ATTR_JOB_NAME
+from entrypoint.data import Dataset
+from entrypoint.network import build_network
+from entrypoint.pruning import OptunaReport
+from entrypoint.settings import Settings
+
+
+def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
+    """The search space of the AWS sample's MLP, for any input width and class count."""
+    n_layers = trial.suggest_int("n_layers", 1, 3)
+    for i in range(n_layers):
+        trial.suggest_int(f"n_units_l{i}", 4, 128, log=True)
+    optimizer = trial.suggest_categorical("optimizer", ["Adam", "MomentumSGD"])
+    if optimizer == "Adam":
+        trial.suggest_float("adam_alpha", 1e-5, 1e-1, log=True)
+    else:
+        trial.suggest_float("momentum_sgd_lr", 1e-5, 1e-1, log=True)
+    trial.suggest_float("weight_decay", 1e-10, 1e-3, log=True)
+    return dict(trial.params)
+
+
+def make_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.Optimizer:
+    if params["optimizer"] == "Adam":
+        optimizer = chainer.optimizers.Adam(alpha=params["adam_alpha"])
+    else:
+        optimizer = chainer.optimizers.MomentumSGD(lr=params["momentum_sgd_lr"])
+    optimizer.setup(model)
+    optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(params["weight_decay"]))
+    return optimizer
+
+
+class Objective:
+    """Train one network per trial; keep the last trained network for the best-model keeper."""
+
+    def __init__(self, settings: Settings, dataset: Dataset, job_name: str, seed: int | None) -> None:
+        self._settings = settings
+        self._dataset = dataset
+        self._job_name = job_name
+        self._seed = seed
+        self.trained: dict[int, chainer.Link] = {}  # trial number -> predictor, until kept or dropped
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = suggest_params(trial)
+        trial.set_user_attr(ATTR_JOB_NAME, self._job_name)
+        if self._seed is not None:
+            np.random.seed((self._seed + trial.number) % 2**32)
+        data = self._dataset
+        predictor = build_network(params, data.n_features, data.n_classes)
+        model = L.Classifier(predictor)
+        optimizer = make_optimizer(params, model)
+        batch_size = min(self._settings.batch_size, len(data.train.y))
+        train_iter = chainer.iterators.SerialIterator(
+            chainer.datasets.TupleDataset(data.train.x, data.train.y), batch_size
+        )
+        test_iter = chainer.iterators.SerialIterator(
+            chainer.datasets.TupleDataset(data.test.x, data.test.y),
+            self._settings.batch_size,
+            repeat=False,
+            shuffle=False,
+        )
+        report = OptunaReport(trial, self._settings.metric_key)
+        with tempfile.TemporaryDirectory(prefix="chainer-trainer-") as out:
+            # Chainer's Trainer insists on an output folder; nothing we use writes into it.
+            trainer = training.Trainer(
+                training.updaters.StandardUpdater(train_iter, optimizer),
+                (self._settings.epochs, "epoch"),
+                out=out,
+            )
+            trainer.extend(extensions.Evaluator(test_iter, model))
+            trainer.extend(extensions.LogReport(log_name=None))
+            trainer.extend(report)
+            try:
+                trainer.run(show_loop_exception_msg=False)
+            finally:
+                for key, value in report.last.items():
+                    trial.set_user_attr(key.replace("main/", "").replace("/", "_"), value)
+                trial.set_user_attr(ATTR_EPOCHS, int(report.last.get("epoch", 0)))
+        value = report.last[self._settings.metric_key]
+        self.trained[trial.number] = predictor
+        return value

@@ -1,0 +1,61 @@
+"""The study -> files in the output data folder and a closing log line.
+
+The CSV is written with the csv module rather than ``study.trials_dataframe()`` so that the
+image does not carry pandas for one table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from entrypoint.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
+
+
+def _row(trial: FrozenTrial) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "datetime_start": trial.datetime_start and trial.datetime_start.isoformat(),
+        "datetime_complete": trial.datetime_complete and trial.datetime_complete.isoformat(),
+        "duration_s": trial.duration and round(trial.duration.total_seconds(), 3),
+    }
+    row.update({f"params_{k}": v for k, v in sorted(trial.params.items())})
+    row.update({f"user_attrs_{k}": v for k, v in sorted(trial.user_attrs.items())})
+    return row
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return study.best_trial if complete else None
+
+
+def write(study: optuna.Study, output_data_dir: str | Path) -> FrozenTrial | None:
+    """Write trials.csv and best_trial.json for the whole study; return its best trial."""
+    out = Path(output_data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [_row(t) for t in study.get_trials(deepcopy=False)]
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(out / TRIALS_CSV_FILE, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    best = best_trial(study)
+    if best is not None:
+        summary = {
+            "study_name": study.study_name,
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "user_attrs": best.user_attrs,
+        }
+        (out / BEST_TRIAL_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return best

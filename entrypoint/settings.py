@@ -1,0 +1,193 @@
+"""Hyperparameters -> typed, validated settings. The only place that parses them.
+
+SageMaker passes hyperparameters as a flat JSON object of strings. We read the raw strings
+(not the toolkit's JSON-decoded copy, which would turn a study name like "123" into an int)
+and validate every key before anything touches the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from entrypoint.constants import IGNORED_HYPERPARAMETER_PREFIXES, METRIC_KEYS
+from entrypoint.errors import UserError
+
+SAMPLERS = ("tpe", "random", "qmc")
+PRUNERS = ("none", "median", "hyperband")
+DIRECTIONS = ("maximize", "minimize")
+DB_ENGINES = ("mysql", "postgresql")
+_NATURAL_DIRECTION = {"accuracy": "maximize", "loss": "minimize"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What one training job was asked to do."""
+
+    study_name: str = "chainer-mlp"
+    n_trials: int = 10
+    timeout: float | None = None
+    objective_metric: str = "accuracy"
+    direction: str = "maximize"
+    sampler: str = "tpe"
+    seed: int | None = None
+    pruner: str = "median"
+    epochs: int = 10
+    batch_size: int = 128
+    # Shared storage (see storage.py). With none of these the study is embedded (SQLite).
+    host: str | None = None
+    db_port: int | None = None
+    db_name: str | None = None
+    db_secret: str | None = None
+    db_engine: str = "mysql"
+    db_ssl_ca: str | None = None
+    region_name: str | None = None
+    storage: str | None = None
+
+    @property
+    def metric_key(self) -> str:
+        return METRIC_KEYS[self.objective_metric]
+
+    @property
+    def uses_shared_storage(self) -> bool:
+        return bool(self.host or self.db_secret or self.storage)
+
+
+# --- value parsers: each takes the raw string and returns the typed value or raises ValueError
+
+
+def _text(max_len: int = 256) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if len(value) > max_len:
+            raise ValueError(f"must be at most {max_len} characters")
+        return value
+
+    return parse
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("must be a number of seconds greater than 0") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a number of seconds greater than 0")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "study_name": (_text(), "name of the Optuna study every job of the run joins"),
+    "n_trials": (_int(1, 100_000), "trials this job runs"),
+    "timeout": (_positive_seconds, "seconds after which this job starts no new trial"),
+    "objective_metric": (_choice(*METRIC_KEYS), "validation metric the study optimises"),
+    "direction": (_choice(*DIRECTIONS), "optimisation direction (follows objective-metric)"),
+    "sampler": (_choice(*SAMPLERS), "Optuna sampler"),
+    "seed": (_int(0, 2**31 - 1), "base seed; each job derives its own from it"),
+    "pruner": (_choice(*PRUNERS), "Optuna pruner"),
+    "epochs": (_int(1, 10_000), "epochs per trial"),
+    "batch_size": (_int(1, 1_000_000), "mini-batch size"),
+    "host": (_text(), "database host name"),
+    "db_port": (_int(1, 65_535), "database port"),
+    "db_name": (_text(64), "database (schema) name"),
+    "db_secret": (_text(2048), "Secrets Manager secret id or ARN with the credentials"),
+    "db_engine": (_choice(*DB_ENGINES), "database engine"),
+    "db_ssl_ca": (_text(1024), "path to a CA bundle; turns on verified TLS"),
+    "region_name": (_text(64), "AWS region of the secret"),
+    "storage": (_text(1024), "full storage URL (without a password)"),
+}
+assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def accepted_keys() -> list[str]:
+    """The hyperparameter names a user may pass, in the spelling of the AWS sample."""
+    return [name.replace("_", "-") for name in _PARSERS]
+
+
+def describe() -> str:
+    """One line per hyperparameter, for the README and error messages."""
+    return "\n".join(f"{name.replace('_', '-')}: {doc}" for name, (_, doc) in _PARSERS.items())
+
+
+def parse(hyperparameters: Mapping[str, object]) -> Settings:
+    """Validate raw hyperparameters; raise UserError naming every bad key."""
+    values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    problems: list[str] = []
+    for key, raw in hyperparameters.items():
+        if key.startswith(IGNORED_HYPERPARAMETER_PREFIXES):
+            continue
+        name = key.strip().lower().replace("-", "_")
+        if name not in _PARSERS:
+            problems.append(f"unknown hyperparameter '{key}' (accepted: {', '.join(accepted_keys())})")
+            continue
+        if name in spelled:
+            problems.append(f"hyperparameter '{key}' is given twice (also as '{spelled[name]}')")
+            continue
+        spelled[name] = key
+        if not isinstance(raw, str):
+            raw = json.dumps(raw)  # the SDK stringifies; accept the same from a hand-made dict
+        parser, _ = _PARSERS[name]
+        try:
+            values[name] = parser(raw)
+        except ValueError as exc:
+            # The value itself is not echoed: a misplaced secret must not reach the failure file.
+            problems.append(f"hyperparameter '{key}' {exc}")
+
+    metric = values.get("objective_metric", Settings.objective_metric)
+    natural = _NATURAL_DIRECTION[metric]
+    if values.setdefault("direction", natural) != natural:
+        problems.append(
+            f"hyperparameter 'direction' is {values['direction']} but objective-metric {metric} "
+            f"must be {natural}d"
+        )
+    if "storage" in values and (values.get("host") or values.get("db_secret")):
+        problems.append("give either 'storage' or 'host'/'db-secret', not both")
+    if "db_secret" not in values and values.get("host"):
+        problems.append("hyperparameter 'host' needs 'db-secret' (credentials are never hyperparameters)")
+    if problems:
+        raise UserError("Invalid hyperparameters: " + "; ".join(problems))
+    return Settings(**values)
+
+
+def load(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate hyperparameters.json (a missing file means all defaults)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Cannot read hyperparameters file {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"Hyperparameters file {path} must hold a JSON object")
+    return parse(raw)
