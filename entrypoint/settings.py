@@ -43,10 +43,15 @@ class Settings:
     db_port: int | None = None
     db_name: str | None = None
     db_secret: str | None = None
-    db_engine: str = "mysql"
+    db_engine: str | None = None  # from the secret's "engine", else mysql
     db_ssl_ca: str | None = None
     region_name: str | None = None
     storage: str | None = None
+    # Many jobs on one study (see storage.py and README "Many jobs, one study").
+    max_trials: int | None = None
+    heartbeat_interval: int = 60
+    heartbeat_grace_period: int = 180
+    db_retry_timeout: float = 300.0
 
     @property
     def metric_key(self) -> str:
@@ -124,6 +129,10 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "db_ssl_ca": (_text(1024), "path to a CA bundle; turns on verified TLS"),
     "region_name": (_text(64), "AWS region of the secret"),
     "storage": (_text(1024), "full storage URL (without a password)"),
+    "max_trials": (_int(1, 1_000_000), "study-wide cap: every job stops once the study has this many"),
+    "heartbeat_interval": (_int(1, 3600), "seconds between a running trial's heartbeats"),
+    "heartbeat_grace_period": (_int(2, 86_400), "seconds without heartbeat before a trial is failed"),
+    "db_retry_timeout": (_positive_seconds, "seconds to keep retrying a database that is away"),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}
 
@@ -170,8 +179,11 @@ def parse(hyperparameters: Mapping[str, object]) -> Settings:
             f"hyperparameter 'direction' is {values['direction']} but objective-metric {metric} "
             f"must be {natural}d"
         )
-    if "storage" in values and (values.get("host") or values.get("db_secret")):
-        problems.append("give either 'storage' or 'host'/'db-secret', not both")
+    if "storage" in values and "host" in values:
+        problems.append("give either 'storage' or 'host', not both")
+    interval = values.get("heartbeat_interval", Settings.heartbeat_interval)
+    if values.get("heartbeat_grace_period", Settings.heartbeat_grace_period) <= interval:
+        problems.append("'heartbeat-grace-period' must be longer than 'heartbeat-interval'")
     if "db_secret" not in values and values.get("host"):
         problems.append("hyperparameter 'host' needs 'db-secret' (credentials are never hyperparameters)")
     if problems:

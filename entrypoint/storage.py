@@ -1,37 +1,224 @@
-"""Settings -> an Optuna storage and the study this job joins."""
+"""Settings -> an Optuna RDB storage and the study this job joins, safe for many parallel jobs.
+
+Plain Optuna races when several processes open an empty database at once (``CREATE TABLE``
+collisions, a duplicated schema-version row). We serialise schema creation and the study
+join behind a database-level lock (``GET_LOCK`` on MySQL, an advisory lock on PostgreSQL);
+the lock dies with its connection, so a job that is killed while holding it blocks no one.
+
+Connections per job: a pool of ``POOL_SIZE`` plus ``MAX_OVERFLOW`` (the main thread and
+Optuna's heartbeat thread), and one short-lived connection for the lock at start. Keep
+``jobs x (POOL_SIZE + MAX_OVERFLOW + 1)`` under the server's ``max_connections``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from sqlalchemy.engine import URL, make_url
 
+from entrypoint import credentials
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
+from entrypoint.dberrors import describe, retrying
+from entrypoint.errors import UserError
 from entrypoint.settings import Settings
 
+logger = logging.getLogger(__name__)
 
-def embedded_url(output_data_dir: str | Path) -> str:
+POOL_SIZE = 2
+MAX_OVERFLOW = 1
+CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT_S = 120
+STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many times
+DRIVERS = {"mysql": "mysql+mysqlconnector", "postgresql": "postgresql+psycopg2"}
+DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
+DEFAULT_DB_NAME = "optuna"
+
+
+@dataclasses.dataclass(frozen=True)
+class Database:
+    """Where the study lives. The password, if any, is only in ``connect_args``."""
+
+    url: URL
+    connect_args: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def password(self) -> str | None:
+        return self.connect_args.get("password")
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        if self.kind == "sqlite":
+            return {}
+        return {
+            "pool_size": POOL_SIZE,
+            "max_overflow": MAX_OVERFLOW,
+            "pool_pre_ping": True,
+            "pool_recycle": 3600,
+            "connect_args": dict(self.connect_args),
+        }
+
+
+def embedded_url(output_data_dir: str | Path) -> URL:
     """A SQLite file in the output data folder, so the study ships in output.tar.gz."""
-    path = Path(output_data_dir) / EMBEDDED_STORAGE_FILE
+    path = Path(output_data_dir).resolve() / EMBEDDED_STORAGE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path.resolve()}"
+    return URL.create("sqlite", database=str(path))
 
 
-def open_storage(settings: Settings, output_data_dir: str | Path) -> optuna.storages.BaseStorage:
-    return optuna.storages.RDBStorage(embedded_url(output_data_dir))
+def _tls_args(kind: str, ca_path: str | None) -> dict[str, Any]:
+    if ca_path is None:
+        return {}
+    if not Path(ca_path).is_file():
+        raise UserError(f"Hyperparameter 'db-ssl-ca': no CA bundle at {ca_path}")
+    if kind == "mysql":
+        return {"ssl_ca": ca_path, "ssl_verify_cert": True, "ssl_verify_identity": True}
+    return {"sslmode": "verify-full", "sslrootcert": ca_path}
+
+
+def _timeout_args(kind: str) -> dict[str, Any]:
+    return (
+        {"connection_timeout": CONNECT_TIMEOUT_S}
+        if kind == "mysql"
+        else {"connect_timeout": CONNECT_TIMEOUT_S}
+    )
+
+
+def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | None) -> Database:
+    try:
+        url = make_url(settings.storage)
+    except sqlalchemy.exc.ArgumentError:
+        raise UserError(
+            "Hyperparameter 'storage' is not a database URL (dialect+driver://user@host/db)"
+        ) from None
+    if url.password is not None:
+        raise UserError(
+            "Hyperparameter 'storage' must not contain a password (hyperparameters are visible "
+            "in the console): keep it in a secret named by 'db-secret'"
+        )
+    kind = url.get_backend_name()
+    if kind == "sqlite":
+        return Database(url)
+    if kind not in DRIVERS:
+        raise UserError(f"Hyperparameter 'storage': unsupported database '{kind}' (use mysql or postgresql)")
+    if url.get_driver_name() in ("mysqldb", "psycopg2") or "+" not in url.drivername:
+        url = url.set(drivername=DRIVERS[kind])
+    args = {**_timeout_args(kind), **_tls_args(kind, settings.db_ssl_ca)}
+    if creds is not None:
+        url = url.set(username=url.username or creds.username)
+        args["password"] = creds.password
+    return Database(url, args)
+
+
+def resolve(settings: Settings, output_data_dir: str | Path) -> Database:
+    """Pick the database: a storage URL, a secret (plus overrides), or the embedded default."""
+    creds = credentials.fetch(settings.db_secret, settings.region_name) if settings.db_secret else None
+    if settings.storage:
+        return _from_storage_url(settings, creds)
+    if creds is None:
+        return Database(embedded_url(output_data_dir))
+    kind = settings.db_engine or creds.engine or "mysql"
+    host = settings.host or creds.host
+    if not host:
+        raise UserError(
+            f"No database host: set the 'host' hyperparameter or 'host' in secret '{settings.db_secret}'"
+        )
+    url = URL.create(
+        DRIVERS[kind],
+        username=creds.username,
+        host=host,
+        port=settings.db_port or creds.port or DEFAULT_PORTS[kind],
+        database=settings.db_name or creds.dbname or DEFAULT_DB_NAME,
+    )
+    args = {"password": creds.password, **_timeout_args(kind), **_tls_args(kind, settings.db_ssl_ca)}
+    return Database(url, args)
+
+
+@contextlib.contextmanager
+def schema_lock(db: Database) -> Iterator[None]:
+    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway)."""
+    if db.kind == "sqlite":
+        yield
+        return
+    name = f"optuna-schema-{db.url.database}"[:64]
+    engine = sqlalchemy.create_engine(
+        db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=db.connect_args
+    )
+    try:
+        with engine.connect() as conn:
+            if db.kind == "mysql":
+                got = conn.execute(
+                    sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": LOCK_TIMEOUT_S}
+                )
+                if got.scalar() != 1:
+                    raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+                release = sqlalchemy.text("SELECT RELEASE_LOCK(:n)")
+                params: dict[str, Any] = {"n": name}
+            else:
+                key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                release, params = sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key}
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+                    conn.execute(release, params)
+    finally:
+        engine.dispose()
+
+
+def _open(db: Database, settings: Settings) -> optuna.storages.RDBStorage:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=".*heartbeat")
+    return optuna.storages.RDBStorage(
+        db.url.render_as_string(hide_password=False),  # holds no password: it is in connect_args
+        engine_kwargs=db.engine_kwargs(),
+        heartbeat_interval=settings.heartbeat_interval,
+        grace_period=settings.heartbeat_grace_period,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_MAX_RETRY),
+    )
 
 
 def join_study(
     settings: Settings,
-    storage: optuna.storages.BaseStorage,
+    db: Database,
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
-    return optuna.create_study(
-        storage=storage,
-        study_name=settings.study_name,
-        direction=settings.direction,
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    """Create the schema and the study, or join them, under the schema lock; retry transient errors."""
+
+    def attempt() -> optuna.Study:
+        with schema_lock(db):
+            storage = _open(db, settings)
+            return optuna.create_study(
+                storage=storage,
+                study_name=settings.study_name,
+                direction=settings.direction,
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+
+    try:
+        study = retrying(attempt, settings.db_retry_timeout, "opening the study")
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
+    except optuna.exceptions.StorageInternalError as exc:
+        raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
+    if study.direction.name.lower() != settings.direction:
+        raise UserError(
+            f"Study '{settings.study_name}' exists with direction {study.direction.name.lower()}, "
+            f"but this job asks for {settings.direction}: use another study-name"
+        )
+    return study

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -17,8 +18,10 @@ from sagemaker_training import environment
 from entrypoint import data, report, search, storage
 from entrypoint import settings as settings_mod
 from entrypoint.constants import ENV_TRAINING_JOB_NAME
+from entrypoint.dberrors import retrying
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
+from entrypoint.redact import redacting
 from entrypoint.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,12 +44,17 @@ def run(settings: Settings, paths: JobPaths, job_name: str) -> optuna.Study:
         dataset.n_features,
         dataset.n_classes,
     )
+    db = storage.resolve(settings, paths.output_data_dir)
+    with redacting(db.password):
+        return _run_on(db, settings, paths, job_name, dataset)
+
+
+def _run_on(
+    db: storage.Database, settings: Settings, paths: JobPaths, job_name: str, dataset: data.Dataset
+) -> optuna.Study:
     seed = search.job_seed(settings.seed, job_name)
     study = storage.join_study(
-        settings,
-        storage.open_storage(settings, paths.output_data_dir),
-        search.make_sampler(settings, seed),
-        search.make_pruner(settings),
+        settings, db, search.make_sampler(settings, seed), search.make_pruner(settings)
     )
     objective = Objective(settings, dataset, job_name, seed)
     keeper = BestModelKeeper(
@@ -62,15 +70,13 @@ def run(settings: Settings, paths: JobPaths, job_name: str) -> optuna.Study:
             "direction": settings.direction,
         },
     )
-    logger.info("Job %s joins study '%s' for %d trials", job_name, study.study_name, settings.n_trials)
-    study.optimize(
-        objective,
-        n_trials=settings.n_trials,
-        timeout=settings.timeout,
-        callbacks=[keeper],
-        catch=(FloatingPointError,),
+    logger.info(
+        "Job %s joins study '%s' on %r for %d trials", job_name, study.study_name, db.url, settings.n_trials
     )
-    best = report.write(study, paths.output_data_dir)
+    optimize(study, objective, keeper, settings)
+    best = retrying(
+        lambda: report.write(study, paths.output_data_dir), settings.db_retry_timeout, "writing the report"
+    )
     if best is not None:
         print(f"best_trial={best.number} best_value={best.value:.6g} params={best.params}")
     if keeper.meta is not None:
@@ -78,6 +84,38 @@ def run(settings: Settings, paths: JobPaths, job_name: str) -> optuna.Study:
     else:
         logger.warning("No trial of this job completed: model_dir holds no model")
     return study
+
+
+def _finished_in_study(study: optuna.Study) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def optimize(study: optuna.Study, objective: Objective, keeper: BestModelKeeper, settings: Settings) -> int:
+    """Run up to n-trials trials one at a time, so that the study-wide cap, the job timeout and
+    database outages are handled between trials. Returns the number of trials run."""
+    deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    done = 0
+    while done < settings.n_trials:
+        if deadline is not None and time.monotonic() >= deadline:
+            logger.info("Timeout of %s s reached after %d trials", settings.timeout, done)
+            break
+        if settings.max_trials is not None:
+            finished = retrying(
+                lambda: _finished_in_study(study), settings.db_retry_timeout, "counting trials"
+            )
+            if finished >= settings.max_trials:
+                logger.info(
+                    "Study has %d finished trials (max-trials %d): stopping", finished, settings.max_trials
+                )
+                break
+        retrying(
+            lambda: study.optimize(objective, n_trials=1, callbacks=[keeper], catch=(FloatingPointError,)),
+            settings.db_retry_timeout,
+            "running a trial",
+        )
+        done += 1
+    return done
 
 
 def _channel_names() -> list[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,62 @@ def npz(path: Path, **arrays: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path
+
+
+# --- real services (see tests/services.py) -------------------------------------------------
+
+from tests import services  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server over HTTP for the whole session (Secrets Manager, SageMaker, S3, ECR)."""
+    with services.moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    """Point boto3 (here and in child processes) at the moto server; return a secret writer."""
+    import boto3
+
+    for key, value in services.aws_env(moto_endpoint).items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("secretsmanager", region_name=services.REGION)
+
+    def put_secret(doc) -> str:
+        name = f"test/optuna/{uuid.uuid4().hex[:8]}"
+        body = doc if isinstance(doc, str) else json.dumps(doc)
+        client.create_secret(Name=name, SecretString=body)
+        return name
+
+    return put_secret
+
+
+@pytest.fixture
+def mysql_db():
+    with services.mysql_database() as db:
+        yield db
+
+
+@pytest.fixture
+def postgres_db():
+    with services.postgres_database() as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def private_mariadb(tmp_path_factory):
+    server = services.PrivateMariaDB(tmp_path_factory.mktemp("mariadb"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_db(private_mariadb):
+    """A fresh database on the private (TLS, restartable) MariaDB, which is running at start."""
+    if private_mariadb.proc is None:
+        private_mariadb.start()
+    with services.mysql_database(port=private_mariadb.port) as db:
+        yield db

@@ -72,7 +72,12 @@ def test_loss_metric_minimises_by_default():
         ({"n-trials": "3", "n_trials": "4"}, "given twice"),
         ({"direction": "minimize"}, "objective-metric accuracy must be maximized"),
         ({"host": "db"}, "'host' needs 'db-secret'"),
-        ({"storage": "mysql://u@h/db", "db-secret": "s"}, "not both"),
+        ({"storage": "mysql://u@h/db", "host": "h", "db-secret": "s"}, "not both"),
+        (
+            {"heartbeat-interval": "60", "heartbeat-grace-period": "60"},
+            "must be longer than 'heartbeat-interval'",
+        ),
+        ({"max-trials": "0"}, "'max-trials' must be an integer from 1"),
         ({"db-port": "70000"}, "'db-port' must be an integer from 1 to 65535"),
     ],
 )

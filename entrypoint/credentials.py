@@ -1,0 +1,103 @@
+"""Secrets Manager -> database credentials.
+
+Accepts the secret that RDS and Aurora create (``username``, ``password``, ``host``,
+``port``, ``dbname``, ``engine``) and the AWS sample's ``{"username", "password"}``. The
+password only ever lives in :class:`DbCredentials` (hidden from its repr) and is handed to
+the database driver as a connect argument, never placed in a URL, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import boto3
+import botocore.exceptions
+
+from entrypoint.errors import UserError
+
+# What RDS/Aurora write in a secret's "engine" -> our engine name.
+_ENGINES = {
+    "mysql": "mysql",
+    "aurora": "mysql",
+    "aurora-mysql": "mysql",
+    "mariadb": "mysql",
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
+    "aurora-postgresql": "postgresql",
+}
+
+# Secrets Manager error codes -> what the user should check.
+_ERROR_HINTS = {
+    "ResourceNotFoundException": "does not exist in this region",
+    "AccessDeniedException": "cannot be read: the training role lacks secretsmanager:GetSecretValue on it",
+    "AccessDenied": "cannot be read: the training role lacks secretsmanager:GetSecretValue on it",
+    "DecryptionFailure": "cannot be decrypted: the training role lacks kms:Decrypt on its key",
+    "InvalidRequestException": "cannot be read now (is it scheduled for deletion?)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DbCredentials:
+    username: str
+    password: str = dataclasses.field(repr=False)
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
+    engine: str | None = None
+
+
+def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
+    """Validate a secret's JSON; errors name the secret and the problem, never the content."""
+    try:
+        doc = json.loads(secret_string or "")
+    except ValueError:
+        raise UserError(
+            f"Secret '{secret_id}' is not JSON: store it as "
+            '{"username": ..., "password": ...} (the format RDS creates)'
+        ) from None
+    if not isinstance(doc, dict):
+        raise UserError(f"Secret '{secret_id}' must be a JSON object")
+    missing = [key for key in ("username", "password") if not isinstance(doc.get(key), str) or not doc[key]]
+    if missing:
+        raise UserError(f"Secret '{secret_id}' lacks {' and '.join(repr(k) for k in missing)}")
+    port = doc.get("port")
+    try:
+        port = int(port) if port not in (None, "") else None
+    except (TypeError, ValueError):
+        raise UserError(f"Secret '{secret_id}' has a 'port' that is not a number") from None
+    engine = doc.get("engine")
+    if engine is not None and str(engine).lower() not in _ENGINES:
+        raise UserError(
+            f"Secret '{secret_id}' names engine '{engine}'; supported: {', '.join(sorted(_ENGINES))}"
+        )
+    return DbCredentials(
+        username=doc["username"],
+        password=doc["password"],
+        host=doc.get("host") or None,
+        port=port,
+        dbname=doc.get("dbname") or doc.get("database") or None,
+        engine=_ENGINES[str(engine).lower()] if engine is not None else None,
+    )
+
+
+def fetch(secret_id: str, region_name: str | None) -> DbCredentials:
+    """Read the secret with boto3 (endpoint overridable by AWS_ENDPOINT_URL_SECRETS_MANAGER)."""
+    try:
+        client = boto3.client("secretsmanager", region_name=region_name)
+        response = client.get_secret_value(SecretId=secret_id)
+    except botocore.exceptions.NoRegionError:
+        raise UserError(
+            f"No AWS region for secret '{secret_id}': set the 'region-name' hyperparameter"
+        ) from None
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "Unknown")
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+            code = "AccessDenied"  # some endpoints answer a bare 403 without an error code
+        hint = _ERROR_HINTS.get(code, f"cannot be read ({code})")
+        raise UserError(f"Secret '{secret_id}' {hint}") from None
+    except botocore.exceptions.NoCredentialsError:
+        raise UserError(f"No AWS credentials to read secret '{secret_id}'") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise UserError(f"Cannot reach Secrets Manager for secret '{secret_id}': {exc}") from None
+    return parse_secret(secret_id, response.get("SecretString"))

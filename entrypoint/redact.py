@@ -1,0 +1,61 @@
+"""Keep a secret out of log records and exception text while a block runs.
+
+Defence in depth: nothing we write formats the password, but a driver or library might
+echo connection arguments in an error. Hand-written: no library knows our secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from collections.abc import Iterator
+
+MASK = "********"
+
+
+class _Filter(logging.Filter):
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "".join(traceback.format_exception(*record.exc_info))
+        if self._secret in text:
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                text.replace(self._secret, MASK),
+                None,
+                None,
+                None,
+            )
+        return True
+
+
+@contextlib.contextmanager
+def redacting(secret: str | None) -> Iterator[None]:
+    """Mask ``secret`` in every log record; replace an exception that mentions it by a clean one."""
+    if not secret:
+        yield
+        return
+    log_filter = _Filter(secret)
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(log_filter)
+    try:
+        yield
+    except Exception as exc:
+        text = "".join(traceback.format_exception(exc))
+        if secret not in text:
+            raise
+        # Re-raise the same type when it can carry a plain message, else a RuntimeError.
+        message = str(exc).replace(secret, MASK)
+        try:
+            clean = type(exc)(message)
+        except Exception:
+            clean = RuntimeError(f"{type(exc).__name__}: {message}")
+        raise clean from None
+    finally:
+        for handler in handlers:
+            handler.removeFilter(log_filter)

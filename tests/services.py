@@ -1,0 +1,275 @@
+"""Real services for tests: a moto server, databases on the machine's MariaDB and PostgreSQL,
+and a private MariaDB instance (TLS on, restartable) that a test may stop without hurting others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mysql.connector
+import psycopg2
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+# Every character the AWS sample breaks on, plus quotes and spaces.
+HARD_PASSWORD = "p@ss/w:rd%{x}#?' \"a b\\c;&=+"
+REGION = "us-east-1"
+
+
+def unavailable(reason: str) -> None:
+    """Tests that need a service must run in CI: fail there, skip on a machine without it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout} s")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A real moto server over HTTP on a free port; yields its endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: urllib.request.urlopen(f"{url}/moto-api/", timeout=1).status == 200, 30, "moto server"
+        )
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """Environment for boto3 in a child process (or the test process) to use the moto server."""
+    return {
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": endpoint,  # botocore: service id "Secrets Manager"
+        "AWS_ENDPOINT_URL_SAGEMAKER": endpoint,
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ENDPOINT_URL_ECR": endpoint,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+
+
+def mariadb_root(**overrides):
+    try:
+        return mysql.connector.connect(**{**MARIADB, **overrides}, connection_timeout=5)
+    except mysql.connector.Error as exc:
+        unavailable(f"MariaDB not reachable at 127.0.0.1:3306 ({exc})")
+
+
+@dataclass
+class MySqlDatabase:
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str
+
+    def connect(self):
+        return mysql.connector.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password, database=self.name
+        )
+
+
+@contextlib.contextmanager
+def mysql_database(password: str = HARD_PASSWORD, port: int = 3306, **root_args) -> Iterator[MySqlDatabase]:
+    """A fresh, empty database and a user that owns it, dropped afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    db = MySqlDatabase("127.0.0.1", port, f"t_{suffix}", f"u_{suffix}", password)
+    root = mariadb_root(port=port, **root_args)
+    cur = root.cursor()
+    cur.execute(f"CREATE DATABASE {db.name}")
+    cur.execute(f"CREATE USER '{db.user}'@'%' IDENTIFIED BY %s", (password,))
+    cur.execute(f"GRANT ALL ON {db.name}.* TO '{db.user}'@'%'")
+    try:
+        yield db
+    finally:
+        with contextlib.suppress(mysql.connector.Error):
+            root.reconnect(attempts=3, delay=1)
+            cur = root.cursor()
+            cur.execute(f"DROP DATABASE IF EXISTS {db.name}")
+            cur.execute(f"DROP USER IF EXISTS '{db.user}'@'%'")
+        root.close()
+
+
+@contextlib.contextmanager
+def postgres_database(password: str = HARD_PASSWORD) -> Iterator[MySqlDatabase]:
+    suffix = uuid.uuid4().hex[:10]
+    db = MySqlDatabase("127.0.0.1", 5432, f"t_{suffix}", f"u_{suffix}", password)
+    try:
+        root = psycopg2.connect(**POSTGRES, connect_timeout=5)
+    except psycopg2.Error as exc:
+        unavailable(f"PostgreSQL not reachable at 127.0.0.1:5432 ({exc})")
+    root.autocommit = True
+    with root.cursor() as cur:
+        cur.execute(f"CREATE ROLE {db.user} LOGIN PASSWORD %s", (password,))
+        cur.execute(f"CREATE DATABASE {db.name} OWNER {db.user}")
+    try:
+        yield db
+    finally:
+        with root.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
+            cur.execute(f"DROP ROLE IF EXISTS {db.user}")
+        root.close()
+
+
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert, ext = (
+        folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "san.ext")
+    )
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        str(cert),
+        "-extfile",
+        str(ext),
+    )
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+class PrivateMariaDB:
+    """A MariaDB server of the test's own (own data folder and port), with TLS, that tests may
+    stop and start to simulate an outage without touching the machine's shared server."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.tls = make_tls_files(folder / "tls")
+        self.datadir = folder / "data"
+        self.proc: subprocess.Popen | None = None
+        if shutil.which("mariadb-install-db") is None:
+            unavailable("mariadb-install-db not installed")
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--user=root",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.folder / 'mysqld.sock'}",
+                f"--pid-file={self.folder / 'mysqld.pid'}",
+                f"--ssl-ca={self.tls['ca']}",
+                f"--ssl-cert={self.tls['cert']}",
+                f"--ssl-key={self.tls['key']}",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--max-connections=300",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "error.log", "ab"),
+        )
+        wait_for(
+            lambda: (
+                mysql.connector.connect(
+                    host="127.0.0.1", port=self.port, user="root", password="", connection_timeout=1
+                ).close()
+                is None
+            ),
+            60,
+            "private MariaDB",
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+            self.proc = None

@@ -1,0 +1,142 @@
+"""Shared storage against the machine's real MariaDB and PostgreSQL and a private TLS MariaDB."""
+
+import mysql.connector
+import optuna
+import pytest
+import sqlalchemy
+
+from entrypoint import dberrors, search, settings, storage
+from entrypoint.errors import UserError
+from tests import services
+
+
+def open_study(s):
+    db = storage.resolve(s, "/nonexistent-output")
+    return db, storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+
+
+def secret_for(aws, db, **extra):
+    return aws({"username": db.user, "password": db.password, **extra})
+
+
+def run_one_trial(study):
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    study.tell(trial, 0.5)
+
+
+def test_hard_password_from_secret_on_real_mariadb(aws, mysql_db):
+    name = secret_for(aws, mysql_db)
+    s = settings.parse(
+        {"host": "127.0.0.1", "db-name": mysql_db.name, "db-secret": name, "region-name": "us-east-1"}
+    )
+    db, study = open_study(s)
+    run_one_trial(study)
+    assert len(study.trials) == 1
+    assert services.HARD_PASSWORD not in repr(db) + str(db.url) + db.url.render_as_string(hide_password=False)
+    assert db.url.port == 3306 and db.url.drivername == "mysql+mysqlconnector"
+
+
+def test_rds_secret_fields_and_hyperparameter_overrides(aws, mysql_db):
+    name = secret_for(aws, mysql_db, host="db.invalid", port=1, dbname="wrong", engine="aurora-mysql")
+    s = settings.parse({"db-secret": name, "host": "127.0.0.1", "db-port": "3306", "db-name": mysql_db.name})
+    db = storage.resolve(s, "/x")
+    assert (db.url.host, db.url.port, db.url.database) == ("127.0.0.1", 3306, mysql_db.name)
+    s2 = settings.parse(
+        {"db-secret": secret_for(aws, mysql_db, host="127.0.0.1", port=3306, dbname=mysql_db.name)}
+    )
+    _, study = open_study(s2)  # everything from the secret
+    run_one_trial(study)
+
+
+def test_postgresql(aws, postgres_db):
+    name = secret_for(
+        aws, postgres_db, engine="postgres", host="127.0.0.1", port=5432, dbname=postgres_db.name
+    )
+    db, study = open_study(settings.parse({"db-secret": name}))
+    assert db.kind == "postgresql"
+    run_one_trial(study)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_storage_url_without_password_plus_secret(aws, mysql_db):
+    name = secret_for(aws, mysql_db)
+    url = f"mysql://127.0.0.1:3306/{mysql_db.name}"
+    db, study = open_study(settings.parse({"storage": url, "db-secret": name}))
+    assert db.url.username == mysql_db.user and db.url.drivername == "mysql+mysqlconnector"
+    run_one_trial(study)
+
+
+def test_storage_url_with_password_is_refused_without_echo():
+    with pytest.raises(UserError) as info:
+        storage.resolve(settings.parse({"storage": "mysql://u:s3cr3t@h/db"}), "/x")
+    assert "must not contain a password" in str(info.value) and "s3cr3t" not in str(info.value)
+
+
+def test_wrong_password_is_a_clear_user_error(aws, mysql_db):
+    name = aws({"username": mysql_db.user, "password": "wrong" + services.HARD_PASSWORD})
+    s = settings.parse(
+        {"host": "127.0.0.1", "db-name": mysql_db.name, "db-secret": name, "db-retry-timeout": "5"}
+    )
+    with pytest.raises(UserError) as info:
+        open_study(s)
+    assert "Access denied" in str(info.value) and services.HARD_PASSWORD not in str(info.value)
+
+
+def test_existing_study_with_other_direction_is_refused(aws, mysql_db):
+    name = secret_for(aws, mysql_db)
+    base = {"host": "127.0.0.1", "db-name": mysql_db.name, "db-secret": name}
+    open_study(settings.parse(base))
+    with pytest.raises(UserError, match="exists with direction maximize, but this job asks for minimize"):
+        open_study(settings.parse({**base, "objective-metric": "loss"}))
+
+
+def test_transient_classification_uses_real_driver_errors(mysql_db):
+    refused = sqlalchemy.create_engine(f"mysql+mysqlconnector://x@127.0.0.1:{services.free_port()}/x")
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as down:
+        refused.connect()
+    assert dberrors.is_transient(down.value)
+    bad = sqlalchemy.create_engine(
+        f"mysql+mysqlconnector://{mysql_db.user}@127.0.0.1/{mysql_db.name}", connect_args={"password": "nope"}
+    )
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as denied:
+        bad.connect()
+    assert not dberrors.is_transient(denied.value)
+    assert "Access denied" in dberrors.describe(denied.value)
+
+
+def test_verified_tls_on_a_tls_only_user(aws, private_mariadb, private_db):
+    root = services.mariadb_root(port=private_mariadb.port)
+    root.cursor().execute(f"ALTER USER '{private_db.user}'@'%' REQUIRE SSL")
+    name = secret_for(aws, private_db, host="127.0.0.1", port=private_mariadb.port, dbname=private_db.name)
+    s = settings.parse({"db-secret": name, "db-ssl-ca": str(private_mariadb.tls["ca"])})
+    db, study = open_study(s)
+    run_one_trial(study)
+    with study._storage._backend.engine.connect() as conn:  # the very engine the study uses
+        cipher = conn.execute(sqlalchemy.text("SHOW SESSION STATUS LIKE 'Ssl_cipher'")).one()[1]
+    assert cipher, "connection is not encrypted"
+    # Verification is real: a CA that did not sign the server's certificate is rejected.
+    other_ca = services.make_tls_files(private_mariadb.folder / "other-ca")["ca"]
+    with pytest.raises(UserError, match="Cannot open the study"):
+        open_study(settings.parse({"db-secret": name, "db-ssl-ca": str(other_ca), "db-retry-timeout": "2"}))
+
+
+def test_missing_ca_file_is_named():
+    with pytest.raises(UserError, match="'db-ssl-ca': no CA bundle at /no/such/ca.pem"):
+        storage._tls_args("mysql", "/no/such/ca.pem")
+
+
+def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
+    """While one job holds the schema lock, another cannot take it."""
+    db = storage.resolve(
+        settings.parse(
+            {"host": "127.0.0.1", "db-name": mysql_db.name, "db-secret": secret_for(aws, mysql_db)}
+        ),
+        "/x",
+    )
+    with storage.schema_lock(db):
+        other = mysql.connector.connect(host="127.0.0.1", user=mysql_db.user, password=mysql_db.password)
+        cur = other.cursor()
+        cur.execute("SELECT GET_LOCK(%s, 0)", (f"optuna-schema-{mysql_db.name}",))
+        assert cur.fetchone()[0] == 0
+        other.close()
