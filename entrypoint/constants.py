@@ -21,6 +21,11 @@ MODEL_META_FILE = "model.json"
 MODEL_WEIGHTS_PATTERN = "trial-{number}.npz"
 MODEL_FORMAT_VERSION = 1
 
+# Managed spot checkpoints (/opt/ml/checkpoints, synced to checkpoint_s3_uri).
+CHECKPOINT_DIR = "checkpoints"  # under the base dir (/opt/ml)
+CHECKPOINT_PROGRESS_FILE = "progress.json"
+CHECKPOINT_MODEL_DIR = "model"
+
 # Files written to the output data folder (shipped in output.tar.gz).
 EMBEDDED_STORAGE_FILE = "optuna-study.db"
 TRIALS_CSV_FILE = "trials.csv"

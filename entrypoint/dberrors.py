@@ -6,6 +6,7 @@ Errors are classified by the drivers' error codes (never by matching message tex
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -59,8 +60,12 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def retrying(fn: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Call fn, retrying transient database errors with capped exponential backoff for timeout_s."""
+def retrying(fn: Callable[[], T], timeout_s: float, what: str, stop: threading.Event | None = None) -> T:
+    """Call fn, retrying transient database errors with capped exponential backoff for timeout_s.
+
+    Waiting ends early, with the last error, when ``stop`` is set (the job got SIGTERM).
+    """
+    stop = stop or threading.Event()
 
     def log(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -74,8 +79,14 @@ def retrying(fn: Callable[[], T], timeout_s: float, what: str) -> T:
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        stop=tenacity.stop_after_delay(timeout_s),
+        stop=tenacity.stop_after_delay(timeout_s) | (lambda _: stop.is_set()),
         wait=tenacity.wait_exponential_jitter(initial=0.5, max=15),
+        sleep=stop.wait,
         before_sleep=log,
         reraise=True,
     )(fn)
+
+
+def direct(fn: Callable[[], T], what: str) -> T:
+    """A database call without retries (the default where no job-wide policy is given)."""
+    return fn()

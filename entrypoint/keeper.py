@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from entrypoint.constants import MODEL_FORMAT_VERSION, MODEL_META_FILE, MODEL_WEIGHTS_PATTERN
 
 
-def _write_atomically(path: Path, write: Callable[[Any], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Any], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the model from a serving user
@@ -65,9 +65,11 @@ class BestModelKeeper:
         direction: optuna.study.StudyDirection,
         models: dict[int, chainer.Link],
         describe: Callable[[FrozenTrial], dict[str, Any]],
+        mirror_dir: str | Path | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.model_dir.mkdir(parents=True, exist_ok=True)
+        self._mirror = None if mirror_dir is None else BestModelKeeper(mirror_dir, direction, {}, describe)
         self._direction = direction
         self._models = models
         self._describe = describe
@@ -104,11 +106,13 @@ class BestModelKeeper:
             "params": trial.params,
             **self._describe(trial),
         }
-        _write_atomically(self.model_dir / weights, lambda f: chainer.serializers.save_npz(f, model))
+        write_atomically(self.model_dir / weights, lambda f: chainer.serializers.save_npz(f, model))
         body = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
-        _write_atomically(self.model_dir / MODEL_META_FILE, lambda f: f.write(body))
+        write_atomically(self.model_dir / MODEL_META_FILE, lambda f: f.write(body))
         self.meta = meta
         self.cleanup()
+        if self._mirror is not None:  # the checkpoint copy, for a restarted spot job
+            self._mirror.save(model, trial)
 
     def cleanup(self) -> None:
         """Remove weights and temp files that the committed model.json does not name."""

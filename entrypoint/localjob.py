@@ -38,7 +38,7 @@ def write_job_folder(base_dir: str | Path, hyperparameters: dict[str, str], chan
         folder = base / "input" / "data" / name
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "data.npz", x=x, y=y)
-    for sub in ("model", "output/data", "checkpoints"):
+    for sub in ("model", "output/data"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     return base
 

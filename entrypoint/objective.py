@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import chainer
@@ -14,9 +15,11 @@ from chainer.training import extensions
 
 from entrypoint.constants import ATTR_EPOCHS, ATTR_JOB_NAME
 from entrypoint.data import Dataset
+from entrypoint.dberrors import direct
 from entrypoint.network import build_network
 from entrypoint.pruning import OptunaReport
 from entrypoint.settings import Settings
+from entrypoint.stopping import Guard
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -46,7 +49,17 @@ def make_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.Optim
 class Objective:
     """Train one network per trial; keep the last trained network for the best-model keeper."""
 
-    def __init__(self, settings: Settings, dataset: Dataset, job_name: str, seed: int | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dataset: Dataset,
+        job_name: str,
+        seed: int | None,
+        guard: Guard | None = None,
+        db: Callable[[Callable[[], Any], str], Any] = direct,
+    ) -> None:
+        self._guard = guard
+        self._db = db
         self._settings = settings
         self._dataset = dataset
         self._job_name = job_name
@@ -54,8 +67,8 @@ class Objective:
         self.trained: dict[int, chainer.Link] = {}  # trial number -> predictor, until kept or dropped
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = suggest_params(trial)
-        trial.set_user_attr(ATTR_JOB_NAME, self._job_name)
+        params = self._db(lambda: suggest_params(trial), "sampling parameters")
+        self._db(lambda: trial.set_user_attr(ATTR_JOB_NAME, self._job_name), "recording the job name")
         if self._seed is not None:
             np.random.seed((self._seed + trial.number) % 2**32)
         data = self._dataset
@@ -72,7 +85,7 @@ class Objective:
             repeat=False,
             shuffle=False,
         )
-        report = OptunaReport(trial, self._settings.metric_key)
+        report = OptunaReport(trial, self._settings.metric_key, db=self._db)
         with tempfile.TemporaryDirectory(prefix="chainer-trainer-") as out:
             # Chainer's Trainer insists on an output folder; nothing we use writes into it.
             trainer = training.Trainer(
@@ -83,12 +96,15 @@ class Objective:
             trainer.extend(extensions.Evaluator(test_iter, model))
             trainer.extend(extensions.LogReport(log_name=None))
             trainer.extend(report)
+            if self._guard is not None:  # SIGTERM ends the trial at the next iteration
+                trainer.extend(lambda _: self._guard.check(), trigger=(1, "iteration"), name="StopCheck")
             try:
                 trainer.run(show_loop_exception_msg=False)
             finally:
-                for key, value in report.last.items():
-                    trial.set_user_attr(key.replace("main/", "").replace("/", "_"), value)
-                trial.set_user_attr(ATTR_EPOCHS, int(report.last.get("epoch", 0)))
+                metrics = {key.replace("main/", "").replace("/", "_"): v for key, v in report.last.items()}
+                metrics[ATTR_EPOCHS] = int(report.last.get("epoch", 0))
+                for key, v in metrics.items():
+                    self._db(lambda k=key, v=v: trial.set_user_attr(k, v), "recording metrics")
         value = report.last[self._settings.metric_key]
         self.trained[trial.number] = predictor
         return value

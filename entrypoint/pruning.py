@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from chainer import training
+
+from entrypoint.dberrors import direct
 
 
 class OptunaReport(training.Extension):
@@ -25,7 +28,9 @@ class OptunaReport(training.Extension):
         metric_key: str,
         log_report: str = "LogReport",
         emit: Callable[[str], None] = print,
+        db: Callable[[Callable[[], Any], str], Any] = direct,
     ) -> None:
+        self._db = db  # wraps storage calls, e.g. to wait through a database outage
         self._trial = trial
         self._metric_key = metric_key
         self._log_report = log_report
@@ -45,11 +50,14 @@ class OptunaReport(training.Extension):
             if key in entry
         )
         self._emit(f"trial={self._trial.number} epoch={epoch} {fields}")
+        loss = float(entry.get("main/loss", 0.0))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at epoch {epoch} (diverged)")
         if self._metric_key not in entry:
             raise KeyError(f"metric {self._metric_key} missing from the epoch report")
         value = float(entry[self._metric_key])
         if not math.isfinite(value):
             raise FloatingPointError(f"{self._metric_key} is {value} at epoch {epoch}")
-        self._trial.report(value, step=epoch)
-        if self._trial.should_prune():
+        self._db(lambda: self._trial.report(value, step=epoch), "reporting an epoch")
+        if self._db(self._trial.should_prune, "asking the pruner"):
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self._metric_key}={value:.6g}")

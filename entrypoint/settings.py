@@ -52,6 +52,9 @@ class Settings:
     heartbeat_interval: int = 60
     heartbeat_grace_period: int = 180
     db_retry_timeout: float = 300.0
+    # Fault tolerance (see runner.py and README "When things go wrong").
+    trial_timeout: float | None = None
+    max_consecutive_failures: int = 5
 
     @property
     def metric_key(self) -> str:
@@ -133,6 +136,8 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "heartbeat_interval": (_int(1, 3600), "seconds between a running trial's heartbeats"),
     "heartbeat_grace_period": (_int(2, 86_400), "seconds without heartbeat before a trial is failed"),
     "db_retry_timeout": (_positive_seconds, "seconds to keep retrying a database that is away"),
+    "trial_timeout": (_positive_seconds, "seconds after which a trial is ended and recorded as failed"),
+    "max_consecutive_failures": (_int(1, 1000), "failed trials in a row after which the job stops"),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}
 

@@ -16,6 +16,8 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import shutil
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +78,15 @@ def embedded_url(output_data_dir: str | Path) -> URL:
     path = Path(output_data_dir).resolve() / EMBEDDED_STORAGE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     return URL.create("sqlite", database=str(path))
+
+
+def copy_embedded(db: Database, output_data_dir: str | Path) -> None:
+    """Copy an embedded study kept in the checkpoint folder into the output data folder."""
+    source = Path(db.url.database)
+    target = Path(output_data_dir) / EMBEDDED_STORAGE_FILE
+    if source.resolve() != target.resolve() and source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
 
 
 def _tls_args(kind: str, ca_path: str | None) -> dict[str, Any]:
@@ -195,10 +206,14 @@ def join_study(
     db: Database,
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
-) -> optuna.Study:
-    """Create the schema and the study, or join them, under the schema lock; retry transient errors."""
+    stop: threading.Event | None = None,
+) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """Create the schema and the study, or join them, under the schema lock; retry transient errors.
 
-    def attempt() -> optuna.Study:
+    Returns the study and its RDB storage (for heartbeats).
+    """
+
+    def attempt() -> tuple[optuna.Study, optuna.storages.RDBStorage]:
         with schema_lock(db):
             storage = _open(db, settings)
             return optuna.create_study(
@@ -208,10 +223,10 @@ def join_study(
                 sampler=sampler,
                 pruner=pruner,
                 load_if_exists=True,
-            )
+            ), storage
 
     try:
-        study = retrying(attempt, settings.db_retry_timeout, "opening the study")
+        study, rdb = retrying(attempt, settings.db_retry_timeout, "opening the study", stop)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
     except optuna.exceptions.StorageInternalError as exc:
@@ -221,4 +236,4 @@ def join_study(
             f"Study '{settings.study_name}' exists with direction {study.direction.name.lower()}, "
             f"but this job asks for {settings.direction}: use another study-name"
         )
-    return study
+    return study, rdb

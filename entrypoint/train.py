@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from pathlib import Path
 
 import optuna
@@ -17,12 +16,15 @@ from sagemaker_training import environment
 
 from entrypoint import data, report, search, storage
 from entrypoint import settings as settings_mod
-from entrypoint.constants import ENV_TRAINING_JOB_NAME
-from entrypoint.dberrors import retrying
+from entrypoint.checkpoint import Progress
+from entrypoint.constants import CHECKPOINT_DIR, ENV_TRAINING_JOB_NAME
+from entrypoint.dberrors import describe, retrying
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
 from entrypoint.redact import redacting
+from entrypoint.runner import TrialRunner
 from entrypoint.settings import Settings
+from entrypoint.stopping import Guard
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +34,21 @@ class JobPaths:
     model_dir: Path
     output_data_dir: Path
     channels: dict[str, str]
+    checkpoint_dir: Path | None = None  # exists only when checkpointing (managed spot) is on
+
+    @property
+    def checkpoints(self) -> Path | None:
+        return (
+            self.checkpoint_dir if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir() else None
+        )
 
 
-def run(settings: Settings, paths: JobPaths, job_name: str) -> optuna.Study:
+FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker's 120 s
+
+
+def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None = None) -> optuna.Study:
     """Join the study, run this job's trials, keep the best model, write the summary."""
+    guard = guard or Guard()
     dataset = data.load(paths.channels)
     logger.info(
         "Data: %d training and %d test examples, %d features, %d classes",
@@ -44,19 +57,30 @@ def run(settings: Settings, paths: JobPaths, job_name: str) -> optuna.Study:
         dataset.n_features,
         dataset.n_classes,
     )
-    db = storage.resolve(settings, paths.output_data_dir)
+    # With checkpointing on, an embedded study lives in the checkpoint folder so that a
+    # restarted spot job finds it; it is copied to the output data folder at the end.
+    db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
     with redacting(db.password):
-        return _run_on(db, settings, paths, job_name, dataset)
+        return _run_on(db, settings, paths, job_name, dataset, guard)
 
 
 def _run_on(
-    db: storage.Database, settings: Settings, paths: JobPaths, job_name: str, dataset: data.Dataset
+    db: storage.Database,
+    settings: Settings,
+    paths: JobPaths,
+    job_name: str,
+    dataset: data.Dataset,
+    guard: Guard,
 ) -> optuna.Study:
+    def db_call(fn, what):
+        return retrying(fn, settings.db_retry_timeout, what, guard.stop)
+
     seed = search.job_seed(settings.seed, job_name)
-    study = storage.join_study(
-        settings, db, search.make_sampler(settings, seed), search.make_pruner(settings)
-    )
-    objective = Objective(settings, dataset, job_name, seed)
+    sampler, pruner = search.make_sampler(settings, seed), search.make_pruner(settings)
+    study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop)
+    progress = Progress(paths.checkpoints, study.study_name, job_name)
+    progress.restore_model(paths.model_dir)
+    objective = Objective(settings, dataset, job_name, seed, guard, db_call)
     keeper = BestModelKeeper(
         paths.model_dir,
         study.direction,
@@ -69,53 +93,40 @@ def _run_on(
             "objective_metric": settings.objective_metric,
             "direction": settings.direction,
         },
+        mirror_dir=progress.model_dir,
     )
     logger.info(
-        "Job %s joins study '%s' on %r for %d trials", job_name, study.study_name, db.url, settings.n_trials
+        "Job %s joins study '%s' on %r: %d of %d trials to run",
+        job_name,
+        study.study_name,
+        db.url,
+        max(settings.n_trials - len(progress.finished), 0),
+        settings.n_trials,
     )
-    optimize(study, objective, keeper, settings)
-    best = retrying(
-        lambda: report.write(study, paths.output_data_dir), settings.db_retry_timeout, "writing the report"
-    )
+    try:
+        TrialRunner(study, rdb, objective, [keeper], settings, guard, progress).run()
+    finally:
+        _wrap_up(study, db, paths, keeper)
+    return study
+
+
+def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper) -> None:
+    """Summary files and closing lines; runs after success, failure and SIGTERM alike."""
+    try:
+        best = retrying(
+            lambda: report.write(study, paths.output_data_dir), FINAL_DB_RETRY_S, "writing the report"
+        )
+    except Exception as exc:  # the study may be unreachable; the model is already safe
+        logger.error("Could not write the study summary: %s", describe(exc))
+        best = None
+    if db.kind == "sqlite" and paths.checkpoints is not None:
+        storage.copy_embedded(db, paths.output_data_dir)
     if best is not None:
         print(f"best_trial={best.number} best_value={best.value:.6g} params={best.params}")
     if keeper.meta is not None:
         print(f"model_trial={keeper.meta['trial_number']} model_value={keeper.meta['value']:.6g}")
     else:
         logger.warning("No trial of this job completed: model_dir holds no model")
-    return study
-
-
-def _finished_in_study(study: optuna.Study) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
-def optimize(study: optuna.Study, objective: Objective, keeper: BestModelKeeper, settings: Settings) -> int:
-    """Run up to n-trials trials one at a time, so that the study-wide cap, the job timeout and
-    database outages are handled between trials. Returns the number of trials run."""
-    deadline = time.monotonic() + settings.timeout if settings.timeout else None
-    done = 0
-    while done < settings.n_trials:
-        if deadline is not None and time.monotonic() >= deadline:
-            logger.info("Timeout of %s s reached after %d trials", settings.timeout, done)
-            break
-        if settings.max_trials is not None:
-            finished = retrying(
-                lambda: _finished_in_study(study), settings.db_retry_timeout, "counting trials"
-            )
-            if finished >= settings.max_trials:
-                logger.info(
-                    "Study has %d finished trials (max-trials %d): stopping", finished, settings.max_trials
-                )
-                break
-        retrying(
-            lambda: study.optimize(objective, n_trials=1, callbacks=[keeper], catch=(FloatingPointError,)),
-            settings.db_retry_timeout,
-            "running a trial",
-        )
-        done += 1
-    return done
 
 
 def _channel_names() -> list[str]:
@@ -136,5 +147,8 @@ def main() -> None:
         model_dir=Path(environment.model_dir),
         output_data_dir=Path(environment.output_data_dir),
         channels={name: environment.channel_path(name) for name in _channel_names()},
+        checkpoint_dir=Path(environment.base_dir) / CHECKPOINT_DIR,
     )
-    run(settings, paths, job_name)
+    guard = Guard()
+    guard.install()
+    run(settings, paths, job_name, guard)

@@ -12,7 +12,7 @@ from tests import services
 
 def open_study(s):
     db = storage.resolve(s, "/nonexistent-output")
-    return db, storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+    return db, storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))[0]
 
 
 def secret_for(aws, db, **extra):

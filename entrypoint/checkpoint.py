@@ -1,0 +1,72 @@
+"""This job's progress in /opt/ml/checkpoints, so a restarted managed-spot job resumes.
+
+SageMaker syncs the folder to ``checkpoint_s3_uri`` and restores it when a spot job restarts;
+it exists only when checkpointing is configured. We keep there: ``progress.json`` (the trials
+this job finished) and a mirror of the best model (``model/``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from entrypoint.constants import CHECKPOINT_MODEL_DIR, CHECKPOINT_PROGRESS_FILE, MODEL_META_FILE
+from entrypoint.keeper import read_meta, write_atomically
+
+logger = logging.getLogger(__name__)
+
+
+class Progress:
+    """Trial numbers this job has finished in its study, persisted after every trial."""
+
+    def __init__(self, folder: Path | None, study_name: str, job_name: str) -> None:
+        self.folder = folder
+        self.study_name = study_name
+        self.job_name = job_name
+        self.finished: list[int] = []
+        if folder is not None:
+            self._load()
+
+    @property
+    def model_dir(self) -> Path | None:
+        return None if self.folder is None else self.folder / CHECKPOINT_MODEL_DIR
+
+    def _load(self) -> None:
+        path = self.folder / CHECKPOINT_PROGRESS_FILE
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except ValueError:
+            logger.warning("Ignoring unreadable checkpoint %s", path)
+            return
+        if doc.get("study_name") == self.study_name:
+            self.finished = [int(n) for n in doc.get("finished_trials", [])]
+            logger.info(
+                "Checkpoint: this job already finished %d trials of '%s'", len(self.finished), self.study_name
+            )
+
+    def record(self, trial_number: int) -> None:
+        self.finished.append(trial_number)
+        if self.folder is None:
+            return
+        body = json.dumps(
+            {"study_name": self.study_name, "job_name": self.job_name, "finished_trials": self.finished}
+        ).encode()
+        write_atomically(self.folder / CHECKPOINT_PROGRESS_FILE, lambda f: f.write(body))
+
+    def restore_model(self, model_dir: Path) -> bool:
+        """Copy the checkpointed best model into an empty model_dir (a restarted spot job)."""
+        source = self.model_dir
+        if source is None or read_meta(model_dir) is not None:
+            return False
+        meta = read_meta(source) if source.is_dir() else None
+        if meta is None or not (source / meta["weights_file"]).is_file():
+            return False
+        model_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / meta["weights_file"], model_dir / meta["weights_file"])
+        shutil.copy2(source / MODEL_META_FILE, model_dir / MODEL_META_FILE)  # last: the commit point
+        logger.info("Restored the best model (trial %d) from the checkpoint", meta["trial_number"])
+        return True

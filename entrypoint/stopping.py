@@ -1,0 +1,83 @@
+"""SIGTERM (stop, spot reclaim, MaxRuntime) and per-trial time limits, for the whole job.
+
+SageMaker sends SIGTERM and kills the container 120 s later; the training toolkit neither
+forwards nor handles it. We set a flag that the training loop checks at every iteration, so
+a trial ends cleanly within one iteration. A trial stuck inside one call is interrupted by
+SIGALRM: when its time limit passes, or ``FORCE_STOP_AFTER_S`` after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+FORCE_STOP_AFTER_S = 30.0  # SIGTERM -> forced end of a trial that does not reach an iteration
+
+
+class Interrupted(Exception):
+    """A trial was ended from outside its objective."""
+
+
+class StopRequested(Interrupted):
+    """The job received SIGTERM: the trial is re-queued for another (or the restarted) job."""
+
+
+class TrialTimedOut(Interrupted):
+    """The trial ran past the 'trial-timeout' hyperparameter."""
+
+
+class Guard:
+    """Owns SIGTERM and SIGALRM for the job; tells trials when to stop."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._in_trial = False
+        self._timeout: float | None = None
+
+    def install(self) -> None:
+        """Install the handlers (main thread only)."""
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    def check(self) -> None:
+        """Called at every training iteration: end the trial cleanly if the job must stop."""
+        if self.stop.is_set():
+            raise StopRequested("the job received SIGTERM")
+
+    @contextlib.contextmanager
+    def trial(self, timeout: float | None) -> Iterator[None]:
+        """Arm the trial's time limit for the duration of the block."""
+        self._in_trial, self._timeout = True, timeout
+        if timeout is not None:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._in_trial = False
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        logger.warning("SIGTERM: finishing the running trial at its next iteration, then stopping")
+        self.stop.set()
+        if self._in_trial:
+            remaining = signal.getitimer(signal.ITIMER_REAL)[0]
+            if remaining == 0 or remaining > FORCE_STOP_AFTER_S:
+                signal.setitimer(signal.ITIMER_REAL, FORCE_STOP_AFTER_S)
+
+    def _on_alarm(self, signum: int, frame: object) -> None:
+        if not self._in_trial:
+            return
+        if self.stop.is_set():
+            raise StopRequested(
+                f"the trial did not reach an iteration within {FORCE_STOP_AFTER_S:.0f} s of SIGTERM"
+            )
+        raise TrialTimedOut(f"the trial ran longer than trial-timeout ({self._timeout:g} s)")
