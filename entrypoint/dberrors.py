@@ -80,7 +80,7 @@ def retrying(fn: Callable[[], T], timeout_s: float, what: str, stop: threading.E
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
         stop=tenacity.stop_after_delay(timeout_s) | (lambda _: stop.is_set()),
-        wait=tenacity.wait_exponential_jitter(initial=0.5, max=15),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=15),
         sleep=stop.wait,
         before_sleep=log,
         reraise=True,

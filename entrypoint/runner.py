@@ -78,7 +78,9 @@ class TrialRunner:
     ) -> None:
         self.study, self.storage, self.objective = study, storage, objective
         self.callbacks, self.settings, self.guard, self.progress = callbacks, settings, guard, progress
-        self._requeue = RetryHeartbeatStaleTrialCallback()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._requeue = RetryHeartbeatStaleTrialCallback()
 
     def _db(self, fn: Callable[[], object], what: str) -> object:
         return retrying(fn, self.settings.db_retry_timeout, what, self.guard.stop)

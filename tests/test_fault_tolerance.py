@@ -1,0 +1,225 @@
+"""Stops, spot restarts, killed jobs, database outages, failing and hanging trials: real
+processes, real signals, real MariaDB."""
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from entrypoint import settings as settings_mod
+from entrypoint.checkpoint import Progress
+from entrypoint.runner import TrialRunner
+from entrypoint.stopping import Guard
+from tests import services
+from tests.conftest import npz
+from tests.test_parallel_jobs import FINISHED, finish, start_job, study_of
+
+
+def embedded_study(base):
+    return optuna.load_study(
+        study_name="spot", storage=f"sqlite:///{base / 'checkpoints' / 'optuna-study.db'}"
+    )
+
+
+def wait_for_training(load_study, min_complete):
+    def ready():
+        trials = load_study().trials
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        return len(complete) >= min_complete and running
+
+    services.wait_for(ready, 180, "a completed trial and one in training")
+
+
+def test_sigterm_then_spot_restart_resumes_the_budget(job_dir, moto_endpoint):
+    base = job_dir({"study-name": "spot", "n-trials": "4", "epochs": "150", "pruner": "none", "seed": "3"})
+    (base / "checkpoints").mkdir()
+    proc = start_job(base, "spot-job", moto_endpoint)
+    wait_for_training(lambda: embedded_study(base), 1)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    rc, out, err = finish(proc, timeout=120)
+    stop_s = time.monotonic() - t0
+    assert rc == 0, err[-2000:]
+    assert stop_s < 30, f"took {stop_s:.1f} s to stop"
+    assert not (base / "output" / "failure").exists()
+    trials = embedded_study(base).trials
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"].startswith("interrupted")
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(queued) == 1 and queued[0].params == interrupted[0].params
+    assert queued[0].system_attrs["failed_trial"] == interrupted[0].number
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    meta = json.loads((base / "model" / "model.json").read_text())
+    assert trials[meta["trial_number"]].state == TrialState.COMPLETE
+    assert (base / "output" / "data" / "trials.csv").is_file()
+    assert (base / "output" / "data" / "optuna-study.db").is_file()
+    done_before = json.loads((base / "checkpoints" / "progress.json").read_text())["finished_trials"]
+    assert 1 <= len(done_before) < 4
+
+    # Spot restart: a new instance, only /opt/ml/checkpoints comes back.
+    for lost in ("model", "output"):
+        shutil.rmtree(base / lost)
+    (base / "model").mkdir()
+    rc, out, err = finish(start_job(base, "spot-job", moto_endpoint))
+    assert rc == 0, err[-2000:]
+    assert "Restored the best model" in err
+    progress = json.loads((base / "checkpoints" / "progress.json").read_text())["finished_trials"]
+    assert progress[: len(done_before)] == done_before and len(progress) == 4
+    trials = embedded_study(base).trials
+    assert len([t for t in trials if t.state in FINISHED]) == 4
+    assert trials[progress[len(done_before)]].system_attrs.get("failed_trial") == interrupted[0].number
+    meta = json.loads((base / "model" / "model.json").read_text())
+    assert meta["value"] == max(t.value for t in trials if t.state == TrialState.COMPLETE)
+    assert sorted(p.name for p in (base / "model").iterdir()) == ["model.json", meta["weights_file"]]
+
+
+def test_database_restart_mid_run_loses_and_doubles_nothing(
+    private_mariadb, private_db, moto_endpoint, aws, job_dir
+):
+    secret = aws({"username": private_db.user, "password": private_db.password})
+    base = job_dir(
+        {
+            "host": "127.0.0.1",
+            "db-port": str(private_db.port),
+            "db-name": private_db.name,
+            "db-secret": secret,
+            "region-name": services.REGION,
+            "study-name": "shared",
+            "n-trials": "4",
+            "epochs": "60",
+            "pruner": "none",
+            "db-retry-timeout": "120",
+        }
+    )
+    proc = start_job(base, "outage", moto_endpoint)
+    wait_for_training(lambda: study_of(private_db), 1)
+    private_mariadb.stop()
+    try:
+        time.sleep(10)
+        assert proc.poll() is None, "the job died with the database"
+    finally:
+        private_mariadb.start()
+    rc, out, err = finish(proc)
+    assert rc == 0, err[-3000:]
+    assert "Database unavailable" in err
+    trials = study_of(private_db).trials
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == 4 and len({t.number for t in finished}) == 4
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert json.loads((base / "model" / "model.json").read_text())["trial_number"] in {
+        t.number for t in finished
+    }
+
+
+def test_database_gone_for_good_fails_clearly_and_keeps_the_model(
+    private_mariadb, private_db, moto_endpoint, aws, job_dir
+):
+    secret = aws({"username": private_db.user, "password": private_db.password})
+    base = job_dir(
+        {
+            "host": "127.0.0.1",
+            "db-port": str(private_db.port),
+            "db-name": private_db.name,
+            "db-secret": secret,
+            "region-name": services.REGION,
+            "study-name": "shared",
+            "n-trials": "50",
+            "epochs": "60",
+            "pruner": "none",
+            "db-retry-timeout": "4",
+        }
+    )
+    proc = start_job(base, "abandoned", moto_endpoint)
+    wait_for_training(lambda: study_of(private_db), 1)
+    private_mariadb.stop()
+    try:
+        rc, _, err = finish(proc, timeout=180)
+    finally:
+        private_mariadb.start()
+    assert rc == 1
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith("The database was unreachable for longer than db-retry-timeout (4 s)"), failure
+    assert "Traceback" not in failure
+    meta = json.loads((base / "model" / "model.json").read_text())
+    assert (base / "model" / meta["weights_file"]).is_file()
+
+
+def test_diverging_trials_fail_with_a_reason_then_stop_the_job(job_dir, moto_endpoint, small_digits):
+    x, y = small_digits["train"]
+    base = job_dir({"n-trials": "5", "epochs": "2", "max-consecutive-failures": "2", "study-name": "spot"})
+    npz(base / "input" / "data" / "train" / "data.npz", x=x * 3e38, y=y)  # finite, but overflows float32 math
+    (base / "checkpoints").mkdir()
+    rc, _, err = finish(start_job(base, "nan", moto_endpoint))
+    assert rc == 1
+    failure = (base / "output" / "failure").read_text()
+    assert (
+        "2 trials failed in a row (max-consecutive-failures)" in failure and "FloatingPointError" in failure
+    )
+    trials = embedded_study(base).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("diverged" in t.user_attrs["fail_reason"] for t in trials)
+
+
+@pytest.fixture
+def guard():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGALRM)}
+    g = Guard()
+    g.install()
+    yield g
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def runner_for(tmp_path, objective, guard, **hps):
+    s = settings_mod.parse({"heartbeat-interval": "1", "heartbeat-grace-period": "5", **hps})
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat_interval=1, grace_period=5
+    )
+    study = optuna.create_study(storage=storage, direction="maximize")
+    return study, TrialRunner(study, storage, objective, [], s, guard, Progress(None, "s", "job"))
+
+
+def test_a_failing_trial_is_recorded_and_the_job_goes_on(tmp_path, guard):
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            raise MemoryError("out of memory in trial 1")
+        return x
+
+    study, runner = runner_for(tmp_path, objective, guard, **{"n-trials": "4"})
+    assert runner.run() == 4
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["fail_reason"] == "MemoryError: out of memory in trial 1"
+
+
+def test_a_hanging_trial_is_ended_by_its_time_limit(tmp_path, guard):
+    def objective(trial):
+        trial.suggest_float("x", 0, 1)
+        if trial.number == 0:
+            time.sleep(3600)  # hangs
+        return 1.0
+
+    study, runner = runner_for(tmp_path, objective, guard, **{"n-trials": "2", "trial-timeout": "1"})
+    t0 = time.monotonic()
+    assert runner.run() == 2
+    assert time.monotonic() - t0 < 10
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "ran longer than trial-timeout (1 s)" in study.trials[0].user_attrs["fail_reason"]
+
+
+def test_trial_timeout_through_the_train_command(job_dir, moto_endpoint):
+    base = job_dir({"n-trials": "2", "epochs": "10000", "trial-timeout": "2", "study-name": "spot"})
+    (base / "checkpoints").mkdir()
+    rc, _, err = finish(start_job(base, "slow", moto_endpoint))
+    assert rc == 0, err[-2000:]
+    trials = embedded_study(base).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("trial-timeout" in t.user_attrs["fail_reason"] for t in trials)
+    assert not (base / "model" / "model.json").exists()
