@@ -46,6 +46,7 @@ def test_sigterm_then_spot_restart_resumes_the_budget(job_dir, moto_endpoint):
     rc, out, err = finish(proc, timeout=120)
     stop_s = time.monotonic() - t0
     assert rc == 0, err[-2000:]
+    print(f"stopped {stop_s:.2f} s after SIGTERM")
     assert stop_s < 30, f"took {stop_s:.1f} s to stop"
     assert not (base / "output" / "failure").exists()
     trials = embedded_study(base).trials
