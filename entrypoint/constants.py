@@ -30,6 +30,7 @@ CHECKPOINT_MODEL_DIR = "model"
 EMBEDDED_STORAGE_FILE = "optuna-study.db"
 TRIALS_CSV_FILE = "trials.csv"
 BEST_TRIAL_FILE = "best_trial.json"
+PLOTS_DIR = "plots"
 
 # Names of the metrics reported by Chainer's Evaluator/LogReport.
 METRIC_KEYS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 from sagemaker_training import environment
 
-from entrypoint import data, report, search, storage
+from entrypoint import data, plots, report, search, storage
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import CHECKPOINT_DIR, ENV_TRAINING_JOB_NAME
@@ -119,6 +119,11 @@ def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper:
     except Exception as exc:  # the study may be unreachable; the model is already safe
         logger.error("Could not write the study summary: %s", describe(exc))
         best = None
+    if best is not None:
+        try:
+            plots.write(study, paths.output_data_dir)
+        except Exception as exc:  # never lose the job over a drawing; say why in the log
+            logger.error("Could not draw the study plots: %s", describe(exc), exc_info=True)
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
     if best is not None:

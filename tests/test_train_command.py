@@ -38,6 +38,11 @@ def test_full_run_on_the_embedded_storage(job_dir):
     assert best["number"] == meta["trial_number"]
     assert f"best_trial={best['number']}" in result.stdout
     assert not (base / "output" / "failure").exists()
+    plots = base / "output" / "data" / "plots"
+    names = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+    for name in names:
+        assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "plotly.min.js" in (plots / f"{name}.html").read_text()
     # A second job joins the same study and keeps its own best model.
     again = run_train(base, TRAINING_JOB_NAME="job-cli-2")
     assert again.returncode == 0, again.stderr
@@ -77,7 +82,11 @@ def test_readme_metric_definitions_read_the_real_output(job_dir):
     base = job_dir({"n-trials": "1", "epochs": "1"})
     out = run_train(base).stdout
     epoch_line = next(line for line in out.splitlines() if line.startswith("trial=0 epoch=1 "))
-    found = {name: float(rx.search(epoch_line).group(1)) for name, rx in definitions.items() if rx.search(epoch_line)}
+    found = {
+        name: float(rx.search(epoch_line).group(1))
+        for name, rx in definitions.items()
+        if rx.search(epoch_line)
+    }
     assert set(found) == {"train:loss", "train:accuracy", "validation:loss", "validation:accuracy"}
     assert f"loss={found['train:loss']:.6g} accuracy={found['train:accuracy']:.6g} " in epoch_line
     best_line = next(line for line in out.splitlines() if line.startswith("best_trial="))

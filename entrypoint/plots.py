@@ -1,0 +1,69 @@
+"""The study -> plots in the output data folder: static PNG (matplotlib) and interactive HTML
+(plotly), drawn by Optuna's own visualization modules from the whole study.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+from entrypoint.constants import PLOTS_DIR
+
+logger = logging.getLogger(__name__)
+
+# name -> (plotly function, matplotlib function); each takes the study.
+PLOTS: dict[str, tuple[Callable, Callable]] = {
+    "optimization_history": (
+        optuna.visualization.plot_optimization_history,
+        optuna.visualization.matplotlib.plot_optimization_history,
+    ),
+    "param_importances": (
+        optuna.visualization.plot_param_importances,
+        optuna.visualization.matplotlib.plot_param_importances,
+    ),
+    "parallel_coordinate": (
+        optuna.visualization.plot_parallel_coordinate,
+        optuna.visualization.matplotlib.plot_parallel_coordinate,
+    ),
+    "intermediate_values": (
+        optuna.visualization.plot_intermediate_values,
+        optuna.visualization.matplotlib.plot_intermediate_values,
+    ),
+}
+
+
+def write(study: optuna.Study, output_data_dir: str | Path) -> list[Path]:
+    """Draw every plot the study has enough trials for; return the files written.
+
+    A plot that cannot be drawn (too few completed trials for importances, say) is skipped
+    with a log line: the plots must never cost the job its model or its summary.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a training container
+    import matplotlib.pyplot as plt
+
+    folder = Path(output_data_dir) / PLOTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    trials = study.get_trials(deepcopy=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for name, (interactive, static) in PLOTS.items():
+            try:
+                html = folder / f"{name}.html"
+                # One shared plotly.min.js beside the pages: viewable offline, 3.5 MB once.
+                interactive(study).write_html(html, include_plotlyjs="directory")
+                png = folder / f"{name}.png"
+                axes = static(study)
+                axes.figure.savefig(png, dpi=100, bbox_inches="tight")
+                plt.close("all")
+                written += [html, png]
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                plt.close("all")
+                logger.warning("Plot %s skipped (%d trials): %s", name, len(trials), exc)
+    return written
