@@ -7,6 +7,7 @@ ENV_AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
 
 # Hyperparameter keys the SageMaker SDK and automatic model tuning add on their own.
 IGNORED_HYPERPARAMETER_PREFIXES = ("sagemaker_", "_")
+SUBMIT_DIRECTORY_HYPERPARAMETER = "sagemaker_submit_directory"  # the SDK's source_dir on S3
 
 # Channels (folders under /opt/ml/input/data).
 CHANNEL_TRAIN = "train"

@@ -13,13 +13,14 @@ import optuna
 from chainer import training
 from chainer.training import extensions
 
+from entrypoint import usermodule
 from entrypoint.constants import ATTR_EPOCHS, ATTR_JOB_NAME
 from entrypoint.data import Dataset
 from entrypoint.dberrors import direct
-from entrypoint.network import build_network
 from entrypoint.pruning import OptunaReport
 from entrypoint.settings import Settings
 from entrypoint.stopping import Guard
+from entrypoint.usermodule import ModelSpec
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -57,7 +58,9 @@ class Objective:
         seed: int | None,
         guard: Guard | None = None,
         db: Callable[[Callable[[], Any], str], Any] = direct,
+        spec: ModelSpec | None = None,
     ) -> None:
+        self._spec = spec or usermodule.builtin()
         self._guard = guard
         self._db = db
         self._settings = settings
@@ -67,14 +70,14 @@ class Objective:
         self.trained: dict[int, chainer.Link] = {}  # trial number -> predictor, until kept or dropped
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = self._db(lambda: suggest_params(trial), "sampling parameters")
+        params = self._db(lambda: self._spec.suggest_params(trial), "sampling parameters")
         self._db(lambda: trial.set_user_attr(ATTR_JOB_NAME, self._job_name), "recording the job name")
         if self._seed is not None:
             np.random.seed((self._seed + trial.number) % 2**32)
         data = self._dataset
-        predictor = build_network(params, data.n_features, data.n_classes)
+        predictor = self._spec.build_network(params, data.n_features, data.n_classes)
         model = L.Classifier(predictor)
-        optimizer = make_optimizer(params, model)
+        optimizer = self._spec.make_optimizer(params, model)
         batch_size = min(self._settings.batch_size, len(data.train.y))
         train_iter = chainer.iterators.SerialIterator(
             chainer.datasets.TupleDataset(data.train.x, data.train.y), batch_size

@@ -78,6 +78,7 @@ class TrialRunner:
     ) -> None:
         self.study, self.storage, self.objective = study, storage, objective
         self.callbacks, self.settings, self.guard, self.progress = callbacks, settings, guard, progress
+        self._stale_checked_at = -math.inf
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._requeue = RetryHeartbeatStaleTrialCallback()
@@ -138,7 +139,11 @@ class TrialRunner:
             # optimize(): this loop is our optimize(), with its own heartbeat thread.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            self._db(lambda: optuna.storages.fail_stale_trials(self.study), "failing stale trials")
+            # Staleness moves on the scale of the grace period: look once per heartbeat
+            # interval, not before every trial as optimize() does (a query per trial).
+            if time.monotonic() - self._stale_checked_at >= self.settings.heartbeat_interval:
+                self._db(lambda: optuna.storages.fail_stale_trials(self.study), "failing stale trials")
+                self._stale_checked_at = time.monotonic()
             trial: optuna.Trial = self._db(self.study.ask, "starting a trial")
         value: float | None = None
         state, reason, interrupted = TrialState.COMPLETE, None, False

@@ -55,6 +55,9 @@ class Settings:
     # Fault tolerance (see runner.py and README "When things go wrong").
     trial_timeout: float | None = None
     max_consecutive_failures: int = 5
+    # Bring your own model (see usermodule.py).
+    model_module: str | None = None
+    install_requirements: bool = False
 
     @property
     def metric_key(self) -> str:
@@ -113,6 +116,20 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _module_name(raw: str) -> str:
+    value = raw.strip()
+    if not value or not all(part.isidentifier() for part in value.split(".")):
+        raise ValueError("must be a Python module name such as my_model or pkg.model")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value == "true"
+
+
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "study_name": (_text(), "name of the Optuna study every job of the run joins"),
     "n_trials": (_int(1, 100_000), "trials this job runs"),
@@ -138,6 +155,8 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "db_retry_timeout": (_positive_seconds, "seconds to keep retrying a database that is away"),
     "trial_timeout": (_positive_seconds, "seconds after which a trial is ended and recorded as failed"),
     "max_consecutive_failures": (_int(1, 1000), "failed trials in a row after which the job stops"),
+    "model_module": (_module_name, "module in source_dir with suggest_params() and build_network()"),
+    "install_requirements": (_bool, "pip install source_dir/requirements.txt at start (needs network)"),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}
 

@@ -1,9 +1,10 @@
 """Settings -> an Optuna RDB storage and the study this job joins, safe for many parallel jobs.
 
 Plain Optuna races when several processes open an empty database at once (``CREATE TABLE``
-collisions, a duplicated schema-version row). We serialise schema creation and the study
-join behind a database-level lock (``GET_LOCK`` on MySQL, an advisory lock on PostgreSQL);
-the lock dies with its connection, so a job that is killed while holding it blocks no one.
+collisions, a duplicated schema-version row). Until the schema is complete, jobs create it
+one at a time behind a database-level lock (``GET_LOCK`` on MySQL, an advisory lock on
+PostgreSQL); the lock dies with its connection, so a killed job blocks no one. Once the
+schema is there, jobs skip the lock and the DDL altogether.
 
 Connections per job: a pool of ``POOL_SIZE`` plus ``MAX_OVERFLOW`` (the main thread and
 Optuna's heartbeat thread), and one short-lived connection for the lock at start. Keep
@@ -190,11 +191,28 @@ def schema_lock(db: Database) -> Iterator[None]:
         engine.dispose()
 
 
-def _open(db: Database, settings: Settings) -> optuna.storages.RDBStorage:
+def schema_ready(db: Database) -> bool:
+    """True once Optuna's schema is complete (its last step stamps ``alembic_version``)."""
+    engine = sqlalchemy.create_engine(
+        db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=db.connect_args
+    )
+    try:
+        with engine.connect() as conn:
+            inspector = sqlalchemy.inspect(conn)
+            if not all(inspector.has_table(t) for t in ("version_info", "alembic_version")):
+                return False
+            count = "SELECT (SELECT COUNT(*) FROM version_info) * (SELECT COUNT(*) FROM alembic_version)"
+            return bool(conn.execute(sqlalchemy.text(count)).scalar())
+    finally:
+        engine.dispose()
+
+
+def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.storages.RDBStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=".*heartbeat")
     return optuna.storages.RDBStorage(
         db.url.render_as_string(hide_password=False),  # holds no password: it is in connect_args
         engine_kwargs=db.engine_kwargs(),
+        skip_table_creation=not create_schema,
         heartbeat_interval=settings.heartbeat_interval,
         grace_period=settings.heartbeat_grace_period,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_MAX_RETRY),
@@ -214,16 +232,21 @@ def join_study(
     """
 
     def attempt() -> tuple[optuna.Study, optuna.storages.RDBStorage]:
-        with schema_lock(db):
-            storage = _open(db, settings)
-            return optuna.create_study(
-                storage=storage,
-                study_name=settings.study_name,
-                direction=settings.direction,
-                sampler=sampler,
-                pruner=pruner,
-                load_if_exists=True,
-            ), storage
+        if schema_ready(db):  # the common case: no lock, no DDL
+            storage = _open(db, settings, create_schema=False)
+        else:
+            with schema_lock(db):  # the first jobs on an empty database: one at a time
+                storage = _open(db, settings, create_schema=not schema_ready(db))
+        # Creating the study is one INSERT of a unique name; a job that loses the race loads it.
+        study = optuna.create_study(
+            storage=storage,
+            study_name=settings.study_name,
+            direction=settings.direction,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+        return study, storage
 
     try:
         study, rdb = retrying(attempt, settings.db_retry_timeout, "opening the study", stop)

@@ -7,6 +7,7 @@ The toolkit's ``train`` command imports this module and calls :func:`main`. A
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,10 +15,10 @@ from pathlib import Path
 import optuna
 from sagemaker_training import environment
 
-from entrypoint import data, plots, report, search, storage
+from entrypoint import data, plots, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
-from entrypoint.constants import CHECKPOINT_DIR, ENV_TRAINING_JOB_NAME
+from entrypoint.constants import CHECKPOINT_DIR, ENV_TRAINING_JOB_NAME, SUBMIT_DIRECTORY_HYPERPARAMETER
 from entrypoint.dberrors import describe, retrying
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
@@ -35,6 +36,7 @@ class JobPaths:
     output_data_dir: Path
     channels: dict[str, str]
     checkpoint_dir: Path | None = None  # exists only when checkpointing (managed spot) is on
+    code_dir: Path | None = None  # the Estimator's source_dir, for model-module
 
     @property
     def checkpoints(self) -> Path | None:
@@ -49,6 +51,9 @@ FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker
 def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None = None) -> optuna.Study:
     """Join the study, run this job's trials, keep the best model, write the summary."""
     guard = guard or Guard()
+    if settings.install_requirements and paths.code_dir is not None:
+        usermodule.install_requirements(paths.code_dir)
+    spec = usermodule.load(settings.model_module, paths.code_dir or ".")
     dataset = data.load(paths.channels)
     logger.info(
         "Data: %d training and %d test examples, %d features, %d classes",
@@ -61,7 +66,7 @@ def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None 
     # restarted spot job finds it; it is copied to the output data folder at the end.
     db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
     with redacting(db.password):
-        return _run_on(db, settings, paths, job_name, dataset, guard)
+        return _run_on(db, settings, paths, job_name, dataset, guard, spec)
 
 
 def _run_on(
@@ -71,6 +76,7 @@ def _run_on(
     job_name: str,
     dataset: data.Dataset,
     guard: Guard,
+    spec: usermodule.ModelSpec,
 ) -> optuna.Study:
     def db_call(fn, what):
         return retrying(fn, settings.db_retry_timeout, what, guard.stop)
@@ -80,7 +86,10 @@ def _run_on(
     study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
     progress.restore_model(paths.model_dir)
-    objective = Objective(settings, dataset, job_name, seed, guard, db_call)
+    objective = Objective(settings, dataset, job_name, seed, guard, db_call, spec)
+    for folder in (paths.model_dir, progress.model_dir):  # serving rebuilds the network from it
+        if folder is not None:
+            usermodule.pack(spec, folder)
     keeper = BestModelKeeper(
         paths.model_dir,
         study.direction,
@@ -92,6 +101,7 @@ def _run_on(
             "n_classes": dataset.n_classes,
             "objective_metric": settings.objective_metric,
             "direction": settings.direction,
+            "model_module": spec.module_name,
         },
         mirror_dir=progress.model_dir,
     )
@@ -134,6 +144,16 @@ def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper:
         logger.warning("No trial of this job completed: model_dir holds no model")
 
 
+def _submit_directory() -> str | None:
+    """The SDK's ``sagemaker_submit_directory`` (a JSON-encoded string), if the job has one."""
+    with open(environment.hyperparameters_file_dir, encoding="utf-8") as f:
+        raw = json.load(f).get(SUBMIT_DIRECTORY_HYPERPARAMETER)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw
+
+
 def _channel_names() -> list[str]:
     try:
         return list(environment.read_input_data_config())
@@ -147,12 +167,15 @@ def main() -> None:
     # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
     # it logs every hyperparameter value that is not JSON.
     settings = settings_mod.load(environment.hyperparameters_file_dir)
+    if settings.model_module:
+        usermodule.fetch_source(_submit_directory(), environment.code_dir)
     job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or f"local-{os.getpid()}"
     paths = JobPaths(
         model_dir=Path(environment.model_dir),
         output_data_dir=Path(environment.output_data_dir),
         channels={name: environment.channel_path(name) for name in _channel_names()},
         checkpoint_dir=Path(environment.base_dir) / CHECKPOINT_DIR,
+        code_dir=Path(environment.code_dir),
     )
     guard = Guard()
     guard.install()

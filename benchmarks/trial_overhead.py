@@ -1,0 +1,152 @@
+"""Per-trial overhead and parallel efficiency: our trial runner against a plain Optuna loop,
+both on the machine's MariaDB.
+
+    .venv/bin/python benchmarks/trial_overhead.py [--trials 40] [--workers 16] [--per-worker 4]
+
+1. One process, ``--trials`` trials of a 0.1 s objective: seconds per trial and the overhead
+   above the objective, for ``study.optimize`` (TPE with constant liar, RDBStorage) and for
+   our runner (schema lock, heartbeat thread, retry wrappers, per-trial checks).
+2. ``--workers`` processes, each running ``--per-worker`` trials of a 1 s objective on one
+   study: efficiency = objective seconds / (workers x wall seconds), wall measured from a
+   barrier after start-up. Plain Optuna gets its schema created beforehand (it races
+   otherwise); ours starts on an empty database. Both join the study before the barrier, so
+   the figure is the steady state of many jobs on one study (start-up: benchmarks/startup.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import time
+import uuid
+
+import mysql.connector
+import optuna
+
+ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def objective_factory(seconds: float):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -10, 10)
+        y = trial.suggest_int("y", 1, 128, log=True)
+        time.sleep(seconds)
+        return -((x - 2) ** 2) - y / 100
+
+    return objective
+
+
+def fresh_database() -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    conn = mysql.connector.connect(**ROOT)
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return name
+
+
+def drop_database(name: str) -> None:
+    conn = mysql.connector.connect(**ROOT)
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+    conn.close()
+
+
+def plain_worker(db: str, n: int, seconds: float, barrier, out) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"mysql+mysqlconnector://root@127.0.0.1:3306/{db}"
+    study = optuna.load_study(
+        study_name="bench", storage=storage, sampler=optuna.samplers.TPESampler(constant_liar=True)
+    )
+    barrier.wait()
+    t0 = time.perf_counter()
+    study.optimize(objective_factory(seconds), n_trials=n)
+    out.put((t0, time.perf_counter()))
+
+
+def our_worker(db: str, n: int, seconds: float, barrier, out) -> None:
+    import logging
+
+    from entrypoint import search, settings, storage
+    from entrypoint.checkpoint import Progress
+    from entrypoint.runner import TrialRunner
+    from entrypoint.stopping import Guard
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.disable(logging.WARNING)
+    s = settings.parse(
+        {"storage": f"mysql://root@127.0.0.1:3306/{db}", "study-name": "bench", "n-trials": str(n)}
+    )
+    database = storage.resolve(s, "/tmp")
+    study, rdb = storage.join_study(s, database, search.make_sampler(s, None), search.make_pruner(s))
+    barrier.wait()
+    t0 = time.perf_counter()
+    TrialRunner(study, rdb, objective_factory(seconds), [], s, Guard(), Progress(None, "bench", "w")).run()
+    out.put((t0, time.perf_counter()))
+
+
+def run_workers(target, workers: int, n: int, seconds: float, prepare_schema: bool) -> float:
+    db = fresh_database()
+    try:
+        if prepare_schema:
+            optuna.create_study(
+                study_name="bench",
+                storage=f"mysql+mysqlconnector://root@127.0.0.1:3306/{db}",
+                direction="maximize",
+            )
+        ctx = mp.get_context("spawn")
+        barrier, out = ctx.Barrier(workers), ctx.Queue()
+        procs = [ctx.Process(target=target, args=(db, n, seconds, barrier, out)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        spans = [out.get(timeout=600) for _ in procs]
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise RuntimeError("a worker failed")
+        return min(s for s, _ in spans), max(e for _, e in spans)
+    finally:
+        drop_database(db)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--per-worker", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=("single", "parallel"))
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    quick = 0.1
+    arms = (("plain optuna", plain_worker, True), ("ours", our_worker, False))
+    per_trial: dict[str, list[float]] = {name: [] for name, _, _ in arms}
+    for _ in range(
+        args.repeats if args.only != "parallel" else 0
+    ):  # interleaved, so that load from elsewhere hits both arms alike
+        for name, target, prepare in arms:
+            start, end = run_workers(target, 1, args.trials, quick, prepare)
+            per_trial[name].append((end - start) / args.trials)
+    for name, values in per_trial.items() if args.only != "parallel" else ():
+        med = statistics.median(values)
+        print(
+            f"{name}: {med * 1000:.1f} ms per trial ({(med - quick) * 1000:.1f} ms above the {quick * 1000:.0f} ms objective), median of {args.repeats}"
+        )
+    if args.only != "parallel":
+        ratio = statistics.median(per_trial["ours"]) / statistics.median(per_trial["plain optuna"])
+        print(f"ours / plain per trial: {ratio:.3f}")
+    if args.only == "single":
+        return
+
+    for name, target, prepare in (("plain optuna", plain_worker, True), ("ours", our_worker, False)):
+        start, end = run_workers(target, args.workers, args.per_worker, 1.0, prepare)
+        efficiency = args.workers * args.per_worker * 1.0 / (args.workers * (end - start))
+        print(
+            f"{name}: {args.workers} workers x {args.per_worker} trials of 1 s in {end - start:.2f} s: efficiency {efficiency:.0%}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Bring your own model: a user module that provides the search space and the network.
+
+The module (hyperparameter ``model-module``) comes with the Estimator's ``source_dir`` and
+must define:
+
+    suggest_params(trial) -> dict                      the search space
+    build_network(params, n_features, n_classes) -> chainer.Link   the predictor (logits)
+
+and may define:
+
+    make_optimizer(params, model) -> chainer.Optimizer  (default: ours, or Adam)
+
+Training packs the module into ``model_dir/code/`` so that ``serve`` rebuilds the same
+network from the stored parameters. Plug-ins by lookup with a default, as in the
+inference toolkit: no registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import chainer
+
+from entrypoint import network
+from entrypoint.errors import UserError
+
+REQUIRED = ("suggest_params", "build_network")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Where the search space, the network and the optimizer come from."""
+
+    suggest_params: Callable[[Any], dict[str, Any]]
+    build_network: Callable[[dict[str, Any], int, int], chainer.Link]
+    make_optimizer: Callable[[dict[str, Any], chainer.Link], chainer.Optimizer]
+    module: ModuleType | None = None
+
+    @property
+    def module_name(self) -> str | None:
+        return None if self.module is None else self.module.__name__
+
+
+def _default_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.Optimizer:
+    from entrypoint.objective import make_optimizer
+
+    if "optimizer" in params:  # the user kept our optimizer part of the search space
+        return make_optimizer(params, model)
+    optimizer = chainer.optimizers.Adam()
+    optimizer.setup(model)
+    return optimizer
+
+
+def builtin() -> ModelSpec:
+    from entrypoint.objective import make_optimizer, suggest_params
+
+    return ModelSpec(suggest_params, network.build_network, make_optimizer)
+
+
+def import_module(name: str, folder: str | Path) -> ModuleType:
+    """Import ``name`` (a module or package) from ``folder``, with errors naming both."""
+    folder = str(Path(folder).resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name or name.startswith(f"{exc.name}."):
+            raise UserError(
+                f"Cannot import model-module '{name}': no {name}.py or package {name}/ in {folder}"
+            ) from None
+        raise UserError(
+            f"Cannot import model-module '{name}': it needs '{exc.name}', which the image lacks"
+        ) from None
+    except Exception as exc:
+        raise UserError(f"Cannot import model-module '{name}': {type(exc).__name__}: {exc}") from exc
+
+
+def load(name: str | None, folder: str | Path) -> ModelSpec:
+    """The user's module from ``folder``, or the built-in MLP when ``name`` is None."""
+    if name is None:
+        return builtin()
+    module = import_module(name, folder)
+    missing = [fn for fn in REQUIRED if not callable(getattr(module, fn, None))]
+    if missing:
+        raise UserError(f"model-module '{name}' lacks {' and '.join(f'{m}()' for m in missing)}")
+    return ModelSpec(
+        suggest_params=module.suggest_params,
+        build_network=module.build_network,
+        make_optimizer=getattr(module, "make_optimizer", _default_optimizer),
+        module=module,
+    )
+
+
+def pack(spec: ModelSpec, model_dir: str | Path) -> str | None:
+    """Copy the user's module into model_dir/code (replacing what is there); return its name."""
+    if spec.module is None:
+        return None
+    source = Path(spec.module.__file__)
+    target = Path(model_dir) / "code"
+    tmp = Path(model_dir) / ".code.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if source.name == "__init__.py":  # a package: copy its folder
+        shutil.copytree(source.parent, tmp / source.parent.name, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        tmp.mkdir(parents=True)
+        shutil.copy2(source, tmp / source.name)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return spec.module.__name__
+
+
+def network_builder(
+    meta: dict[str, Any], model_dir: str | Path
+) -> Callable[[dict[str, Any], int, int], chainer.Link]:
+    """For serving: the network function a model was trained with (ours or the packed module)."""
+    name = meta.get("model_module")
+    if not name:
+        return network.build_network
+    return load(name, Path(model_dir) / "code").build_network
+
+
+def fetch_source(submit_uri: str | None, code_dir: str | Path) -> None:
+    """Fetch the Estimator's source_dir (sourcedir.tar.gz on S3) into code_dir, as the toolkit's
+    script mode does; a code_dir that already holds files (a local run) is used as it is."""
+    if not submit_uri:
+        return
+    from sagemaker_training import files
+
+    try:
+        files.download_and_extract(submit_uri, str(code_dir))
+    except Exception as exc:
+        raise UserError(f"Cannot fetch source_dir from {submit_uri}: {type(exc).__name__}: {exc}") from exc
+
+
+def install_requirements(code_dir: str | Path) -> None:
+    """pip install code_dir/requirements.txt (only when the user asked: it needs network)."""
+    from sagemaker_training import errors, modules
+
+    if not (Path(code_dir) / "requirements.txt").is_file():
+        raise UserError(f"install-requirements is true but {code_dir}/requirements.txt does not exist")
+    try:
+        modules.install_requirements(str(code_dir), capture_error=True)
+    except errors.ClientError as exc:
+        raise UserError(f"pip install -r requirements.txt failed: {str(exc)[-800:]}") from None

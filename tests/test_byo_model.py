@@ -1,0 +1,121 @@
+"""Bring your own model: the example conv net trained through the real `train` command, with
+its code from a local folder and from a sourcedir.tar.gz on (moto) S3 as the SageMaker SDK
+uploads it."""
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+from entrypoint import usermodule
+from entrypoint.errors import UserError
+from tests import services
+from tests.test_parallel_jobs import finish, start_job
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
+
+
+def with_code(base: Path, files: dict[str, str] | None = None) -> Path:
+    code = base / "code"
+    code.mkdir(exist_ok=True)
+    shutil.copy2(EXAMPLE / "conv_digits.py", code / "conv_digits.py")
+    for name, text in (files or {}).items():
+        (code / name).write_text(text)
+    return base
+
+
+def test_example_conv_net_trains_and_is_packed_with_the_model(job_dir, moto_endpoint):
+    base = with_code(job_dir({"model-module": "conv_digits", "n-trials": "2", "epochs": "3", "seed": "2"}))
+    rc, out, err = finish(start_job(base, "byo", moto_endpoint))
+    assert rc == 0, err[-3000:]
+    meta = json.loads((base / "model" / "model.json").read_text())
+    assert meta["model_module"] == "conv_digits"
+    assert set(meta["params"]) == {"channels", "hidden", "dropout", "lr"}
+    assert meta["value"] > 0.5
+    assert (base / "model" / "code" / "conv_digits.py").read_text() == (
+        EXAMPLE / "conv_digits.py"
+    ).read_text()
+    build = usermodule.network_builder(meta, base / "model")
+    import chainer
+    import numpy as np
+
+    net = build(meta["params"], meta["n_features"], meta["n_classes"])
+    chainer.serializers.load_npz(base / "model" / meta["weights_file"], net)
+    with chainer.using_config("train", False):
+        assert net(np.zeros((2, 64), dtype=np.float32)).shape == (2, 10)
+
+
+def test_source_dir_from_s3_as_the_sdk_uploads_it(job_dir, aws, moto_endpoint):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(EXAMPLE / "conv_digits.py", arcname="conv_digits.py")
+    s3 = boto3.client("s3", region_name=services.REGION)
+    s3.create_bucket(Bucket="sources")
+    s3.put_object(Bucket="sources", Key="job/source/sourcedir.tar.gz", Body=buffer.getvalue())
+    base = job_dir(
+        {
+            "model-module": "conv_digits",
+            "n-trials": "1",
+            "epochs": "1",
+            "sagemaker_submit_directory": json.dumps("s3://sources/job/source/sourcedir.tar.gz"),
+            "sagemaker_program": json.dumps("conv_digits.py"),
+        }
+    )
+    rc, _, err = finish(start_job(base, "byo-s3", moto_endpoint))
+    assert rc == 0, err[-3000:]
+    assert (base / "code" / "conv_digits.py").is_file()
+    assert json.loads((base / "model" / "model.json").read_text())["model_module"] == "conv_digits"
+
+
+@pytest.mark.parametrize(
+    "module, files, fragment",
+    [
+        ("nope", {}, "Cannot import model-module 'nope': no nope.py or package nope/ in"),
+        (
+            "half",
+            {"half.py": "def suggest_params(trial):\n    return {}\n"},
+            "model-module 'half' lacks build_network()",
+        ),
+        (
+            "broken",
+            {"broken.py": "import torch_that_is_not_here\n"},
+            "needs 'torch_that_is_not_here', which the image lacks",
+        ),
+        ("typo", {"typo.py": "def f(:\n"}, "Cannot import model-module 'typo': SyntaxError"),
+    ],
+)
+def test_bad_user_modules_fail_clearly(job_dir, moto_endpoint, module, files, fragment):
+    base = with_code(job_dir({"model-module": module, "n-trials": "1", "epochs": "1"}), files)
+    rc, _, _ = finish(start_job(base, "byo-bad", moto_endpoint))
+    assert rc == 1
+    failure = (base / "output" / "failure").read_text()
+    assert fragment in failure and "Traceback" not in failure
+
+
+def test_requirements_are_installed_only_when_asked(job_dir, moto_endpoint):
+    unavailable = "--no-index\nthis-package-does-not-exist-anywhere==0.0.0\n"
+    base = with_code(
+        job_dir({"model-module": "conv_digits", "n-trials": "1", "epochs": "1"}),
+        {"requirements.txt": unavailable},
+    )
+    rc, _, err = finish(start_job(base, "byo-req", moto_endpoint))
+    assert rc == 0, err[-2000:]  # not asked: the file is ignored
+    shutil.rmtree(base / "model")
+    (base / "model").mkdir()
+    hps = json.loads((base / "input" / "config" / "hyperparameters.json").read_text())
+    hps["install-requirements"] = "true"
+    (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hps))
+    rc, _, _ = finish(start_job(base, "byo-req2", moto_endpoint))
+    assert rc == 1
+    assert "pip install -r requirements.txt failed" in (base / "output" / "failure").read_text()
+
+
+def test_module_name_hyperparameter_is_validated():
+    from entrypoint import settings
+
+    with pytest.raises(UserError, match="'model-module' must be a Python module name"):
+        settings.parse({"model-module": "../evil"})
