@@ -81,10 +81,14 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
     )
 
 
-def fetch(secret_id: str, region_name: str | None) -> DbCredentials:
-    """Read the secret with boto3 (endpoint overridable by AWS_ENDPOINT_URL_SECRETS_MANAGER)."""
+def fetch(secret_id: str, region_name: str | None, caller: str = "the training role") -> DbCredentials:
+    """Read the secret with boto3 (endpoint overridable by AWS_ENDPOINT_URL_SECRETS_MANAGER).
+
+    ``caller`` names who lacks a permission in the error (the training role, or "you").
+    A fresh session each call: credentials are resolved now, not cached from earlier.
+    """
     try:
-        client = boto3.client("secretsmanager", region_name=region_name)
+        client = boto3.session.Session().client("secretsmanager", region_name=region_name)
         response = client.get_secret_value(SecretId=secret_id)
     except botocore.exceptions.NoRegionError:
         raise UserError(
@@ -94,7 +98,7 @@ def fetch(secret_id: str, region_name: str | None) -> DbCredentials:
         code = exc.response.get("Error", {}).get("Code", "Unknown")
         if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
             code = "AccessDenied"  # some endpoints answer a bare 403 without an error code
-        hint = _ERROR_HINTS.get(code, f"cannot be read ({code})")
+        hint = _ERROR_HINTS.get(code, f"cannot be read ({code})").format(caller=caller)
         raise UserError(f"Secret '{secret_id}' {hint}") from None
     except botocore.exceptions.NoCredentialsError:
         raise UserError(f"No AWS credentials to read secret '{secret_id}'") from None

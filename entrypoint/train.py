@@ -37,6 +37,7 @@ class JobPaths:
     channels: dict[str, str]
     checkpoint_dir: Path | None = None  # exists only when checkpointing (managed spot) is on
     code_dir: Path | None = None  # the Estimator's source_dir, for model-module
+    host: str | None = None  # set when the job has several instances: each gets its own seed
 
     @property
     def checkpoints(self) -> Path | None:
@@ -81,7 +82,7 @@ def _run_on(
     def db_call(fn, what):
         return retrying(fn, settings.db_retry_timeout, what, guard.stop)
 
-    seed = search.job_seed(settings.seed, job_name)
+    seed = search.job_seed(settings.seed, job_name if paths.host is None else f"{job_name}/{paths.host}")
     sampler, pruner = search.make_sampler(settings, seed), search.make_pruner(settings)
     study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
@@ -154,6 +155,14 @@ def _submit_directory() -> str | None:
         return raw
 
 
+def _host_if_several() -> str | None:
+    try:
+        resources = environment.read_resource_config()
+    except FileNotFoundError:
+        return None
+    return resources.get("current_host") if len(resources.get("hosts", [])) > 1 else None
+
+
 def _channel_names() -> list[str]:
     try:
         return list(environment.read_input_data_config())
@@ -176,6 +185,7 @@ def main() -> None:
         channels={name: environment.channel_path(name) for name in _channel_names()},
         checkpoint_dir=Path(environment.base_dir) / CHECKPOINT_DIR,
         code_dir=Path(environment.code_dir),
+        host=_host_if_several(),
     )
     guard = Guard()
     guard.install()

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import optuna
@@ -182,15 +183,20 @@ def test_job_waits_for_a_database_that_comes_back(
         "patient", db=private_db, secret_name=secret, **{"n-trials": "1", "db-retry-timeout": "90"}
     )
     private_mariadb.stop()
+    lines: list[str] = []
     try:
         proc = start_job(base, "patient", moto_endpoint)
-        time.sleep(4)
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        services.wait_for(
+            lambda: any("Database unavailable while opening the study" in x for x in lines), 120, "a retry"
+        )
         assert proc.poll() is None, "the job gave up instead of waiting"
     finally:
         private_mariadb.start()
-    rc, _, err = finish(proc)
-    assert rc == 0, err[-2000:]
-    assert "Database unavailable while opening the study" in err
+    rc = proc.wait(timeout=300)
+    reader.join(timeout=10)
+    assert rc == 0, "".join(lines)[-2000:]
 
 
 def test_database_away_past_the_limit_fails_clearly(
