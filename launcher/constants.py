@@ -1,0 +1,60 @@
+"""Every external name the launcher sends to or reads from AWS, in one place."""
+
+PROG = "sagemaker-optuna"
+
+# Hyperparameters the launcher fills in from its own options (README "Hyperparameters").
+HP_STUDY_NAME = "study-name"
+# Command-line option (dest) -> the hyperparameter it sets; shared by every subcommand.
+STUDY_OPTION_HPS = {
+    "db_secret": "db-secret",
+    "host": "host",
+    "db_port": "db-port",
+    "db_name": "db-name",
+    "db_engine": "db-engine",
+    "db_ssl_ca": "db-ssl-ca",
+    "storage": "storage",
+}
+MAX_HYPERPARAMETERS = 100  # CreateTrainingJob's limit
+
+# The lines every job prints (README "Metric lines") -> CloudWatch metrics.
+METRIC_DEFINITIONS = (
+    {"Name": "train:loss", "Regex": r" loss=([-+0-9.eE]+)"},
+    {"Name": "train:accuracy", "Regex": r" accuracy=([-+0-9.eE]+)"},
+    {"Name": "validation:loss", "Regex": r" validation_loss=([-+0-9.eE]+)"},
+    {"Name": "validation:accuracy", "Regex": r" validation_accuracy=([-+0-9.eE]+)"},
+    {"Name": "best:value", "Regex": r" best_value=([-+0-9.eE]+)"},
+)
+
+# Channels every job needs (entrypoint/data.py).
+REQUIRED_CHANNELS = ("train", "test")
+
+# SageMaker names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}
+NAME_MAX_LEN = 63
+NAME_FALLBACK = "optuna"
+TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
+
+# Training job statuses (DescribeTrainingJob.TrainingJobStatus).
+JOB_COMPLETED = "Completed"
+JOB_STOPPED = "Stopped"  # StopTrainingJob, MaxRuntimeInSeconds: our jobs save their model first
+JOB_FAILED = "Failed"
+JOB_TERMINAL = (JOB_COMPLETED, JOB_STOPPED, JOB_FAILED)
+JOB_WITH_MODEL = (JOB_COMPLETED, JOB_STOPPED)
+
+# SageMaker's error code for a name it does not know (DescribeTrainingJob, DescribeEndpoint).
+SAGEMAKER_NOT_FOUND = "ValidationException"
+
+# Endpoint statuses (DescribeEndpoint.EndpointStatus).
+ENDPOINT_IN_SERVICE = "InService"
+ENDPOINT_FAILED = "Failed"
+
+# Defaults.
+DEFAULT_VOLUME_GB = 30
+DEFAULT_MAX_RUNTIME_S = 24 * 3600
+SPOT_WAIT_FACTOR = 2  # MaxWaitTimeInSeconds defaults to this many times MaxRuntimeInSeconds
+DEFAULT_POLL_S = 30.0
+DEFAULT_WAIT_TIMEOUT_S = 3 * 24 * 3600  # jobs: a little more than their own default runtime
+DEFAULT_ENDPOINT_TIMEOUT_S = 3600
+DEFAULT_SERVING_INSTANCE = "ml.m5.large"
+ENDPOINT_VARIANT = "AllTraffic"
+MODEL_META_MAX_BYTES = 1024 * 1024  # model.json is a few KB; refuse to read more than this
+S3_SCHEME = "s3://"

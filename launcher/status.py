@@ -1,0 +1,72 @@
+"""``status``: a study's trials by state, its best trial so far, and what each job contributed.
+
+Read from the study's database only; with ``describe_jobs`` each job's SageMaker status and
+FailureReason are added (one DescribeTrainingJob per job).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from entrypoint.constants import ATTR_JOB_NAME
+from launcher import jobs
+
+STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
+NO_JOB = None  # trials not run by a training job (e.g. enqueued by hand)
+UNKNOWN_JOB = "not found"  # a job name SageMaker does not know (expired, other region, local run)
+
+
+def _better(direction: optuna.study.StudyDirection, a: float, b: float | None) -> bool:
+    return b is None or (a > b if direction == optuna.study.StudyDirection.MAXIMIZE else a < b)
+
+
+def _trial(trial: FrozenTrial | None) -> dict[str, Any] | None:
+    if trial is None:
+        return None
+    return {
+        "trial": trial.number,
+        "value": trial.value,
+        "params": trial.params,
+        "job": trial.user_attrs.get(ATTR_JOB_NAME),
+    }
+
+
+def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]:
+    """Counts by state, the best trial, and one entry per job (in order of first trial)."""
+    trials = study.get_trials(deepcopy=False)
+    per_job: dict[str | None, dict[str, Any]] = {}
+    best: FrozenTrial | None = None
+    for trial in trials:
+        name = trial.user_attrs.get(ATTR_JOB_NAME, NO_JOB)
+        entry = per_job.setdefault(name, {"job": name, "trials": 0, **dict.fromkeys(STATES, 0), "best": None})
+        entry["trials"] += 1
+        entry[trial.state.name] += 1
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            if _better(study.direction, trial.value, entry["best"]):
+                entry["best"] = trial.value
+            if best is None or _better(study.direction, trial.value, best.value):
+                best = trial
+    if sagemaker is not None:
+        for name, entry in per_job.items():
+            entry.update(_sagemaker_state(sagemaker, name))
+    counts = Counter(t.state.name for t in trials)
+    return {
+        "study": study.study_name,
+        "direction": study.direction.name.lower(),
+        "trials": len(trials),
+        "states": {state: counts.get(state, 0) for state in STATES},
+        "best": _trial(best),
+        "jobs": list(per_job.values()),
+    }
+
+
+def _sagemaker_state(sagemaker: Any, name: str | None) -> dict[str, Any]:
+    # A study outlives its jobs, and jobs may have run elsewhere: an unknown job is reported.
+    state = None if name is None else jobs.find(sagemaker, name)
+    if state is None:
+        return {"status": UNKNOWN_JOB if name else None, "failure_reason": None}
+    return {"status": state.status, "failure_reason": state.failure_reason}

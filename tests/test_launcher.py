@@ -1,0 +1,564 @@
+"""`sagemaker-optuna` against real services: a moto server over HTTP (SageMaker, S3, Secrets
+Manager) and a real MariaDB study filled by real `train` processes.
+
+The module's fleet: `launch` creates 2 training jobs in moto (which marks them Completed at
+once and runs nothing), then each job is run for real with `train`, its job name and the
+hyperparameters moto recorded, and its model folder is uploaded as the job's model.tar.gz,
+as SageMaker would. `status`, `best` and `deploy` then read that study and those jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import re
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import boto3
+import optuna
+import pytest
+
+from entrypoint.localjob import write_job_folder
+from launcher import cli, names
+from launcher.constants import METRIC_DEFINITIONS
+from tests import services
+from tests.conftest import VENV_BIN, train_env
+
+PASSWORD = services.HARD_PASSWORD
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-optuna-chainer:test"
+ROLE = "arn:aws:iam::123456789012:role/optuna-training"
+STUDY = "digits launcher/1"  # a space and a slash: job names must still be valid
+
+
+@dataclasses.dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+def run_cli(*argv: str) -> Result:
+    """Run the CLI in this process; no output may ever contain the database password."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.run(list(argv))
+        except SystemExit as exc:  # argparse: usage errors
+            code = exc.code
+        finally:
+            boto3.DEFAULT_SESSION = None  # the command sets it; later tests must not inherit its keys
+    result = Result(code, out.getvalue(), err.getvalue())
+    for fragment in [PASSWORD] + [p for p in PASSWORD.split() if len(p) >= 5]:
+        assert fragment not in result.out + result.err
+    return result
+
+
+@dataclasses.dataclass
+class Fleet:
+    bucket: str
+    secret: str
+    db: services.MySqlDatabase
+    jobs: list[str]
+    logs: dict[str, str]
+
+    def study_args(self, study: str = STUDY) -> list[str]:
+        return ["--study", study, "--db-secret", self.secret]
+
+
+def _launch_args(bucket: str, secret: str, *extra: str) -> list[str]:
+    return [
+        "launch",
+        "--study", STUDY,
+        "--db-secret", secret,
+        "--image", IMAGE,
+        "--role", ROLE,
+        "--output", f"s3://{bucket}/output",
+        "--channel", f"train=s3://{bucket}/data/train",
+        "--channel", f"test=s3://{bucket}/data/test",
+        "--instance-type", "ml.m5.large",
+        *extra,
+    ]  # fmt: skip
+
+
+def _upload_model(s3, model_dir: Path, uri: str) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def aws_env(moto_endpoint):
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in services.aws_env(moto_endpoint).items():
+            mp.setenv(key, value)
+        yield moto_endpoint
+
+
+@pytest.fixture(scope="module")
+def fleet(aws_env, small_digits, tmp_path_factory):
+    """Two jobs launched by the CLI, run for real on one MariaDB study, models on S3."""
+    bucket = f"launcher-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", region_name=services.REGION)
+    s3.create_bucket(Bucket=bucket)
+    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
+    with services.mysql_database() as db:
+        secret = f"test/launcher/{uuid.uuid4().hex[:8]}"
+        boto3.client("secretsmanager", region_name=services.REGION).create_secret(
+            Name=secret,
+            SecretString=json.dumps(
+                {
+                    "username": db.user,
+                    "password": db.password,
+                    "engine": "mariadb",
+                    "host": db.host,
+                    "port": db.port,
+                    "dbname": db.name,
+                }
+            ),
+        )
+        launched = run_cli(
+            *_launch_args(bucket, secret),
+            "--jobs", "2",
+            "--hp", "n-trials=2",
+            "--hp", "epochs=1",
+            "--hp", "seed=7",
+            "--json",
+        )  # fmt: skip
+        assert launched.code == 0, launched.err
+        job_names = [row["job"] for row in launched.json()["jobs"]]
+        # The first job runs for real; to keep the test fast the second one's trials are told
+        # directly, with worse values, so the study's best model is in the first job's archive.
+        first = job_names[0]
+        hps = sagemaker.describe_training_job(TrainingJobName=first)["HyperParameters"]
+        folder = write_job_folder(tmp_path_factory.mktemp("fleet") / first, hps, small_digits)
+        env = train_env(folder, TRAINING_JOB_NAME=first, **services.aws_env(aws_env))
+        proc = subprocess.run([str(VENV_BIN / "train")], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        logs = {first: proc.stdout}
+        uri = sagemaker.describe_training_job(TrainingJobName=first)["ModelArtifacts"]["S3ModelArtifacts"]
+        _upload_model(s3, folder / "model", uri)
+        study = _study(db)
+        for _ in range(2):
+            trial = study.ask()
+            trial.set_user_attr("job_name", job_names[1])
+            study.tell(trial, 0.0)
+        yield Fleet(bucket, secret, db, job_names, logs)
+
+
+def _study(db: services.MySqlDatabase, name: str = STUDY) -> optuna.Study:
+    url = f"mysql+mysqlconnector://{db.user}@{db.host}:{db.port}/{db.name}"
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": db.password}})
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+# --- launch ------------------------------------------------------------------------------------
+
+
+def test_launch_sends_one_valid_request_per_job(fleet):
+    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
+    assert len(fleet.jobs) == 2 and len(set(fleet.jobs)) == 2
+    for i, name in enumerate(fleet.jobs):
+        assert names.VALID.match(name) and name.startswith("digits-launcher-1-") and name.endswith(f"-{i}")
+        job = sagemaker.describe_training_job(TrainingJobName=name)
+        assert job["HyperParameters"] == {
+            "study-name": STUDY,
+            "db-secret": fleet.secret,
+            "n-trials": "2",
+            "epochs": "1",
+            "seed": "7",
+        }
+        assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+        assert job["RoleArn"] == ROLE
+        assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{fleet.bucket}/output"
+        assert {
+            c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]
+        } == {
+            "train": f"s3://{fleet.bucket}/data/train",
+            "test": f"s3://{fleet.bucket}/data/test",
+        }
+        assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
+        assert not job["EnableManagedSpotTraining"] and not job.get("VpcConfig")
+
+
+def test_the_real_job_ran_its_trials_under_its_own_name(fleet):
+    trials = _study(fleet.db).trials
+    assert len(trials) == 4
+    assert sorted(t.user_attrs["job_name"] for t in trials) == sorted(fleet.jobs * 2)
+    assert all(t.params for t in trials if t.user_attrs["job_name"] == fleet.jobs[0])
+
+
+def test_metric_definitions_match_the_lines_real_jobs_print(fleet):
+    log = fleet.logs[fleet.jobs[0]]
+    epoch_line = next(line for line in log.splitlines() if re.match(r"trial=\d+ epoch=1 ", line))
+    fields = dict(item.split("=", 1) for item in epoch_line.split())
+    expected = {
+        "train:loss": fields["loss"],
+        "train:accuracy": fields["accuracy"],
+        "validation:loss": fields["validation_loss"],
+        "validation:accuracy": fields["validation_accuracy"],
+    }
+    for metric in METRIC_DEFINITIONS:
+        if metric["Name"] in expected:
+            assert re.search(metric["Regex"], epoch_line).group(1) == expected[metric["Name"]], metric
+    best_line = next(line for line in log.splitlines() if line.startswith("best_trial="))
+    best = next(m for m in METRIC_DEFINITIONS if m["Name"] == "best:value")
+    assert float(re.search(best["Regex"], best_line).group(1)) > 0
+
+
+def test_vpc_spot_checkpoints_and_wait(aws_env):
+    bucket = f"launcher-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", region_name=services.REGION).create_bucket(Bucket=bucket)
+    result = run_cli(
+        *_launch_args(bucket, "any/secret"),
+        "--jobs", "3",
+        "--job-prefix", "spot",
+        "--subnet", "subnet-1", "--subnet", "subnet-2",
+        "--security-group", "sg-1",
+        "--max-runtime", "600",
+        "--spot", "--checkpoint-s3", f"s3://{bucket}/checkpoints/",
+        "--tag", "team=hpo",
+        "--wait", "--poll", "0.1", "--timeout", "30",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    rows = [line.split() for line in result.out.splitlines()]
+    assert rows[0][:2] == ["job", "status"] and [r[1] for r in rows[1:]] == ["Completed"] * 3
+    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
+    for row in rows[1:]:
+        job = sagemaker.describe_training_job(TrainingJobName=row[0])
+        assert job["VpcConfig"] == {"Subnets": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
+        assert job["EnableManagedSpotTraining"] is True
+        assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200}
+        assert job["CheckpointConfig"]["S3Uri"] == f"s3://{bucket}/checkpoints/{row[0]}"
+    assert "Completed" in result.err  # progress lines go to stderr, the table to stdout
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--hp", "n-trails=3"], "unknown hyperparameter 'n-trails'"),
+        (["--hp", "epochs=0"], "hyperparameter 'epochs' must be an integer"),
+        (["--hp", "db_secret=x"], "'db_secret' is given twice"),
+        (["--hp", "seed=1", "--hp", "seed=2"], "'seed' is given twice"),
+        (["--jobs", "2", "--db-secret", ""], "2 jobs can only share a study in a database"),
+        (["--role", "optuna-training"], "--role must be an IAM role ARN"),
+        (["--output", "bucket/prefix"], "--output must be an s3://bucket/prefix URI"),
+        (["--subnet", "subnet-1"], "A VPC needs both --subnet and --security-group"),
+        (["--spot"], "--spot needs --checkpoint-s3"),
+        (["--spot", "--checkpoint-s3", "s3://b/c", "--max-wait", "10"], "--max-wait must be at least"),
+        (["--checkpoint-s3", "s3://b/c"], "only apply with --spot"),
+    ],
+)
+def test_mistakes_fail_before_any_job_is_created(aws_env, change, message):
+    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
+    before = len(sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
+    args = _launch_args("bucket", "some/secret", "--job-prefix", "mistake", *change)
+    result = run_cli(*args)
+    assert result.code == 1 and message in result.err, result.err
+    assert result.err.startswith("sagemaker-optuna: error: ") and "Traceback" not in result.err
+    assert len(sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == before
+
+
+def test_missing_channel_is_named():
+    args = _launch_args("bucket", "s")
+    at = args.index("test=s3://bucket/data/test")
+    result = run_cli(*args[: at - 1], *args[at + 1 :], "--dry-run")
+    assert result.code == 1 and "Missing channel test" in result.err
+
+
+def test_dry_run_prints_requests_without_aws(monkeypatch, tmp_path):
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    hps = tmp_path / "hps.json"
+    hps.write_text(json.dumps({"n-trials": 5, "sampler": "random"}))
+    result = run_cli(
+        *_launch_args("bucket", "s"),
+        "--jobs",
+        "12",
+        "--job-prefix",
+        "x" * 80,
+        "--hyperparameters",
+        str(hps),
+        "--dry-run",
+    )
+    assert result.code == 0, result.err
+    requests = result.json()
+    job_names = [r["TrainingJobName"] for r in requests]
+    assert len(set(job_names)) == 12 and all(len(n) == 63 and names.VALID.match(n) for n in job_names)
+    assert job_names[0].endswith("-00") and job_names[11].endswith("-11")
+    assert requests[0]["AlgorithmSpecification"]["MetricDefinitions"] == list(METRIC_DEFINITIONS)
+    assert requests[0]["HyperParameters"] == {
+        "study-name": STUDY,
+        "db-secret": "s",
+        "n-trials": "5",
+        "sampler": "random",
+    }
+
+
+def test_usage_errors_exit_2_from_the_console_script():
+    script = str(VENV_BIN / "sagemaker-optuna")
+    missing = subprocess.run([script, "launch", "--study", "s"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "--image" in missing.stderr
+    ok = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and all(c in ok.stdout for c in ("launch", "status", "best", "deploy"))
+    assert run_cli("status", "--study", "s", "--bogus").code == 2
+    assert run_cli("launch", "--jobs", "0").code == 2
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def test_status_counts_trials_and_names_the_jobs(fleet):
+    result = run_cli("status", *fleet.study_args(), "--describe-jobs", "--json")
+    assert result.code == 0, result.err
+    doc = result.json()
+    study = _study(fleet.db)
+    assert doc["study"] == STUDY and doc["direction"] == "maximize" and doc["trials"] == 4
+    assert doc["states"]["COMPLETE"] + doc["states"]["PRUNED"] == 4 and doc["states"]["FAIL"] == 0
+    assert doc["best"]["trial"] == study.best_trial.number and doc["best"]["value"] == study.best_value
+    assert doc["best"]["job"] == study.best_trial.user_attrs["job_name"]
+    assert sorted(j["job"] for j in doc["jobs"]) == sorted(fleet.jobs)
+    assert all(j["trials"] == 2 and j["status"] == "Completed" for j in doc["jobs"])
+    assert max(j["best"] for j in doc["jobs"]) == study.best_value
+
+
+def test_status_as_text(fleet):
+    result = run_cli("status", *fleet.study_args())
+    assert result.code == 0, result.err
+    assert f"Study '{STUDY}' (maximize): 4 trials" in result.out
+    assert "Best: trial " in result.out and all(name in result.out for name in fleet.jobs)
+
+
+def test_unknown_study_lists_the_studies_there(fleet):
+    result = run_cli("status", *fleet.study_args("no-such-study"))
+    assert result.code == 1
+    assert f"No study 'no-such-study' in mysql+mysqlconnector://{fleet.db.user}@" in result.err
+    assert f"studies there: {STUDY}" in result.err
+
+
+def test_database_without_optuna_tables_is_not_touched(aws_env):
+    with services.mysql_database() as empty:
+        secret = f"test/launcher/{uuid.uuid4().hex[:8]}"
+        doc = {"username": empty.user, "password": empty.password, "host": empty.host, "dbname": empty.name}
+        boto3.client("secretsmanager", region_name=services.REGION).create_secret(
+            Name=secret, SecretString=json.dumps(doc)
+        )
+        result = run_cli("status", "--study", STUDY, "--db-secret", secret, "--db-port", str(empty.port))
+        assert result.code == 1 and "holds no Optuna studies (wrong database or --db-name?)" in result.err
+        with contextlib.closing(empty.connect()) as conn, contextlib.closing(conn.cursor()) as cur:
+            cur.execute("SHOW TABLES")
+            assert cur.fetchall() == []  # read-only: no schema was created
+        wrong = run_cli("status", "--study", STUDY, "--db-secret", secret, "--db-name", "no_such_db")
+        assert wrong.code == 1 and "Cannot read the study database" in wrong.err and "no_such_db" in wrong.err
+
+
+def test_no_database_option_is_a_clear_error():
+    result = run_cli("status", "--study", "s")
+    assert result.code == 1 and "Which database?" in result.err
+
+
+def test_unknown_secret(aws_env):
+    result = run_cli("best", "--study", "s", "--db-secret", "no/such/secret")
+    assert result.code == 1 and "Secret 'no/such/secret' does not exist" in result.err
+
+
+def test_embedded_study_file_from_output_tar(tmp_path, aws_env):
+    path = tmp_path / "optuna-study.db"
+    study = optuna.create_study(study_name="local", storage=f"sqlite:///{path}", direction="maximize")
+    for value in (0.5, 0.7):
+        trial = study.ask()
+        trial.set_user_attr("job_name", "local-job")
+        study.tell(trial, value)
+    result = run_cli("status", "--study", "local", "--storage", f"sqlite:///{path}", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["best"] == {"trial": 1, "value": 0.7, "params": {}, "job": "local-job"}
+    missing = tmp_path / "nothing.db"
+    result = run_cli("status", "--study", "local", "--storage", f"sqlite:///{missing}")
+    assert result.code == 1 and "holds no Optuna studies" in result.err and not missing.exists()
+
+
+# --- best --------------------------------------------------------------------------------------
+
+
+def test_best_names_the_model_of_the_best_trial(fleet):
+    result = run_cli("best", *fleet.study_args(), "--json")
+    assert result.code == 0, result.err
+    doc = result.json()
+    study = _study(fleet.db)
+    best = study.best_trial
+    job = boto3.client("sagemaker", region_name=services.REGION).describe_training_job(
+        TrainingJobName=best.user_attrs["job_name"]
+    )
+    assert doc["trial"] == best.number and doc["value"] == best.value and doc["params"] == best.params
+    assert doc["job"] == job["TrainingJobName"] and doc["job_status"] == "Completed"
+    assert doc["model_data_url"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert doc["model_data_url"].startswith(f"s3://{fleet.bucket}/output/{doc['job']}/")
+    # the archive holds that trial (or one of equal value: a job keeps the first of a tie)
+    held = doc["model_trial"]
+    assert held == best.number or study.trials[held].value == best.value
+    text = run_cli("best", *fleet.study_args())
+    assert text.code == 0 and doc["model_data_url"] in text.out
+
+
+def _ask_tell_study(db, name, job_names_and_values):
+    url = f"mysql+mysqlconnector://{db.user}@{db.host}:{db.port}/{db.name}"
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": db.password}})
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    for job_name, value in job_names_and_values:
+        trial = study.ask()
+        if job_name:
+            trial.set_user_attr("job_name", job_name)
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    storage.engine.dispose()
+
+
+def test_job_that_wrote_no_model(fleet):
+    """moto reports every job Completed with a ModelArtifacts URI; here nothing was uploaded."""
+    launched = run_cli(*_launch_args(fleet.bucket, fleet.secret), "--job-prefix", "empty", "--json").json()
+    job = launched["jobs"][0]["job"]
+    _ask_tell_study(fleet.db, "no-model", [(job, 0.9)])
+    result = run_cli("best", *fleet.study_args("no-model"))
+    assert result.code == 1
+    assert (
+        f"Training job '{job}' wrote no model: s3://{fleet.bucket}/output/{job}/output/model.tar.gz does not exist"
+        in result.err
+    )
+    deployed = run_cli("deploy", *fleet.study_args("no-model"))
+    assert deployed.code == 1 and "wrote no model" in deployed.err
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for member, body in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "meta, archive, message",
+    [
+        ({"study_name": "other", "trial_number": 0, "value": 0.9}, None, "holds a model of study 'other'"),
+        (
+            {"trial_number": 3, "value": 0.1},
+            None,
+            "holds trial 3 (value 0.1), not the study's best trial 0 (value 0.9)",
+        ),
+        (None, _tar_gz({"trial-0.npz": b"weights"}), "wrote no model: s3://"),
+        (None, b"not a tar", "is not a readable model.tar.gz"),
+    ],
+)
+def test_archive_that_does_not_hold_the_best_model(fleet, meta, archive, message):
+    job = run_cli(*_launch_args(fleet.bucket, fleet.secret), "--job-prefix", "odd", "--json").json()["jobs"][
+        0
+    ]["job"]
+    name = f"mismatch-{uuid.uuid4().hex[:6]}"
+    _ask_tell_study(fleet.db, name, [(job, 0.9)])
+    if meta is not None:
+        archive = _tar_gz({"./model.json": json.dumps({"study_name": name, **meta}).encode()})
+    key = f"output/{job}/output/model.tar.gz"
+    boto3.client("s3", region_name=services.REGION).put_object(Bucket=fleet.bucket, Key=key, Body=archive)
+    result = run_cli("best", *fleet.study_args(name))
+    assert result.code == 1 and message in result.err, result.err
+    assert run_cli("best", *fleet.study_args(name), "--no-verify").code == 0
+
+
+def test_best_trial_of_an_unknown_job_or_no_job(fleet):
+    _ask_tell_study(fleet.db, "ghost", [("ghost-job", 0.9)])
+    result = run_cli("best", *fleet.study_args("ghost"))
+    assert result.code == 1
+    assert "Best trial 0 was run by job 'ghost-job': No training job 'ghost-job' in this region" in result.err
+    _ask_tell_study(fleet.db, "by-hand", [(None, 0.9)])
+    result = run_cli("best", *fleet.study_args("by-hand"))
+    assert result.code == 1 and "names no training job" in result.err
+
+
+def test_study_without_completed_trials(fleet):
+    _ask_tell_study(fleet.db, "all-failed", [("x", None), ("x", None)])
+    result = run_cli("best", *fleet.study_args("all-failed"))
+    assert result.code == 1 and "has no completed trial yet" in result.err
+    result = run_cli("status", *fleet.study_args("all-failed"), "--json")
+    assert result.code == 0 and result.json()["states"]["FAIL"] == 2 and result.json()["best"] is None
+
+
+# --- deploy ------------------------------------------------------------------------------------
+
+
+def test_deploy_serves_the_best_model_with_our_image(fleet):
+    best = run_cli("best", *fleet.study_args(), "--json").json()
+    result = run_cli(
+        "deploy", *fleet.study_args(), "--endpoint-name", "digits-best", "--wait", "--poll", "0.1", "--json"
+    )
+    assert result.code == 0, result.err
+    doc = result.json()
+    assert doc["endpoint_name"] == "digits-best" and doc["status"] == "InService"
+    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
+    model = sagemaker.describe_model(ModelName=doc["model_name"])
+    assert model["PrimaryContainer"]["Image"] == IMAGE  # the image that trained it, whose `serve` loads it
+    assert model["PrimaryContainer"]["ModelDataUrl"] == best["model_data_url"]
+    assert model["ExecutionRoleArn"] == ROLE
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=doc["endpoint_config_name"])
+    variant = config["ProductionVariants"][0]
+    assert (variant["ModelName"], variant["InstanceType"], variant["InitialInstanceCount"]) == (
+        doc["model_name"],
+        "ml.m5.large",
+        1,
+    )
+    endpoint = sagemaker.describe_endpoint(EndpointName="digits-best")
+    assert endpoint["EndpointConfigName"] == doc["endpoint_config_name"]
+    assert names.VALID.match(doc["model_name"]) and f"-t{best['trial']}-" in doc["model_name"]
+
+    again = run_cli("deploy", *fleet.study_args(), "--endpoint-name", "digits-best")
+    assert again.code == 1 and "Endpoint 'digits-best' already exists" in again.err
+
+
+# --- what moto cannot show: a failed or running job (DescribeTrainingJob answers as data) -------
+
+
+def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
+    from entrypoint.errors import UserError
+    from launcher import jobs, output
+
+    failed = jobs.JobState.from_description(
+        {
+            "TrainingJobName": "digits-1",
+            "TrainingJobStatus": "Failed",
+            "SecondaryStatus": "Failed",
+            "FailureReason": "ClientError: Invalid hyperparameters: unknown hyperparameter 'n-trails'",
+            "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
+        }
+    )
+    running = jobs.JobState.from_description(
+        {"TrainingJobName": "digits-2", "TrainingJobStatus": "InProgress"}
+    )
+    stopped = jobs.JobState.from_description(
+        {
+            "TrainingJobName": "digits-3",
+            "TrainingJobStatus": "Stopped",
+            "ModelArtifacts": {"S3ModelArtifacts": "s3://b/o/digits-3/output/model.tar.gz"},
+        }
+    )
+    assert jobs.all_completed([stopped]) and not jobs.all_completed([stopped, failed])
+    assert not jobs.all_completed([running]) and not running.ended
+    lines = output.table([s.row() for s in (failed, running, stopped)], cli.JOB_COLUMNS).splitlines()
+    assert lines[1].split(None, 3) == ["digits-1", "Failed", "Failed", failed.failure_reason]
+    assert lines[2].split() == ["digits-2", "InProgress", "-", "-"]
+    with pytest.raises(UserError, match=r"'digits-1' wrote no model \(its status is Failed: ClientError"):
+        jobs.check_wrote_model(failed)
+    with pytest.raises(UserError, match="InProgress; a job uploads its model when it ends"):
+        jobs.check_wrote_model(running)
+    assert jobs.check_wrote_model(stopped).endswith("digits-3/output/model.tar.gz")
