@@ -145,6 +145,7 @@ class TrialRunner:
                 self._db(lambda: optuna.storages.fail_stale_trials(self.study), "failing stale trials")
                 self._stale_checked_at = time.monotonic()
             trial: optuna.Trial = self._db(self.study.ask, "starting a trial")
+        logger.info("Trial %d started", trial.number)
         value: float | None = None
         state, reason, interrupted = TrialState.COMPLETE, None, False
         # trial._trial_id: the storage's id of the trial; Optuna exposes no public accessor.

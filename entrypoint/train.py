@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from sagemaker_training import environment
 
-from entrypoint import data, plots, report, search, storage, usermodule
+from entrypoint import data, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import CHECKPOINT_DIR, ENV_TRAINING_JOB_NAME, SUBMIT_DIRECTORY_HYPERPARAMETER
@@ -132,6 +132,8 @@ def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper:
         best = None
     if best is not None:
         try:
+            from entrypoint import plots  # matplotlib and plotly: imported only at the end
+
             plots.write(study, paths.output_data_dir)
         except Exception as exc:  # never lose the job over a drawing; say why in the log
             logger.error("Could not draw the study plots: %s", describe(exc), exc_info=True)

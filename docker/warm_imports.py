@@ -1,0 +1,42 @@
+"""Write bytecode for exactly the modules that `train` and `serve` import before their first
+trial or request, by running both once on a tiny generated job (image build time only).
+
+Bytecode for the whole venv costs about 110 MB and would push the image past its 600 MB
+budget; without any, every container start compiles what it imports (about 2.5 s more).
+This warm-up keeps the start fast for a fraction of the size. Run with bytecode writing on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SAGEMAKER_BASE_DIR"] = tmp  # read by the toolkit when it is first imported
+        os.environ["SAGEMAKER_TRAINING_MODULE"] = "entrypoint.train:main"  # as the final image sets
+        from entrypoint.localjob import write_job_folder
+
+        rng = np.random.default_rng(0)
+        x, y = rng.random((64, 16), dtype=np.float32), rng.integers(0, 3, 64)
+        write_job_folder(tmp, {"n-trials": "1", "epochs": "1"}, {"train": (x, y), "test": (x, y)})
+        from sagemaker_training.cli import train
+
+        try:
+            train.main()  # the toolkit's `train`, in process; it ends with sys.exit
+        except SystemExit as exc:
+            if exc.code:
+                sys.exit(f"warm-up training failed ({exc.code})")
+        import serving.cli  # noqa: F401  (the `serve` command and its server)
+        from serving.model import load_model
+
+        load_model(Path(tmp) / "model")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""`serve`: check the settings and the model, then become the gunicorn master (exec-friendly).
+
+SageMaker runs ``docker run IMAGE serve``; this process is the one that receives SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from serving import constants as C
+
+if TYPE_CHECKING:
+    from serving.config import ServeConfig
+
+LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+LOG_DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the environment, check the model here (fail fast, exit 1), then run the server."""
+    argparse.ArgumentParser(prog="serve", description=__doc__).parse_args(argv)
+    logging.basicConfig(format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, stream=sys.stderr)
+    logging.getLogger("serving").setLevel(logging.INFO)  # ours: importing Chainer resets the root's level
+    for name in C.SINGLE_THREAD_ENV:  # before numpy is imported: BLAS sizes its pool once, at load
+        os.environ.setdefault(name, "1")
+
+    from serving.config import ServeConfig
+    from serving.errors import StartupError
+
+    try:
+        config = ServeConfig.from_environ(os.environ)
+        preflight(config)
+    except StartupError as e:
+        log.error("serve cannot start: %s", e)
+        sys.exit(1)
+
+    from serving.server import ServeApplication
+
+    ServeApplication(config).run()
+
+
+def preflight(config: ServeConfig) -> None:
+    """Import the user's module and load our model once, before forking, so a broken one stops serve now.
+
+    Workers inherit the imported module; each still runs ``model_fn`` itself after the fork.
+    """
+    from serving.handlers import DEFAULTS, load_handlers  # numpy and Chainer: only once the settings are good
+
+    handlers = load_handlers(config)
+    if handlers.overridden():
+        log.info("user hooks from %s: %s", handlers.source, ", ".join(handlers.overridden()))
+    if handlers.model_fn is DEFAULTS["model_fn"]:
+        meta = handlers.model_fn(str(config.model_dir)).meta
+        log.info(
+            "model %s: trial %s of study %r, %s=%s",
+            config.model_dir,
+            meta.get("trial_number"),
+            meta.get("study_name"),
+            meta.get("objective_metric"),
+            meta.get("value"),
+        )
+    log.info(
+        "serving on %s:%d with %d workers, timeout %d s, max body %d bytes",
+        C.BIND_HOST,
+        config.port,
+        config.workers,
+        config.timeout,
+        config.max_body_bytes,
+    )
+
+
+if __name__ == "__main__":
+    main()

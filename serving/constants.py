@@ -1,0 +1,36 @@
+"""Every external name the serving side reads, in one place."""
+
+# Environment variables set by SageMaker hosting / batch transform, named as the
+# sagemaker-inference toolkit names them so that users' habits carry over.
+ENV_BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
+ENV_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
+ENV_TIMEOUT = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
+ENV_PROGRAM = "SAGEMAKER_PROGRAM"
+ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+ENV_MAX_PAYLOAD_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"  # batch transform only
+ENV_MODEL_DIR = "SM_MODEL_DIR"
+# Ours: enables POST /bare (read the body, answer 200), the benchmark's baseline. Off by default.
+ENV_BARE_ENDPOINT = "SERVING_BARE_ENDPOINT"
+
+# BLAS/OpenMP pools: one thread per worker, since there is one worker per CPU.
+SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+DEFAULT_MODEL_DIR = "/opt/ml/model"
+USER_CODE_DIR = "code"  # <model_dir>/code holds the user's SAGEMAKER_PROGRAM
+DEFAULT_PROGRAM = "inference.py"  # used when present and SAGEMAKER_PROGRAM is unset
+
+BIND_HOST = "0.0.0.0"
+DEFAULT_PORT = 8080
+DEFAULT_TIMEOUT_SECONDS = 60  # the platform's own limit for an /invocations answer
+GRACEFUL_TIMEOUT_SECONDS = 25  # SIGKILL follows SIGTERM after 30 s
+MB = 1024 * 1024
+DEFAULT_MAX_PAYLOAD_MB = 6  # the platform's request size limit for endpoints
+DRAIN_LIMIT_BYTES = 64 * MB  # read (and drop) at most this much of a too-large body, so the 413 arrives
+
+ROUTE_PING = "/ping"
+ROUTE_INVOCATIONS = "/invocations"
+ROUTE_EXECUTION_PARAMETERS = "/execution-parameters"
+ROUTE_BARE = "/bare"
+
+# The inference toolkit's user hooks, looked up in the user's module.
+HOOK_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn")

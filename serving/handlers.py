@@ -1,0 +1,117 @@
+"""The inference toolkit's four hooks: ours by default, each one replaceable by the user's module.
+
+A user module (``SAGEMAKER_PROGRAM``, default ``inference.py``, in ``<model_dir>/code``) may
+define any of ``model_fn(model_dir)``, ``input_fn(body, content_type)``, ``predict_fn(data,
+model)``, ``output_fn(prediction, accept)``; the ones it leaves out are the defaults below.
+``output_fn`` returns a body, or ``(body, content_type)`` to name its type.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from serving import constants as C
+from serving import decoders, encoders
+from serving.config import ServeConfig
+from serving.errors import BadInput, StartupError
+from serving.model import Model, load_model, predict_probabilities
+
+log = logging.getLogger(__name__)
+
+
+def model_fn(model_dir: str) -> Model:
+    """Load the model training left in model_dir."""
+    return load_model(model_dir)
+
+
+def input_fn(input_data: bytes, content_type: str) -> np.ndarray:
+    """Decode a JSON, CSV or .npy body into a float32 batch."""
+    return decoders.decode(input_data, content_type)
+
+
+def predict_fn(data: np.ndarray, model: Model) -> np.ndarray:
+    """Class probabilities for each row, after checking the row width."""
+    if data.shape[1] != model.n_features:
+        raise BadInput(f"expected {model.n_features} features per example, got {data.shape[1]}")
+    return predict_probabilities(model, data)
+
+
+def output_fn(prediction: np.ndarray, accept: str) -> tuple[bytes, str]:
+    """Encode probabilities and labels in the best type the Accept header allows."""
+    return encoders.encode(prediction, accept)
+
+
+DEFAULTS: dict[str, Callable[..., Any]] = {
+    "model_fn": model_fn,
+    "input_fn": input_fn,
+    "predict_fn": predict_fn,
+    "output_fn": output_fn,
+}
+
+
+@dataclass(frozen=True)
+class Handlers:
+    model_fn: Callable[[str], Any]
+    input_fn: Callable[[bytes, str], Any]
+    predict_fn: Callable[[Any, Any], Any]
+    output_fn: Callable[[Any, str], Any]
+    source: str  # "defaults" or the user module's path, for the log
+
+    def overridden(self) -> list[str]:
+        return [name for name in C.HOOK_NAMES if getattr(self, name) is not DEFAULTS[name]]
+
+
+def user_program(config: ServeConfig) -> Path | None:
+    """The user's module file, or None; an explicitly named one that is missing stops the server."""
+    if config.program is None:
+        default = config.code_dir / C.DEFAULT_PROGRAM
+        return default if default.is_file() else None
+    path = config.code_dir / config.program
+    if path.suffix != ".py" or not path.is_file():
+        raise StartupError(
+            f"{path}: {C.ENV_PROGRAM}={config.program!r} names no Python file in {config.code_dir}"
+        )
+    return path
+
+
+@cache
+def import_user_module(path: Path) -> ModuleType:
+    """Import the user's file once per process, with its folder on sys.path for its own imports."""
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise StartupError(f"{path}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(path.stem, None)
+        log.exception("importing %s failed", path)
+        raise StartupError(f"{path}: import failed ({type(e).__name__}: {e})") from e
+    return module
+
+
+def load_handlers(config: ServeConfig) -> Handlers:
+    """Each hook from the user's module when it defines it, else ours."""
+    path = user_program(config)
+    if path is None:
+        return Handlers(**DEFAULTS, source="defaults")
+    module = import_user_module(path)
+    hooks = {name: getattr(module, name, default) for name, default in DEFAULTS.items()}
+    for name, hook in hooks.items():
+        if not callable(hook):
+            raise StartupError(f"{path}: {name} is not a function")
+    return Handlers(**hooks, source=str(path))

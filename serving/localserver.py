@@ -1,0 +1,132 @@
+"""Run the real `serve` command on a free local port: for tests, the demo and the benchmark."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from serving import constants as C
+from serving.config import cpu_count
+
+LOCALHOST = "127.0.0.1"
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS + 5.0
+POLL_SECONDS = 0.05
+READY_MARK = ": model loaded from "  # serving.server.WORKER_READY_LOG, without importing the server
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind((LOCALHOST, 0))
+        return s.getsockname()[1]
+
+
+def serve_command() -> list[str]:
+    """The installed `serve` console script next to this Python (the one SageMaker runs)."""
+    script = Path(sys.executable).parent / "serve"
+    if not script.exists():
+        raise FileNotFoundError(f"{script} not found: run `make install`")
+    return [str(script)]
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request to the local server: (status, lower-cased headers, body)."""
+    conn = http.client.HTTPConnection(LOCALHOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+class LocalServer:
+    """`serve` as a child process on a free port, its log in a file; a context manager."""
+
+    def __init__(
+        self, model_dir: str | Path, log_path: str | Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.log_path = Path(log_path)
+        self.port = free_port()
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+
+    def environment(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+        base.update({C.ENV_MODEL_DIR: str(self.model_dir), C.ENV_BIND_TO_PORT: str(self.port)})
+        base.update(self.extra_env)
+        return base
+
+    def start(self) -> LocalServer:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                serve_command(), env=self.environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    @property
+    def workers(self) -> int:
+        return int(self.extra_env.get(C.ENV_WORKERS) or cpu_count())
+
+    def ready_workers(self) -> int:
+        """Workers that have logged their model as loaded (replaced workers count again)."""
+        return self.log().count(READY_MARK)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> LocalServer:
+        """Poll /ping until 200 and every worker has its model; raise (with the log) otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if (
+                    self.ready_workers() >= self.workers
+                    and request(self.port, "GET", C.ROUTE_PING, timeout=2.0)[0] == 200
+                ):
+                    return self
+            except OSError:
+                pass
+            time.sleep(POLL_SECONDS)
+        raise TimeoutError(f"serve did not become ready within {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """SIGTERM, as SageMaker sends it; the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def request(self, method: str, path: str, body: bytes | None = None, **headers: str):
+        """A request with headers as keywords (Content_Type= -> Content-Type)."""
+        return request(self.port, method, path, body, {k.replace("_", "-"): v for k, v in headers.items()})
+
+    def __enter__(self) -> LocalServer:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
