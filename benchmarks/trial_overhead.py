@@ -140,11 +140,15 @@ def main() -> None:
     if args.only == "single":
         return
 
-    for name, target, prepare in (("plain optuna", plain_worker, True), ("ours", our_worker, False)):
-        start, end = run_workers(target, args.workers, args.per_worker, 1.0, prepare)
-        efficiency = args.workers * args.per_worker * 1.0 / (args.workers * (end - start))
+    efficiency: dict[str, list[float]] = {name: [] for name, _, _ in arms}
+    for _ in range(args.repeats):  # interleaved, as above
+        for name, target, prepare in arms:
+            start, end = run_workers(target, args.workers, args.per_worker, 1.0, prepare)
+            efficiency[name].append(args.per_worker * 1.0 / (end - start))
+    for name, values in efficiency.items():
         print(
-            f"{name}: {args.workers} workers x {args.per_worker} trials of 1 s in {end - start:.2f} s: efficiency {efficiency:.0%}"
+            f"{name}: {args.workers} workers x {args.per_worker} trials of 1 s: efficiency "
+            f"{statistics.median(values):.0%} (median of {args.repeats}: {', '.join(f'{v:.0%}' for v in values)})"
         )
 
 

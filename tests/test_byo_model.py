@@ -119,3 +119,26 @@ def test_module_name_hyperparameter_is_validated():
 
     with pytest.raises(UserError, match="'model-module' must be a Python module name"):
         settings.parse({"model-module": "../evil"})
+
+
+def test_example_is_served_by_the_real_serve_command(job_dir, moto_endpoint, digits, tmp_path):
+    """Train the conv net with `train`, then serve model_dir with `serve`: no extra code."""
+    from serving.localserver import LocalServer
+
+    base = with_code(job_dir({"model-module": "conv_digits", "n-trials": "2", "epochs": "8", "seed": "4"}))
+    rc, _, err = finish(start_job(base, "byo-serve", moto_endpoint))
+    assert rc == 0, err[-3000:]
+    x, y = digits["test"]
+    with LocalServer(
+        base / "model", tmp_path / "serve.log", env={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
+    ) as server:
+        status, _, body = server.request(
+            "POST",
+            "/invocations",
+            json.dumps({"instances": x[:50].tolist()}).encode(),
+            Content_Type="application/json",
+        )
+    assert status == 200, body
+    labels = [p["label"] for p in json.loads(body)["predictions"]]
+    accuracy = sum(int(a == b) for a, b in zip(labels, y[:50], strict=True)) / 50
+    assert accuracy > 0.6, accuracy
