@@ -1,12 +1,13 @@
 """Benchmark `serve`: /invocations with five 28x28 images as .npy, against a bare endpoint.
 
-    .venv/bin/python benchmarks/serving_bench.py [--seconds 5] [--client auto|wrk|python]
+    .venv/bin/python benchmarks/serving_bench.py [--rounds 5] [--seconds 2] [--client auto|wrk|python]
 
 Starts the real `serve` (gunicorn, default settings: one worker per CPU) on 127.0.0.1 with a
 784-wide model written in the training format (random weights), with the bare POST /bare
 switched on (reads the body like /invocations, answers an empty 200: the server's own cost),
 and drives both at concurrency 1 and 8 with a closed loop (each connection sends its next
-request when the previous answer is in):
+request when the previous answer is in), in interleaved rounds so that both see the same
+background load:
   - wrk (`apt-get install -y wrk`), used when on PATH: a C client, so the CPUs go to the
     server; its latency starts when the request is written (connecting is not counted);
   - else a Python client: threads over http.client, latency including the connect. Its own CPU
@@ -158,11 +159,43 @@ def forward_time_ms(model_dir: Path) -> float:
     return statistics.median(times) * 1e3
 
 
+def measure(load: Load, port: int, body: bytes, rounds: int, seconds: float) -> list[tuple[str, int, Result]]:
+    """Interleaved rounds (/invocations, then /bare, at each concurrency), so that both endpoints
+    see the same background load; medians over rounds of each round's p50 and p99."""
+    per_round: dict[tuple[str, int], list[Result]] = {}
+    for concurrency in CONCURRENCIES:
+        for path in (C.ROUTE_INVOCATIONS, C.ROUTE_BARE):
+            load(port, path, body, concurrency, WARMUP_SECONDS)
+        for _ in range(rounds):
+            for path in (C.ROUTE_INVOCATIONS, C.ROUTE_BARE):
+                per_round.setdefault((path, concurrency), []).append(
+                    load(port, path, body, concurrency, seconds)
+                )
+    rows = []
+    for (path, concurrency), results in per_round.items():
+        total_requests = sum(r["requests"] for r in results)
+        rows.append(
+            (
+                path,
+                concurrency,
+                {
+                    "median_ms": statistics.median(r["median_ms"] for r in results),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in results),
+                    "worst_p99_ms": max(r["p99_ms"] for r in results),
+                    "rps": total_requests / sum(r["requests"] / r["rps"] for r in results),
+                    "errors": sum(r["errors"] for r in results),
+                },
+            )
+        )
+    return sorted(rows, key=lambda row: (row[0] != C.ROUTE_INVOCATIONS, row[1]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per endpoint and round (default 2)")
     parser.add_argument("--workers", type=int, help="SAGEMAKER_MODEL_SERVER_WORKERS (default: CPUs)")
     parser.add_argument(
         "--client", choices=("auto", "wrk", "python"), default="auto", help="auto: wrk if on PATH"
@@ -181,28 +214,28 @@ def main(argv: list[str] | None = None) -> None:
             env[C.ENV_WORKERS] = str(args.workers)
         body = payload()
         forward = forward_time_ms(model_dir)
-        rows = []
+        load_before = os.getloadavg()[0]
         with LocalServer(model_dir, Path(tmp) / "serve.log", env=env) as server:
-            for path in (C.ROUTE_INVOCATIONS, C.ROUTE_BARE):
-                for concurrency in CONCURRENCIES:
-                    load(server.port, path, body, concurrency, WARMUP_SECONDS)
-                    rows.append((path, concurrency, load(server.port, path, body, concurrency, args.seconds)))
+            rows = measure(load, server.port, body, args.rounds, args.seconds)
+        load_after = os.getloadavg()[0]
 
     print(f"model: 784 -> {DEFAULT_PARAMS} -> 10; body {len(body)} bytes (.npy, 5x28x28 float32)")
+    print(f"CPUs: {os.cpu_count()}, workers: {args.workers or 'CPUs'}, client: {client}")
     print(
-        f"CPUs: {os.cpu_count()}, workers: {args.workers or 'CPUs'}, client: {client}, {args.seconds:g} s a row"
+        f"{args.rounds} rounds x {args.seconds:g} s per row; load average {load_before:.1f} before, {load_after:.1f} after"
     )
     print(f"bare forward pass + softmax (5 images, in process): median {forward:.3f} ms\n")
-    print("| endpoint | concurrency | median ms | p99 ms | requests/s | errors |")
+    print("| endpoint | concurrency | median ms | p99 ms (worst round) | requests/s | errors |")
     print("| --- | --- | --- | --- | --- | --- |")
     for path, concurrency, r in rows:
-        cells = f"{r['median_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:.0f} | {r['errors']:.0f}"
+        cells = f"{r['median_ms']:.2f} | {r['p99_ms']:.2f} ({r['worst_p99_ms']:.2f}) | {r['rps']:.0f} | {r['errors']:.0f}"
         print(f"| POST {path} | {concurrency} | {cells} |")
     inv = {c: r for p, c, r in rows if p == C.ROUTE_INVOCATIONS}
     bare = {c: r for p, c, r in rows if p == C.ROUTE_BARE}
+    print()
     for c in CONCURRENCIES:
         print(
-            f"\nconcurrency {c}: /invocations does {inv[c]['rps'] / bare[c]['rps']:.0%} of the bare endpoint's requests/s"
+            f"concurrency {c}: /invocations does {inv[c]['rps'] / bare[c]['rps']:.0%} of the bare endpoint's requests/s"
         )
 
 
