@@ -9,8 +9,8 @@ Shapes (n examples, k classes; the label is the most probable class, ties to the
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from falcon.util import mediatypes
@@ -18,26 +18,26 @@ from falcon.util import mediatypes
 from serving import content_types
 from serving.errors import NotAcceptable
 
-CSV_FLOAT_FORMAT = "%.9g"  # enough digits to round-trip a float32
+FLOAT_FORMAT = "%.9g"  # 9 significant digits: every float32 survives the round trip
+
+
+def _rows(probabilities: np.ndarray, row_format: str) -> list[str]:
+    """One formatted line per example: its label, then its probabilities (``%`` formatting in C)."""
+    if not np.isfinite(probabilities).all():
+        raise ValueError("non-finite probabilities cannot be encoded")
+    labels = probabilities.argmax(axis=1).tolist()
+    return [row_format % (label, *row) for label, row in zip(labels, probabilities.tolist(), strict=True)]
 
 
 def encode_json(probabilities: np.ndarray) -> bytes:
-    labels = probabilities.argmax(axis=1).tolist()
-    rows = probabilities.tolist()
-    doc = {
-        "predictions": [
-            {"label": label, "probabilities": row} for label, row in zip(labels, rows, strict=True)
-        ]
-    }
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    values = ",".join([FLOAT_FORMAT] * probabilities.shape[1])
+    rows = _rows(probabilities, '{"label":%d,"probabilities":[' + values + "]}")
+    return ('{"predictions":[' + ",".join(rows) + "]}").encode("ascii")
 
 
 def encode_csv(probabilities: np.ndarray) -> bytes:
-    table = np.column_stack([probabilities.argmax(axis=1), probabilities]).astype(np.float64)
-    out = io.StringIO()
-    formats = ["%d"] + [CSV_FLOAT_FORMAT] * probabilities.shape[1]
-    np.savetxt(out, table, fmt=formats, delimiter=",")
-    return out.getvalue().encode("utf-8")
+    rows = _rows(probabilities, "%d," + ",".join([FLOAT_FORMAT] * probabilities.shape[1]))
+    return ("\n".join(rows) + "\n").encode("ascii")
 
 
 def encode_npy(probabilities: np.ndarray) -> bytes:
@@ -54,8 +54,12 @@ ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {
 }
 
 
+@lru_cache(maxsize=256)
 def negotiate(accept: str) -> str | None:
-    """The best of our types for an Accept header (q-values and wildcards honoured), or None."""
+    """The best of our types for an Accept header (q-values and wildcards honoured), or None.
+
+    Cached: clients repeat a handful of headers, and parsing one costs more than encoding.
+    """
     try:
         return mediatypes.best_match(ENCODERS, accept.lower()) or None
     except ValueError:  # malformed header

@@ -43,7 +43,10 @@ def predict_fn(data: np.ndarray, model: Model) -> np.ndarray:
     """Class probabilities for each row, after checking the row width."""
     if data.shape[1] != model.n_features:
         raise BadInput(f"expected {model.n_features} features per example, got {data.shape[1]}")
-    return predict_probabilities(model, data)
+    probabilities = predict_probabilities(model, data)
+    if not np.isfinite(probabilities).all():  # finite inputs so large that the logits overflow
+        raise BadInput("values too large: the network's output overflows")
+    return probabilities
 
 
 def output_fn(prediction: np.ndarray, accept: str) -> tuple[bytes, str]:

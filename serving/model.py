@@ -96,7 +96,9 @@ def _read_meta(model_dir: Path) -> dict[str, Any]:
 def predict_probabilities(model: Model, x: np.ndarray) -> np.ndarray:
     """Class probabilities (rows sum to 1) of a float32 batch: softmax of the network's output."""
     logits = model.forward(x)
-    logits = logits - logits.max(axis=1, keepdims=True)
+    if not logits.flags.writeable or np.may_share_memory(logits, x):  # the softmax works in place
+        logits = logits.copy()
+    logits -= logits.max(axis=1, keepdims=True)
     np.exp(logits, out=logits)
     logits /= logits.sum(axis=1, keepdims=True)
     return logits

@@ -276,6 +276,11 @@ def test_bad_arrays_are_400(server, array):
     assert status == 400, answer
 
 
+def test_finite_values_so_large_that_the_network_overflows(server):
+    status, _, answer = invoke(server, npy(np.full((2, N_FEATURES), 3e38, dtype=np.float32)), NPY)
+    assert status == 400 and b"overflow" in answer
+
+
 def test_wrong_width_names_the_expected_width(server):
     status, _, answer = invoke(server, json.dumps([[0.0] * 63]).encode())
     assert status == 400 and b"expected 64 features" in answer
