@@ -36,6 +36,27 @@ def wait_for_training(load_study, min_complete):
     services.wait_for(ready, 180, "a completed trial and one in training")
 
 
+def job_on_private_db(private_db, aws, job_dir, moto_endpoint, name, n_trials, retry_s):
+    """Start a job on the private MariaDB and wait until it has a completed trial and one in training."""
+    secret = aws({"username": private_db.user, "password": private_db.password})
+    hps = {
+        "host": "127.0.0.1",
+        "db-port": str(private_db.port),
+        "db-name": private_db.name,
+        "db-secret": secret,
+        "region-name": services.REGION,
+        "study-name": "shared",
+        "n-trials": str(n_trials),
+        "epochs": "60",
+        "pruner": "none",
+        "db-retry-timeout": str(retry_s),
+    }
+    base = job_dir(hps)
+    proc = start_job(base, name, moto_endpoint)
+    wait_for_training(lambda: study_of(private_db), 1)
+    return base, proc
+
+
 def test_sigterm_then_spot_restart_resumes_the_budget(job_dir, moto_endpoint):
     base = job_dir({"study-name": "spot", "n-trials": "4", "epochs": "150", "pruner": "none", "seed": "3"})
     (base / "checkpoints").mkdir()
@@ -83,23 +104,7 @@ def test_sigterm_then_spot_restart_resumes_the_budget(job_dir, moto_endpoint):
 def test_database_restart_mid_run_loses_and_doubles_nothing(
     private_mariadb, private_db, moto_endpoint, aws, job_dir
 ):
-    secret = aws({"username": private_db.user, "password": private_db.password})
-    base = job_dir(
-        {
-            "host": "127.0.0.1",
-            "db-port": str(private_db.port),
-            "db-name": private_db.name,
-            "db-secret": secret,
-            "region-name": services.REGION,
-            "study-name": "shared",
-            "n-trials": "4",
-            "epochs": "60",
-            "pruner": "none",
-            "db-retry-timeout": "120",
-        }
-    )
-    proc = start_job(base, "outage", moto_endpoint)
-    wait_for_training(lambda: study_of(private_db), 1)
+    base, proc = job_on_private_db(private_db, aws, job_dir, moto_endpoint, "outage", n_trials=4, retry_s=120)
     private_mariadb.stop()
     try:
         time.sleep(10)
@@ -121,23 +126,9 @@ def test_database_restart_mid_run_loses_and_doubles_nothing(
 def test_database_gone_for_good_fails_clearly_and_keeps_the_model(
     private_mariadb, private_db, moto_endpoint, aws, job_dir
 ):
-    secret = aws({"username": private_db.user, "password": private_db.password})
-    base = job_dir(
-        {
-            "host": "127.0.0.1",
-            "db-port": str(private_db.port),
-            "db-name": private_db.name,
-            "db-secret": secret,
-            "region-name": services.REGION,
-            "study-name": "shared",
-            "n-trials": "50",
-            "epochs": "60",
-            "pruner": "none",
-            "db-retry-timeout": "4",
-        }
+    base, proc = job_on_private_db(
+        private_db, aws, job_dir, moto_endpoint, "abandoned", n_trials=50, retry_s=4
     )
-    proc = start_job(base, "abandoned", moto_endpoint)
-    wait_for_training(lambda: study_of(private_db), 1)
     private_mariadb.stop()
     try:
         rc, _, err = finish(proc, timeout=180)
