@@ -42,11 +42,18 @@ class Progress:
         except ValueError:
             logger.warning("Ignoring unreadable checkpoint %s", path)
             return
-        if doc.get("study_name") == self.study_name:
-            self.finished = [int(n) for n in doc.get("finished_trials", [])]
-            logger.info(
-                "Checkpoint: this job already finished %d trials of '%s'", len(self.finished), self.study_name
+        if (doc.get("study_name"), doc.get("job_name")) != (self.study_name, self.job_name):
+            logger.warning(
+                "Ignoring checkpoint %s: written by job %s for study %s",
+                path,
+                doc.get("job_name"),
+                doc.get("study_name"),
             )
+            return
+        self.finished = [int(n) for n in doc.get("finished_trials", [])]
+        logger.info(
+            "Checkpoint: this job already finished %d trials of '%s'", len(self.finished), self.study_name
+        )
 
     def record(self, trial_number: int) -> None:
         self.finished.append(trial_number)
@@ -63,7 +70,12 @@ class Progress:
         if source is None or read_meta(model_dir) is not None:
             return False
         meta = read_meta(source) if source.is_dir() else None
-        if meta is None or not (source / meta["weights_file"]).is_file():
+        if meta is None or (meta.get("job_name"), meta.get("study_name")) != (self.job_name, self.study_name):
+            return False
+        if not (source / meta["weights_file"]).is_file():
+            logger.warning(
+                "Checkpointed model names %s, which is missing: not restored", meta["weights_file"]
+            )
             return False
         model_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / meta["weights_file"], model_dir / meta["weights_file"])

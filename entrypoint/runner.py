@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Callable
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from entrypoint.checkpoint import Progress
@@ -79,9 +78,6 @@ class TrialRunner:
         self.study, self.storage, self.objective = study, storage, objective
         self.callbacks, self.settings, self.guard, self.progress = callbacks, settings, guard, progress
         self._stale_checked_at = -math.inf
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._requeue = RetryHeartbeatStaleTrialCallback()
 
     def _db(self, fn: Callable[[], object], what: str) -> object:
         return retrying(fn, self.settings.db_retry_timeout, what, self.guard.stop)
@@ -93,6 +89,9 @@ class TrialRunner:
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            if self.guard.stopping:  # SIGTERM during an outage: a stop, not a failure
+                logger.warning("Stopping on SIGTERM while the database is away: %s", describe(exc))
+                return 0
             raise UserError(
                 f"The database was unreachable for longer than db-retry-timeout "
                 f"({self.settings.db_retry_timeout:g} s): {describe(exc)}"
@@ -132,6 +131,16 @@ class TrialRunner:
             else:
                 failures = 0
         return done
+
+    def _requeue_interrupted(self, trial: FrozenTrial) -> None:
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number)},
+            )
+        )
 
     def run_one(self) -> Outcome:
         with warnings.catch_warnings():
@@ -176,8 +185,9 @@ class TrialRunner:
             "finishing a trial",
         )
         if interrupted:
-            # Queue the same parameters again, as Optuna does for a trial whose job died.
-            self._db(lambda: self._requeue(self.study, frozen), "re-queueing the interrupted trial")
+            # Queue the same parameters again (not Optuna's retry callback: it would copy the
+            # user attributes, fail_reason included, and share its retry budget).
+            self._db(lambda: self._requeue_interrupted(frozen), "re-queueing the interrupted trial")
             logger.info("Trial %d interrupted and re-queued", frozen.number)
         elif state == TrialState.COMPLETE:
             logger.info(

@@ -181,7 +181,7 @@ def parse(hyperparameters: Mapping[str, object]) -> Settings:
             continue
         name = key.strip().lower().replace("-", "_")
         if name not in _PARSERS:
-            problems.append(f"unknown hyperparameter '{key}' (accepted: {', '.join(accepted_keys())})")
+            problems.append(f"unknown hyperparameter '{key}'")
             continue
         if name in spelled:
             problems.append(f"hyperparameter '{key}' is given twice (also as '{spelled[name]}')")
@@ -211,6 +211,8 @@ def parse(hyperparameters: Mapping[str, object]) -> Settings:
     if "db_secret" not in values and values.get("host"):
         problems.append("hyperparameter 'host' needs 'db-secret' (credentials are never hyperparameters)")
     if problems:
+        if any(p.startswith("unknown hyperparameter") for p in problems):
+            problems.append(f"accepted: {', '.join(accepted_keys())}")
         raise UserError("Invalid hyperparameters: " + "; ".join(problems))
     return Settings(**values)
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 logger = logging.getLogger(__name__)
 
 FORCE_STOP_AFTER_S = 30.0  # SIGTERM -> forced end of a trial that does not reach an iteration
-REARM_S = 1.0
+REARM_S = 10.0  # after an alarm: again only if the trial is still not over (clean-up is slow)
 
 
 class Interrupted(Exception):
@@ -67,7 +67,7 @@ class Guard:
         self._in_trial, self._timeout = True, timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
         if timeout is not None:
-            signal.setitimer(signal.ITIMER_REAL, timeout, REARM_S)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             yield
         finally:
@@ -80,11 +80,14 @@ class Guard:
         if self._in_trial:
             remaining = signal.getitimer(signal.ITIMER_REAL)[0]
             if remaining == 0 or remaining > FORCE_STOP_AFTER_S:
-                signal.setitimer(signal.ITIMER_REAL, FORCE_STOP_AFTER_S, REARM_S)
+                signal.setitimer(signal.ITIMER_REAL, FORCE_STOP_AFTER_S)
 
     def _on_alarm(self, signum: int, frame: object) -> None:
         if not self._in_trial:
             return
+        # Fire again only if this exception is lost and the trial is still running then,
+        # not every second through the objective's clean-up.
+        signal.setitimer(signal.ITIMER_REAL, REARM_S)
         if self.stop.is_set():
             raise StopRequested(
                 f"the trial did not reach an iteration within {FORCE_STOP_AFTER_S:.0f} s of SIGTERM"

@@ -175,6 +175,8 @@ def _channel_names() -> list[str]:
 
 def main() -> None:
     """Framework-mode entry point called by the sagemaker-training toolkit's ``train``."""
+    guard = Guard()
+    guard.install()  # first: PID 1 drops a SIGTERM it has no handler for
     # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
     # it logs every hyperparameter value that is not JSON.
     settings = settings_mod.load(environment.hyperparameters_file_dir)
@@ -189,6 +191,4 @@ def main() -> None:
         code_dir=Path(environment.code_dir),
         host=_host_if_several(),
     )
-    guard = Guard()
-    guard.install()
     run(settings, paths, job_name, guard)

@@ -95,7 +95,9 @@ def test_sigterm_then_spot_restart_resumes_the_budget(job_dir, moto_endpoint):
     assert progress[: len(done_before)] == done_before and len(progress) == 4
     trials = embedded_study(base).trials
     assert len([t for t in trials if t.state in FINISHED]) == 4
-    assert trials[progress[len(done_before)]].system_attrs.get("failed_trial") == interrupted[0].number
+    rerun = trials[progress[len(done_before)]]
+    assert rerun.system_attrs.get("failed_trial") == interrupted[0].number
+    assert "fail_reason" not in rerun.user_attrs  # not inherited from the interrupted trial
     meta = json.loads((base / "model" / "model.json").read_text())
     assert meta["value"] == max(t.value for t in trials if t.state == TrialState.COMPLETE)
     assert sorted(p.name for p in (base / "model").iterdir()) == ["model.json", meta["weights_file"]]

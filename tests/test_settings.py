@@ -59,7 +59,7 @@ def test_loss_metric_minimises_by_default():
 @pytest.mark.parametrize(
     "hps, fragment",
     [
-        ({"n-trails": "5"}, "unknown hyperparameter 'n-trails' (accepted: study-name, n-trials"),
+        ({"n-trails": "5"}, "unknown hyperparameter 'n-trails'; accepted: study-name, n-trials"),
         ({"n-trials": "five"}, "'n-trials' must be an integer from 1 to 100000"),
         ({"n-trials": "0"}, "'n-trials' must be an integer from 1 to 100000"),
         ({"epochs": "2.5"}, "'epochs' must be an integer"),
