@@ -208,6 +208,10 @@ def parse(hyperparameters: Mapping[str, object]) -> Settings:
     interval = values.get("heartbeat_interval", Settings.heartbeat_interval)
     if values.get("heartbeat_grace_period", Settings.heartbeat_grace_period) <= interval:
         problems.append("'heartbeat-grace-period' must be longer than 'heartbeat-interval'")
+    orphans = [k for k in ("db_name", "db_port", "db_engine", "db_ssl_ca") if k in values]
+    if orphans and "db_secret" not in values and "storage" not in values:
+        names = ", ".join(f"'{k.replace('_', '-')}'" for k in orphans)
+        problems.append(f"{names} need 'db-secret' or 'storage' (without them the study is embedded)")
     if "db_secret" not in values and values.get("host"):
         problems.append("hyperparameter 'host' needs 'db-secret' (credentials are never hyperparameters)")
     if problems:

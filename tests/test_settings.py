@@ -78,6 +78,7 @@ def test_loss_metric_minimises_by_default():
             "must be longer than 'heartbeat-interval'",
         ),
         ({"max-trials": "0"}, "'max-trials' must be an integer from 1"),
+        ({"db-name": "optuna"}, "'db-name' need 'db-secret' or 'storage'"),
         ({"db-port": "70000"}, "'db-port' must be an integer from 1 to 65535"),
     ],
 )
