@@ -16,6 +16,8 @@ import numpy as np
 from entrypoint.constants import CHANNEL_TEST, CHANNEL_TRAIN, FEATURE_ARRAY_NAMES, LABEL_ARRAY_NAMES
 from entrypoint.errors import UserError
 
+MAX_CLASSES = 100_000  # the output layer has one unit per class up to the largest label
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -51,7 +53,7 @@ def _read_file(path: Path) -> Split:
         raise UserError(f"{path}: not a readable .npz file ({exc})") from None
     if x.ndim < 1 or x.shape[0] == 0:
         raise UserError(f"{path}: the feature array is empty")
-    if len(x) != len(y) or y.ndim != 1:
+    if y.ndim != 1 or len(x) != len(y):
         raise UserError(f"{path}: {len(x)} feature rows but labels of shape {y.shape}")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise UserError(f"{path}: features must be numeric, not {x.dtype}")
@@ -62,8 +64,10 @@ def _read_file(path: Path) -> Split:
         y = y.astype(np.int64)
     if not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"{path}: labels must be integers, not {y.dtype}")
-    if y.min() < 0:
-        raise UserError(f"{path}: labels must be 0 or greater")
+    if y.min() < 0 or y.max() >= MAX_CLASSES:
+        raise UserError(
+            f"{path}: labels must be class indices from 0 to {MAX_CLASSES - 1} (found {y.min()}..{y.max()})"
+        )
     return Split(x=x, y=y.astype(np.int32))
 
 

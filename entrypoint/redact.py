@@ -12,6 +12,26 @@ import traceback
 from collections.abc import Iterator
 
 MASK = "********"
+_active: list[str] = []  # the secrets of the redacting() blocks now open
+
+
+def scrub(text: str) -> str:
+    """``text`` with every secret of an open ``redacting()`` block masked (for stored text)."""
+    for secret in _active:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _all_handlers() -> list[logging.Handler]:
+    """The root logger's handlers and those of loggers that do not propagate (Optuna's own)."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    unique: dict[int, logging.Handler] = {}
+    for lg in loggers:
+        for handler in lg.handlers:
+            unique.setdefault(id(handler), handler)
+    return list(unique.values())
 
 
 class _Filter(logging.Filter):
@@ -40,9 +60,10 @@ def redacting(secret: str | None) -> Iterator[None]:
         yield
         return
     log_filter = _Filter(secret)
-    handlers = logging.getLogger().handlers
+    handlers = _all_handlers()
     for handler in handlers:
         handler.addFilter(log_filter)
+    _active.append(secret)
     try:
         yield
     except Exception as exc:
@@ -57,5 +78,6 @@ def redacting(secret: str | None) -> Iterator[None]:
             clean = RuntimeError(f"{type(exc).__name__}: {message}")
         raise clean from None
     finally:
+        _active.remove(secret)
         for handler in handlers:
             handler.removeFilter(log_filter)

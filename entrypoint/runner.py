@@ -8,33 +8,47 @@ records why a trial failed, and stops after too many failures in a row.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import optuna
+from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import ATTR_FAIL_REASON
 from entrypoint.dberrors import describe, is_transient, retrying
 from entrypoint.errors import UserError
+from entrypoint.redact import scrub
 from entrypoint.settings import Settings
 from entrypoint.stopping import Guard, StopRequested
+from entrypoint.storage import fail_stale_trials
 
 logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class Heartbeat:
-    """Optuna's trial heartbeat, in a thread that survives a database outage."""
+    """Optuna's heartbeat for this job's running trial: one thread for the whole job, which
+    survives a database outage.
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+    A trial's first beat comes within one interval of its start, so trials shorter than that
+    never write one (the stale sweep also fails RUNNING trials without beats:
+    storage.HeartbeatStorage). After a failed beat the next try comes sooner, so that a trial
+    beats again as soon as the database is back.
+    """
+
+    RETRY_S = 5.0
+
+    def __init__(self, storage: optuna.storages.RDBStorage, interval: float) -> None:
+        self._storage, self._interval = storage, interval
+        self._trial_id: int | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
 
@@ -43,22 +57,37 @@ class Heartbeat:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # No join: the thread ends at its next wake-up, and a last beat for a finished trial
+        # is harmless (the sweep looks at RUNNING trials only).
         self._done.set()
-        self._thread.join()
+
+    @contextlib.contextmanager
+    def beating(self, trial_id: int) -> Iterator[None]:
+        """Beat for this trial while the block runs."""
+        self._trial_id = trial_id
+        try:
+            yield
+        finally:
+            self._trial_id = None
 
     def _beat(self) -> None:
-        while True:
+        wait = self._interval
+        while not self._done.wait(wait):
+            trial_id, wait = self._trial_id, self._interval
+            if trial_id is None:
+                continue
             try:
-                self._storage.record_heartbeat(self._trial_id)
+                self._storage.record_heartbeat(trial_id)
             except Exception as exc:  # keep beating: the main thread deals with the outage
-                logger.warning("Heartbeat of trial id %d not recorded: %s", self._trial_id, describe(exc))
-            if self._done.wait(self._interval):
-                return
+                logger.warning("Heartbeat of trial id %d not recorded: %s", trial_id, describe(exc))
+                wait = min(self._interval, self.RETRY_S)
 
 
 @dataclasses.dataclass
 class Outcome:
-    trial: FrozenTrial
+    number: int
+    state: TrialState
+    reason: str | None = None
     interrupted: bool = False
 
 
@@ -77,7 +106,8 @@ class TrialRunner:
     ) -> None:
         self.study, self.storage, self.objective = study, storage, objective
         self.callbacks, self.settings, self.guard, self.progress = callbacks, settings, guard, progress
-        self._stale_checked_at = -math.inf
+        self._stale_checked_at = time.monotonic()  # storage.join_study swept at the start
+        self._heartbeat: Heartbeat | None = None
 
     def _db(self, fn: Callable[[], object], what: str) -> object:
         return retrying(fn, self.settings.db_retry_timeout, what, self.guard.stop)
@@ -85,7 +115,8 @@ class TrialRunner:
     def run(self) -> int:
         """Run up to the remaining budget; return how many trials this call finished."""
         try:
-            return self._run()
+            with Heartbeat(self.storage, self.settings.heartbeat_interval) as self._heartbeat:
+                return self._run()
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -120,13 +151,13 @@ class TrialRunner:
             if outcome.interrupted:
                 break
             done += 1
-            self.progress.record(outcome.trial.number)
-            if outcome.trial.state == TrialState.FAIL:
+            self.progress.record(outcome.number)
+            if outcome.state == TrialState.FAIL:
                 failures += 1
                 if failures >= s.max_consecutive_failures:
-                    reason = outcome.trial.user_attrs.get(ATTR_FAIL_REASON, "unknown")
                     raise UserError(
-                        f"{failures} trials failed in a row (max-consecutive-failures); last: {reason}"
+                        f"{failures} trials failed in a row (max-consecutive-failures); "
+                        f"last: {outcome.reason or 'unknown'}"
                     )
             else:
                 failures = 0
@@ -142,23 +173,60 @@ class TrialRunner:
             )
         )
 
+    def _taken_over(self, trial: optuna.Trial) -> TrialState:
+        """Another job's stale sweep ended this trial: its heartbeats lapsed (a long database
+        outage) and the sweeper re-queued its parameters. This job moves on."""
+        told = self._db(lambda: self.storage.get_trial(trial._trial_id).state, "reading the trial")
+        logger.warning(
+            "Trial %d was ended by another job (%s) after its heartbeats lapsed; it is re-queued there",
+            trial.number,
+            told.name,
+        )
+        return told
+
+    def _finish(
+        self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None
+    ) -> TrialState | None:
+        """Record why the trial failed and tell the study; return the state the study holds,
+        None if another job ended the trial first."""
+        try:
+            if reason is not None:
+                self._db(lambda: trial.set_user_attr(ATTR_FAIL_REASON, reason), "recording a failure")
+            # What optimize() does: study.tell() would read the whole trial back from the
+            # database once more, a read per trial that only the callbacks need. With
+            # skip_if_finished, a retry after a dropped connection gets the state the database
+            # holds, as does a trial that another job ended meanwhile.
+            told, _, _ = self._db(
+                lambda: _tell_with_warning(
+                    self.study,
+                    trial,
+                    value if state == TrialState.COMPLETE else None,
+                    state=state,
+                    skip_if_finished=True,
+                    suppress_warning=True,
+                ),
+                "finishing a trial",
+            )
+            return told
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None
+
     def run_one(self) -> Outcome:
+        # Staleness moves on the scale of the grace period: look once per heartbeat interval,
+        # not before every trial as optimize() does (a query per trial).
+        if time.monotonic() - self._stale_checked_at >= self.settings.heartbeat_interval:
+            self._db(lambda: fail_stale_trials(self.study), "failing stale trials")
+            self._stale_checked_at = time.monotonic()
         with warnings.catch_warnings():
-            # fail_stale_trials is experimental; ask() warns that heartbeats are meant for
-            # optimize(): this loop is our optimize(), with its own heartbeat thread.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # ask() warns that heartbeats are meant for optimize(): this loop is our optimize().
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            # Staleness moves on the scale of the grace period: look once per heartbeat
-            # interval, not before every trial as optimize() does (a query per trial).
-            if time.monotonic() - self._stale_checked_at >= self.settings.heartbeat_interval:
-                self._db(lambda: optuna.storages.fail_stale_trials(self.study), "failing stale trials")
-                self._stale_checked_at = time.monotonic()
             trial: optuna.Trial = self._db(self.study.ask, "starting a trial")
         logger.info("Trial %d started", trial.number)
         value: float | None = None
-        state, reason, interrupted = TrialState.COMPLETE, None, False
+        state, reason, interrupted, taken_over = TrialState.COMPLETE, None, False, False
         # trial._trial_id: the storage's id of the trial; Optuna exposes no public accessor.
-        with Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat_interval):
+        assert self._heartbeat is not None, "run_one() runs inside run()"
+        with self._heartbeat.beating(trial._trial_id):
             try:
                 with self.guard.trial(self.settings.trial_timeout):
                     value = self.objective(trial)
@@ -168,33 +236,36 @@ class TrialRunner:
                 state = TrialState.PRUNED
             except StopRequested as exc:
                 state, reason, interrupted = TrialState.FAIL, f"interrupted: {exc}", True
+            except optuna.exceptions.UpdateFinishedTrialError:
+                taken_over = True
             except Exception as exc:
                 if is_transient(exc):
                     # The database left mid-trial and did not come back within db-retry-timeout.
                     raise
-                state, reason = TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000]
+                state, reason = TrialState.FAIL, scrub(f"{type(exc).__name__}: {exc}")[:1000]
                 logger.warning(
                     "Trial %d failed: %s", trial.number, reason, exc_info=not isinstance(exc, ArithmeticError)
                 )
-        if reason is not None:
-            self._db(lambda: trial.set_user_attr(ATTR_FAIL_REASON, reason), "recording a failure")
-        frozen: FrozenTrial = self._db(
-            lambda: self.study.tell(
-                trial, None if state != TrialState.COMPLETE else value, state=state, skip_if_finished=True
-            ),
-            "finishing a trial",
-        )
-        if interrupted:
+        told = None if taken_over else self._finish(trial, state, value, reason)
+        if told != state:
+            told, taken_over = self._taken_over(trial), True
+        requeue = interrupted and not taken_over  # a taken-over trial is re-queued already
+        frozen: FrozenTrial | None = None
+        if requeue or self.callbacks:
+            frozen = self._db(lambda: self.storage.get_trial(trial._trial_id), "reading the trial")
+        if requeue:
             # Queue the same parameters again (not Optuna's retry callback: it would copy the
             # user attributes, fail_reason included, and share its retry budget).
             self._db(lambda: self._requeue_interrupted(frozen), "re-queueing the interrupted trial")
-            logger.info("Trial %d interrupted and re-queued", frozen.number)
-        elif state == TrialState.COMPLETE:
+            logger.info("Trial %d interrupted and re-queued", trial.number)
+        elif told == TrialState.COMPLETE:
             logger.info(
-                "Trial %d finished with value %s and parameters %s", frozen.number, value, frozen.params
+                "Trial %d finished with value %s and parameters %s", trial.number, value, trial.params
             )
+        elif interrupted:
+            logger.info("Trial %d interrupted", trial.number)
         else:
-            logger.info("Trial %d %s", frozen.number, state.name.lower())
+            logger.info("Trial %d %s", trial.number, told.name.lower())
         for callback in self.callbacks:
             callback(self.study, frozen)
-        return Outcome(frozen, interrupted)
+        return Outcome(trial.number, told, reason, interrupted)

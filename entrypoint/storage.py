@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import logging
 import shutil
@@ -68,7 +69,10 @@ class Database:
         return {
             "pool_size": POOL_SIZE,
             "max_overflow": MAX_OVERFLOW,
-            "pool_pre_ping": True,
+            # No ping before every checkout (SQLAlchemy's pre-ping, Optuna's default on MySQL:
+            # nine round trips per trial): every storage call of a job is retried when its
+            # connection turns out dead, and the failed connection's pool is invalidated.
+            "pool_pre_ping": False,
             "pool_recycle": 3600,
             "connect_args": dict(self.connect_args),
         }
@@ -207,9 +211,49 @@ def schema_ready(db: Database) -> bool:
         engine.dispose()
 
 
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, whose stale-trial sweep also fails trials that never beat.
+
+    Our heartbeat thread records a trial's first beat one interval after it starts, not at its
+    start: one write less per trial, so a study of short trials on a busy database never pays
+    for heartbeats. Optuna's sweep skips RUNNING trials that have no heartbeat, so a job that
+    died before its first beat (or lost its connection between creating a trial and reading it
+    back) would leave the trial RUNNING forever. Here such a trial is stale once it started more
+    than interval + grace period ago. ``datetime_start`` is the starting job's clock, compared
+    with the sweeping job's: both are the instances' UTC clocks, and the margin is minutes.
+
+    Written by hand: Optuna has no hook for this; it overrides the private method that
+    ``fail_stale_trials`` calls (Optuna is pinned, tests/test_storage.py covers it).
+    """
+
+    _SILENT_TRIALS = sqlalchemy.text(
+        "SELECT t.trial_id FROM trials t LEFT OUTER JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
+        " WHERE t.study_id = :study_id AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+        " AND t.datetime_start < :cutoff"
+    )
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        margin = datetime.timedelta(seconds=(self.grace_period or 0) + (self.heartbeat_interval or 0))
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                self._SILENT_TRIALS, {"study_id": study_id, "cutoff": datetime.datetime.now() - margin}
+            )
+            return stale + [row[0] for row in rows if row[0] not in stale]
+
+
 def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.storages.RDBStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=".*heartbeat")
-    return optuna.storages.RDBStorage(
+    try:
+        return _heartbeat_storage(db, settings, create_schema)
+    except RuntimeError as exc:  # Optuna's check of the schema's version, the only one it raises
+        raise UserError(
+            f"The study database at {db.url!r} is not usable by Optuna {optuna.__version__}: {exc}"
+        ) from None
+
+
+def _heartbeat_storage(db: Database, settings: Settings, create_schema: bool) -> HeartbeatStorage:
+    return HeartbeatStorage(
         db.url.render_as_string(hide_password=False),  # holds no password: it is in connect_args
         engine_kwargs=db.engine_kwargs(),
         skip_table_creation=not create_schema,
@@ -217,6 +261,13 @@ def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.stora
         grace_period=settings.heartbeat_grace_period,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_MAX_RETRY),
     )
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's sweep: fail the RUNNING trials of dead jobs and re-queue their parameters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def join_study(
@@ -227,6 +278,8 @@ def join_study(
     stop: threading.Event | None = None,
 ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     """Create the schema and the study, or join them, under the schema lock; retry transient errors.
+
+    Joining fails the trials of jobs that died (their heartbeats lapsed), which re-queues them.
 
     Returns the study and its RDB storage (for heartbeats).
     """
@@ -246,6 +299,7 @@ def join_study(
             pruner=pruner,
             load_if_exists=True,
         )
+        fail_stale_trials(study)
         return study, storage
 
     try:
@@ -254,6 +308,16 @@ def join_study(
         raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
     except optuna.exceptions.StorageInternalError as exc:
         raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
+    except TimeoutError as exc:  # the schema lock
+        raise UserError(
+            f"Cannot open the study on {db.url!r}: {exc}; another job is creating the schema "
+            "and may be stuck (see its log), or the database is very slow"
+        ) from None
+    if len(study.directions) != 1:
+        raise UserError(
+            f"Study '{settings.study_name}' is multi-objective ({len(study.directions)} objectives); "
+            "this image optimises one objective: use another study-name"
+        )
     if study.direction.name.lower() != settings.direction:
         raise UserError(
             f"Study '{settings.study_name}' exists with direction {study.direction.name.lower()}, "

@@ -10,8 +10,8 @@ and may define:
 
     make_optimizer(params, model) -> chainer.Optimizer  (default: ours, or Adam)
 
-Training packs the module into ``model_dir/code/`` so that ``serve`` rebuilds the same
-network from the stored parameters. Plug-ins by lookup with a default, as in the
+Training packs the source folder into ``model_dir/code/`` so that ``serve`` rebuilds the
+same network from the stored parameters. Plug-ins by lookup with a default, as in the
 inference toolkit: no registry.
 """
 
@@ -100,19 +100,31 @@ def load(name: str | None, folder: str | Path) -> ModelSpec:
     )
 
 
+def source_root(module: ModuleType) -> Path:
+    """The folder the module was imported from (the source_dir), also for ``pkg.mod``."""
+    source = Path(module.__file__)
+    depth = module.__name__.count(".") + (source.name == "__init__.py")
+    return source.parents[depth]
+
+
 def pack(spec: ModelSpec, model_dir: str | Path) -> str | None:
-    """Copy the user's module into model_dir/code (replacing what is there); return its name."""
+    """Copy the user's source folder into model_dir/code (replacing what is there), so that the
+    module's own imports (its package, helper modules next to it) work when serving; return the
+    module's name."""
     if spec.module is None:
         return None
-    source = Path(spec.module.__file__)
+    root = source_root(spec.module)
     target = Path(model_dir) / "code"
     tmp = Path(model_dir) / ".code.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    if source.name == "__init__.py":  # a package: copy its folder
-        shutil.copytree(source.parent, tmp / source.parent.name, ignore=shutil.ignore_patterns("__pycache__"))
-    else:
-        tmp.mkdir(parents=True)
-        shutil.copy2(source, tmp / source.name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".git")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # model_dir itself may sit inside the source folder (a local run): never copy it.
+        inside = {n for n in names if (Path(folder) / n).resolve() == Path(model_dir).resolve()}
+        return set(skip(folder, names)) | inside
+
+    shutil.copytree(root, tmp, ignore=ignore)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return spec.module.__name__

@@ -5,6 +5,8 @@ uploads it."""
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -142,3 +144,32 @@ def test_example_is_served_by_the_real_serve_command(job_dir, moto_endpoint, dig
     labels = [p["label"] for p in json.loads(body)["predictions"]]
     accuracy = sum(int(a == b) for a, b in zip(labels, y[:50], strict=True)) / 50
     assert accuracy > 0.6, accuracy
+
+
+def test_a_module_inside_a_package_is_served_with_its_package_and_helpers(tmp_path):
+    src, model_dir = tmp_path / "src", tmp_path / "model"
+    (src / "byo_pkg").mkdir(parents=True)
+    (src / "byo_pkg" / "__init__.py").write_text("")
+    (src / "byo_helpers.py").write_text(
+        "import chainer.links as L\n\ndef head(n):\n    return L.Linear(None, n)\n"
+    )
+    (src / "byo_pkg" / "net.py").write_text(
+        "from byo_helpers import head\n\n"
+        "def suggest_params(trial):\n    return {}\n\n"
+        "def build_network(params, n_features, n_classes):\n    return head(n_classes)\n"
+    )
+    spec = usermodule.load("byo_pkg.net", src)
+    model_dir.mkdir()
+    assert usermodule.pack(spec, model_dir) == "byo_pkg.net"
+    assert {p.name for p in (model_dir / "code").iterdir()} == {"byo_pkg", "byo_helpers.py"}
+    check = (
+        "import sys, numpy as np\n"
+        "from entrypoint import usermodule\n"
+        f"net = usermodule.network_builder({{'model_module': 'byo_pkg.net'}}, {str(model_dir)!r})({{}}, 4, 3)\n"
+        "assert net(np.zeros((2, 4), dtype=np.float32)).shape == (2, 3)\n"
+        "assert 'model/code' in sys.modules['byo_helpers'].__file__\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=Path(__file__).parents[1], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -29,7 +29,9 @@ def test_loads_and_concatenates_files_in_name_order(tmp_path):
         ({"x": np.array([[0.0, np.nan]]), "y": np.array([0])}, "NaN or infinite"),
         ({"x": np.array([[0.0, np.inf]]), "y": np.array([0])}, "NaN or infinite"),
         ({"x": np.zeros((2, 4)), "y": np.array([0.5, 1.0])}, "labels must be integers"),
-        ({"x": np.zeros((2, 4)), "y": np.array([-1, 1])}, "labels must be 0 or greater"),
+        ({"x": np.zeros((2, 4)), "y": np.array([-1, 1])}, "class indices from 0 to 99999 (found -1..1)"),
+        ({"x": np.zeros((2, 4)), "y": np.array([0, 2**31])}, "(found 0..2147483648)"),
+        ({"x": np.zeros((1, 4)), "y": np.array(3)}, "1 feature rows but labels of shape ()"),
         ({"x": np.array([["a", "b"]]), "y": np.array([0])}, "features must be numeric"),
         (
             {"features_typo": np.zeros((2, 4)), "y": np.array([0, 1])},

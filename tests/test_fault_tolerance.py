@@ -217,3 +217,64 @@ def test_trial_timeout_through_the_train_command(job_dir, moto_endpoint):
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("trial-timeout" in t.user_attrs["fail_reason"] for t in trials)
     assert not (base / "model" / "model.json").exists()
+
+
+@pytest.mark.parametrize("then", ["report", "raise"])
+def test_a_trial_taken_over_by_another_job_is_left_to_it(tmp_path, guard, caplog, then):
+    """After a long outage another job's stale sweep may fail a trial that is still running here."""
+    storages = {}
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 0:  # what the other job's sweep does to this trial
+            storages["rdb"].set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            if then == "report":
+                trial.report(x, 1)
+            raise RuntimeError("diverged")
+        return x
+
+    study, runner = runner_for(tmp_path, objective, guard, **{"n-trials": "3"})
+    storages["rdb"] = runner.storage
+    assert runner.run() == 3
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "fail_reason" not in trials[0].user_attrs
+    assert "Trial 0 was ended by another job (FAIL)" in caplog.text
+
+
+def test_connections_closed_by_the_server_while_idle_are_replaced(
+    private_mariadb, private_db, aws, guard, caplog
+):
+    """No pre-ping: a pooled connection that the server dropped (wait_timeout) fails once and the
+    call is retried on a new one."""
+    from entrypoint import search, storage
+
+    secret = aws({"username": private_db.user, "password": private_db.password})
+    s = settings_mod.parse(
+        {
+            "host": "127.0.0.1",
+            "db-port": str(private_db.port),
+            "db-name": private_db.name,
+            "db-secret": secret,
+            "region-name": services.REGION,
+            "n-trials": "3",
+            "db-retry-timeout": "30",
+        }
+    )
+    root = services.mariadb_root(port=private_mariadb.port)
+    root.cursor().execute("SET GLOBAL wait_timeout = 1")  # for the connections opened from now
+    try:
+        db = storage.resolve(s, "/nonexistent-output")
+        study, rdb = storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+
+        def objective(trial):
+            x = trial.suggest_float("x", 0, 1)
+            time.sleep(2)  # the pooled connection idles past wait_timeout
+            return x
+
+        runner = TrialRunner(study, rdb, objective, [], s, guard, Progress(None, "s", "job"))
+        assert runner.run() == 3
+    finally:
+        root.cursor().execute("SET GLOBAL wait_timeout = 28800")
+    assert "Database unavailable while finishing a trial" in caplog.text  # the drop did happen
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3

@@ -140,3 +140,74 @@ def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
         cur.execute("SELECT GET_LOCK(%s, 0)", (f"optuna-schema-{mysql_db.name}",))
         assert cur.fetchone()[0] == 0
         other.close()
+
+
+@pytest.mark.parametrize("engine", ["mysql", "postgresql"])
+def test_stale_sweep_fails_a_trial_that_never_beat(aws, engine, request):
+    """A job that died before its trial's first heartbeat leaves a RUNNING trial without one."""
+    target = request.getfixturevalue("mysql_db" if engine == "mysql" else "postgres_db")
+    port = 3306 if engine == "mysql" else 5432
+    name = secret_for(aws, target, engine=engine, host="127.0.0.1", port=port, dbname=target.name)
+    s = settings.parse({"db-secret": name, "heartbeat-interval": "1", "heartbeat-grace-period": "2"})
+    _, study = open_study(s)
+    rdb = study._storage._backend  # the RDB storage behind Optuna's cache
+    silent, fresh, beating = (study.ask() for _ in range(3))
+    for t in (silent, fresh, beating):
+        t.suggest_float("x", 0, 1)
+    rdb.record_heartbeat(beating._trial_id)
+    with rdb.engine.begin() as conn:  # started 4 s ago: past interval + grace
+        conn.execute(
+            sqlalchemy.text(
+                "UPDATE trials SET datetime_start = datetime_start - INTERVAL '4' SECOND"
+                " WHERE trial_id IN (:a, :b)"
+            ),
+            {"a": silent._trial_id, "b": beating._trial_id},
+        )
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    TS = optuna.trial.TrialState
+    assert states[silent.number] == TS.FAIL
+    assert states[fresh.number] == states[beating.number] == TS.RUNNING
+    (rerun,) = study.get_trials(states=(TS.WAITING,))
+    assert rerun.system_attrs["failed_trial"] == silent.number and rerun.params == silent.params
+
+
+def mysql_settings(aws, db, **extra):
+    return settings.parse(
+        {"host": "127.0.0.1", "db-name": db.name, "db-secret": secret_for(aws, db), **extra}
+    )
+
+
+def test_a_schema_from_another_optuna_version_is_a_clear_error(aws, mysql_db):
+    s = mysql_settings(aws, mysql_db)
+    open_study(s)
+    with sqlalchemy.create_engine(
+        f"mysql+mysqlconnector://{mysql_db.user}@127.0.0.1/{mysql_db.name}",
+        connect_args={"password": mysql_db.password},
+    ).begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'v3.0.0.a'"))
+    with pytest.raises(UserError, match=r"not usable by Optuna .*optuna storage upgrade"):
+        open_study(s)
+
+
+def test_a_multi_objective_study_of_that_name_is_refused(aws, mysql_db):
+    s = mysql_settings(aws, mysql_db, **{"study-name": "two"})
+    db = storage.resolve(s, "/x")
+    rdb = optuna.storages.RDBStorage(
+        db.url.render_as_string(hide_password=False), engine_kwargs={"connect_args": db.connect_args}
+    )
+    optuna.create_study(storage=rdb, study_name="two", directions=["maximize", "minimize"])
+    with pytest.raises(UserError, match="'two' is multi-objective .2 objectives.* use another study-name"):
+        open_study(s)
+
+
+def test_a_schema_lock_held_too_long_is_a_clear_error(aws, mysql_db, monkeypatch):
+    monkeypatch.setattr(storage, "LOCK_TIMEOUT_S", 1)
+    s = mysql_settings(aws, mysql_db)
+    other = mysql.connector.connect(host="127.0.0.1", user=mysql_db.user, password=mysql_db.password)
+    other.cursor().execute("SELECT GET_LOCK(%s, 0)", (f"optuna-schema-{mysql_db.name}",))
+    try:
+        with pytest.raises(UserError, match="schema lock .* not granted within 1 s; another job"):
+            open_study(s)
+    finally:
+        other.close()
