@@ -63,7 +63,9 @@ def describe(exc: BaseException) -> str:
 def retrying(fn: Callable[[], T], timeout_s: float, what: str, stop: threading.Event | None = None) -> T:
     """Call fn, retrying transient database errors with capped exponential backoff for timeout_s.
 
-    Waiting ends early, with the last error, when ``stop`` is set (the job got SIGTERM).
+    Waiting ends early, with the last error, when ``stop`` is set (the job got SIGTERM), but
+    not before one immediate second try: a pooled connection that the server dropped fails
+    once (no pre-ping) and the second try gets a new one.
     """
     stop = stop or threading.Event()
 
@@ -79,7 +81,8 @@ def retrying(fn: Callable[[], T], timeout_s: float, what: str, stop: threading.E
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        stop=tenacity.stop_after_delay(timeout_s) | (lambda _: stop.is_set()),
+        stop=tenacity.stop_after_delay(timeout_s)
+        | (lambda state: stop.is_set() and state.attempt_number >= 2),
         wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=15),
         sleep=stop.wait,
         before_sleep=log,

@@ -127,6 +127,8 @@ class TrialRunner:
                 f"The database was unreachable for longer than db-retry-timeout "
                 f"({self.settings.db_retry_timeout:g} s): {describe(exc)}"
             ) from exc
+        finally:
+            self._heartbeat = None
 
     def _run(self) -> int:
         s = self.settings
@@ -246,7 +248,8 @@ class TrialRunner:
                 logger.warning(
                     "Trial %d failed: %s", trial.number, reason, exc_info=not isinstance(exc, ArithmeticError)
                 )
-        told = None if taken_over else self._finish(trial, state, value, reason)
+            # Still beating: a tell retried through an outage keeps the trial alive.
+            told = None if taken_over else self._finish(trial, state, value, reason)
         if told != state:
             told, taken_over = self._taken_over(trial), True
         requeue = interrupted and not taken_over  # a taken-over trial is re-queued already

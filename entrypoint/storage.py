@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import hashlib
 import logging
 import shutil
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +63,8 @@ class Database:
     def password(self) -> str | None:
         return self.connect_args.get("password")
 
-    def engine_kwargs(self) -> dict[str, Any]:
+    def engine_kwargs(self, pre_ping: bool = False) -> dict[str, Any]:
+        """For a job (no pre-ping: see below) or, with ``pre_ping``, a client without retries."""
         if self.kind == "sqlite":
             return {}
         return {
@@ -72,7 +73,7 @@ class Database:
             # No ping before every checkout (SQLAlchemy's pre-ping, Optuna's default on MySQL:
             # nine round trips per trial): every storage call of a job is retried when its
             # connection turns out dead, and the failed connection's pool is invalidated.
-            "pool_pre_ping": False,
+            "pool_pre_ping": pre_ping,
             "pool_recycle": 3600,
             "connect_args": dict(self.connect_args),
         }
@@ -214,13 +215,14 @@ def schema_ready(db: Database) -> bool:
 class HeartbeatStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage, whose stale-trial sweep also fails trials that never beat.
 
-    Our heartbeat thread records a trial's first beat one interval after it starts, not at its
-    start: one write less per trial, so a study of short trials on a busy database never pays
-    for heartbeats. Optuna's sweep skips RUNNING trials that have no heartbeat, so a job that
-    died before its first beat (or lost its connection between creating a trial and reading it
-    back) would leave the trial RUNNING forever. Here such a trial is stale once it started more
-    than interval + grace period ago. ``datetime_start`` is the starting job's clock, compared
-    with the sweeping job's: both are the instances' UTC clocks, and the margin is minutes.
+    Our heartbeat thread records a trial's first beat up to one interval after it starts, not
+    at its start: one write less per trial, so short trials never pay for heartbeats. Optuna's
+    sweep skips RUNNING trials that have no heartbeat, so a job that died before its first beat
+    (or lost its connection between creating a trial and reading it back) would leave the trial
+    RUNNING forever. Here such a trial is stale once this process has seen it RUNNING without a
+    heartbeat for longer than interval + grace period, timed by this process's monotonic clock:
+    no comparison of clocks across machines or time zones. Every job on a study must use the
+    same heartbeat settings (as with Optuna's own sweep).
 
     Written by hand: Optuna has no hook for this; it overrides the private method that
     ``fail_stale_trials`` calls (Optuna is pinned, tests/test_storage.py covers it).
@@ -229,17 +231,23 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
     _SILENT_TRIALS = sqlalchemy.text(
         "SELECT t.trial_id FROM trials t LEFT OUTER JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
         " WHERE t.study_id = :study_id AND t.state = 'RUNNING' AND h.trial_id IS NULL"
-        " AND t.datetime_start < :cutoff"
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._silent_since: dict[int, float] = {}  # trial id -> when first seen without beats
+        self.clock = time.monotonic
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
-        margin = datetime.timedelta(seconds=(self.grace_period or 0) + (self.heartbeat_interval or 0))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                self._SILENT_TRIALS, {"study_id": study_id, "cutoff": datetime.datetime.now() - margin}
-            )
-            return stale + [row[0] for row in rows if row[0] not in stale]
+            silent = [row[0] for row in conn.execute(self._SILENT_TRIALS, {"study_id": study_id})]
+        now = self.clock()
+        self._silent_since = {tid: self._silent_since.get(tid, now) for tid in silent}
+        limit = (self.grace_period or 0) + (self.heartbeat_interval or 0)
+        return stale + [
+            tid for tid, since in self._silent_since.items() if now - since > limit and tid not in stale
+        ]
 
 
 def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.storages.RDBStorage:
@@ -299,7 +307,6 @@ def join_study(
             pruner=pruner,
             load_if_exists=True,
         )
-        fail_stale_trials(study)
         return study, storage
 
     try:
@@ -323,4 +330,8 @@ def join_study(
             f"Study '{settings.study_name}' exists with direction {study.direction.name.lower()}, "
             f"but this job asks for {settings.direction}: use another study-name"
         )
+    try:
+        retrying(lambda: fail_stale_trials(study), settings.db_retry_timeout, "failing stale trials", stop)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
     return study, rdb

@@ -89,6 +89,11 @@ def load(name: str | None, folder: str | Path) -> ModelSpec:
     if name is None:
         return builtin()
     module = import_module(name, folder)
+    if source_root(module) != Path(folder).resolve():
+        raise UserError(
+            f"model-module '{name}' was imported from {source_root(module)}, not from the source folder "
+            f"{folder}: another module has that name; rename yours"
+        )
     missing = [fn for fn in REQUIRED if not callable(getattr(module, fn, None))]
     if missing:
         raise UserError(f"model-module '{name}' lacks {' and '.join(f'{m}()' for m in missing)}")
@@ -102,7 +107,7 @@ def load(name: str | None, folder: str | Path) -> ModelSpec:
 
 def source_root(module: ModuleType) -> Path:
     """The folder the module was imported from (the source_dir), also for ``pkg.mod``."""
-    source = Path(module.__file__)
+    source = Path(module.__file__).resolve()
     depth = module.__name__.count(".") + (source.name == "__init__.py")
     return source.parents[depth]
 
@@ -124,7 +129,10 @@ def pack(spec: ModelSpec, model_dir: str | Path) -> str | None:
         inside = {n for n in names if (Path(folder) / n).resolve() == Path(model_dir).resolve()}
         return set(skip(folder, names)) | inside
 
-    shutil.copytree(root, tmp, ignore=ignore)
+    try:
+        shutil.copytree(root, tmp, ignore=ignore, symlinks=True)
+    except (OSError, shutil.Error) as exc:
+        raise UserError(f"Cannot copy the source folder {root} into the model: {exc}") from None
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return spec.module.__name__

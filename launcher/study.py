@@ -97,7 +97,7 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
                 raise UserError(f"{where} holds no Optuna studies (wrong database or --db-name?)")
             rdb = optuna.storages.RDBStorage(
                 db.url.render_as_string(hide_password=False),  # no password: it is in connect_args
-                engine_kwargs=db.engine_kwargs(),
+                engine_kwargs=db.engine_kwargs(pre_ping=True),  # no retries here (dashboards idle)
                 skip_table_creation=True,
             )
             yield rdb

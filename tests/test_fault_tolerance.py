@@ -9,6 +9,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from entrypoint import settings as settings_mod
@@ -278,3 +279,28 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
         root.cursor().execute("SET GLOBAL wait_timeout = 28800")
     assert "Database unavailable while finishing a trial" in caplog.text  # the drop did happen
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
+
+
+def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
+    from entrypoint.storage import HeartbeatStorage
+
+    storage = HeartbeatStorage(f"sqlite:///{tmp_path / 'hb.sqlite'}", heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    seen = {}
+
+    def beats(trial_id):
+        with storage.engine.connect() as conn:
+            q = "SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = :t"
+            return conn.execute(sqlalchemy.text(q), {"t": trial_id}).scalar()
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            time.sleep(2.5)  # longer than the interval: beats
+        seen[trial.number] = beats(trial._trial_id)
+        return x
+
+    s = settings_mod.parse({"heartbeat-interval": "1", "heartbeat-grace-period": "3", "n-trials": "2"})
+    runner = TrialRunner(study, storage, objective, [], s, guard, Progress(None, "s", "job"))
+    assert runner.run() == 2
+    assert seen == {0: 0, 1: 1}

@@ -148,26 +148,27 @@ def test_stale_sweep_fails_a_trial_that_never_beat(aws, engine, request):
     target = request.getfixturevalue("mysql_db" if engine == "mysql" else "postgres_db")
     port = 3306 if engine == "mysql" else 5432
     name = secret_for(aws, target, engine=engine, host="127.0.0.1", port=port, dbname=target.name)
-    s = settings.parse({"db-secret": name, "heartbeat-interval": "1", "heartbeat-grace-period": "2"})
+    s = settings.parse({"db-secret": name, "heartbeat-interval": "30", "heartbeat-grace-period": "60"})
     _, study = open_study(s)
     rdb = study._storage._backend  # the RDB storage behind Optuna's cache
-    silent, fresh, beating = (study.ask() for _ in range(3))
-    for t in (silent, fresh, beating):
+    now = [1000.0]
+    rdb.clock = lambda: now[0]  # this job's monotonic clock, moved by hand
+    silent, beating = study.ask(), study.ask()
+    for t in (silent, beating):
         t.suggest_float("x", 0, 1)
+    storage.fail_stale_trials(study)  # both seen without heartbeat
     rdb.record_heartbeat(beating._trial_id)
-    with rdb.engine.begin() as conn:  # started 4 s ago: past interval + grace
-        conn.execute(
-            sqlalchemy.text(
-                "UPDATE trials SET datetime_start = datetime_start - INTERVAL '4' SECOND"
-                " WHERE trial_id IN (:a, :b)"
-            ),
-            {"a": silent._trial_id, "b": beating._trial_id},
-        )
-    optuna.storages.fail_stale_trials(study)
-    states = {t.number: t.state for t in study.get_trials()}
+    now[0] += 89  # not yet past interval + grace
+    storage.fail_stale_trials(study)
+    late = study.ask()  # first seen now
+    storage.fail_stale_trials(study)
     TS = optuna.trial.TrialState
+    assert all(t.state == TS.RUNNING for t in study.get_trials())
+    now[0] += 2  # 91 s after the first look
+    storage.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
     assert states[silent.number] == TS.FAIL
-    assert states[fresh.number] == states[beating.number] == TS.RUNNING
+    assert states[beating.number] == states[late.number] == TS.RUNNING
     (rerun,) = study.get_trials(states=(TS.WAITING,))
     assert rerun.system_attrs["failed_trial"] == silent.number and rerun.params == silent.params
 
