@@ -107,9 +107,9 @@ def load(name: str | None, folder: str | Path) -> ModelSpec:
 
 def source_root(module: ModuleType) -> Path:
     """The folder the module was imported from (the source_dir), also for ``pkg.mod``."""
-    source = Path(module.__file__).resolve()
+    source = Path(module.__file__)  # not resolved: a symlinked module file stays in the folder
     depth = module.__name__.count(".") + (source.name == "__init__.py")
-    return source.parents[depth]
+    return source.parents[depth].resolve()
 
 
 def pack(spec: ModelSpec, model_dir: str | Path) -> str | None:
