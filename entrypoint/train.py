@@ -55,6 +55,7 @@ def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None 
     if settings.install_requirements and paths.code_dir is not None:
         usermodule.install_requirements(paths.code_dir)
     spec = usermodule.load(settings.model_module, paths.code_dir or ".")
+    usermodule.check_origin(spec, paths.code_dir or ".")
     dataset = data.load(paths.channels)
     logger.info(
         "Data: %d training and %d test examples, %d features, %d classes",

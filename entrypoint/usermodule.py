@@ -89,11 +89,6 @@ def load(name: str | None, folder: str | Path) -> ModelSpec:
     if name is None:
         return builtin()
     module = import_module(name, folder)
-    if source_root(module) != Path(folder).resolve():
-        raise UserError(
-            f"model-module '{name}' was imported from {source_root(module)}, not from the source folder "
-            f"{folder}: another module has that name; rename yours"
-        )
     missing = [fn for fn in REQUIRED if not callable(getattr(module, fn, None))]
     if missing:
         raise UserError(f"model-module '{name}' lacks {' and '.join(f'{m}()' for m in missing)}")
@@ -103,6 +98,16 @@ def load(name: str | None, folder: str | Path) -> ModelSpec:
         make_optimizer=getattr(module, "make_optimizer", _default_optimizer),
         module=module,
     )
+
+
+def check_origin(spec: ModelSpec, folder: str | Path) -> None:
+    """Training: the module must come from the source folder, not from a module of the same
+    name elsewhere on the path (whose folder would be packed into the model)."""
+    if spec.module is not None and source_root(spec.module) != Path(folder).resolve():
+        raise UserError(
+            f"model-module '{spec.module_name}' was imported from {source_root(spec.module)}, not "
+            f"from the source folder {folder}: another module has that name; rename yours"
+        )
 
 
 def source_root(module: ModuleType) -> Path:

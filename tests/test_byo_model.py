@@ -173,3 +173,18 @@ def test_a_module_inside_a_package_is_served_with_its_package_and_helpers(tmp_pa
         [sys.executable, "-c", check], cwd=Path(__file__).parents[1], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_module_found_outside_the_source_folder_is_refused(tmp_path):
+    elsewhere, source = tmp_path / "elsewhere", tmp_path / "source"
+    for folder in (elsewhere, source):
+        folder.mkdir()
+        (folder / "byo_clash.py").write_text(
+            "def suggest_params(trial):\n    return {}\n\ndef build_network(p, f, c):\n    return None\n"
+        )
+    spec = usermodule.load("byo_clash", elsewhere)  # first on the path, as an installed module would be
+    usermodule.check_origin(spec, elsewhere)
+    with pytest.raises(
+        UserError, match="'byo_clash' was imported from .*elsewhere, not from the source folder"
+    ):
+        usermodule.check_origin(usermodule.load("byo_clash", source), source)

@@ -10,6 +10,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from tests import services
@@ -101,13 +102,14 @@ def test_trial_of_a_killed_job_is_failed_by_heartbeat_and_rerun(shared_job, mysq
     doomed = start_job(
         shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
     )
-    services.wait_for(
-        lambda: any(
-            t.state == TrialState.RUNNING and t.intermediate_values for t in study_of(mysql_db).trials
-        ),
-        120,
-        "a trial in training",
-    )
+
+    def beating():  # in training, with a heartbeat written (the first comes within an interval)
+        study = study_of(mysql_db)
+        with study._storage._backend.engine.connect() as conn:
+            beats = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
+        return beats and any(t.state == TrialState.RUNNING and t.intermediate_values for t in study.trials)
+
+    services.wait_for(beating, 120, "a trial in training that has beaten")
     os.killpg(doomed.pid, signal.SIGKILL)  # the instance is lost: no clean-up runs
     doomed.wait(timeout=30)
     lost = study_of(mysql_db).trials[0]
