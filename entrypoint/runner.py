@@ -175,17 +175,6 @@ class TrialRunner:
             )
         )
 
-    def _taken_over(self, trial: optuna.Trial) -> TrialState:
-        """Another job's stale sweep ended this trial: its heartbeats lapsed (a long database
-        outage) and the sweeper re-queued its parameters. This job moves on."""
-        told = self._db(lambda: self.storage.get_trial(trial._trial_id).state, "reading the trial")
-        logger.warning(
-            "Trial %d was ended by another job (%s) after its heartbeats lapsed; it is re-queued there",
-            trial.number,
-            told.name,
-        )
-        return told
-
     def _finish(
         self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None
     ) -> TrialState | None:
@@ -250,12 +239,20 @@ class TrialRunner:
                 )
             # Still beating: a tell retried through an outage keeps the trial alive.
             told = None if taken_over else self._finish(trial, state, value, reason)
-        if told != state:
-            told, taken_over = self._taken_over(trial), True
+        # Another job's stale sweep ended the trial first: its heartbeats lapsed (a long database
+        # outage) and the sweeper re-queued its parameters. This job moves on.
+        taken_over = told != state
         requeue = interrupted and not taken_over  # a taken-over trial is re-queued already
         frozen: FrozenTrial | None = None
-        if requeue or self.callbacks:
+        if taken_over or requeue or self.callbacks:
             frozen = self._db(lambda: self.storage.get_trial(trial._trial_id), "reading the trial")
+        if taken_over:
+            told = frozen.state
+            logger.warning(
+                "Trial %d was ended by another job (%s) after its heartbeats lapsed; it is re-queued there",
+                trial.number,
+                told.name,
+            )
         if requeue:
             # Queue the same parameters again (not Optuna's retry callback: it would copy the
             # user attributes, fail_reason included, and share its retry budget).

@@ -253,22 +253,18 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
 def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.storages.RDBStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=".*heartbeat")
     try:
-        return _heartbeat_storage(db, settings, create_schema)
+        return HeartbeatStorage(
+            db.url.render_as_string(hide_password=False),  # holds no password: it is in connect_args
+            engine_kwargs=db.engine_kwargs(),
+            skip_table_creation=not create_schema,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.heartbeat_grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_MAX_RETRY),
+        )
     except RuntimeError as exc:  # Optuna's check of the schema's version, the only one it raises
         raise UserError(
             f"The study database at {db.url!r} is not usable by Optuna {optuna.__version__}: {exc}"
         ) from None
-
-
-def _heartbeat_storage(db: Database, settings: Settings, create_schema: bool) -> HeartbeatStorage:
-    return HeartbeatStorage(
-        db.url.render_as_string(hide_password=False),  # holds no password: it is in connect_args
-        engine_kwargs=db.engine_kwargs(),
-        skip_table_creation=not create_schema,
-        heartbeat_interval=settings.heartbeat_interval,
-        grace_period=settings.heartbeat_grace_period,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_MAX_RETRY),
-    )
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -309,11 +305,10 @@ def join_study(
         )
         return study, storage
 
+    db_errors = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
     try:
         study, rdb = retrying(attempt, settings.db_retry_timeout, "opening the study", stop)
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
-    except optuna.exceptions.StorageInternalError as exc:
+    except db_errors as exc:
         raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
     except TimeoutError as exc:  # the schema lock
         raise UserError(
@@ -332,6 +327,6 @@ def join_study(
         )
     try:
         retrying(lambda: fail_stale_trials(study), settings.db_retry_timeout, "failing stale trials", stop)
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+    except db_errors as exc:
         raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
     return study, rdb

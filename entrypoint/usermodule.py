@@ -103,9 +103,12 @@ def load(name: str | None, folder: str | Path) -> ModelSpec:
 def check_origin(spec: ModelSpec, folder: str | Path) -> None:
     """Training: the module must come from the source folder, not from a module of the same
     name elsewhere on the path (whose folder would be packed into the model)."""
-    if spec.module is not None and source_root(spec.module) != Path(folder).resolve():
+    if spec.module is None:
+        return
+    root = source_root(spec.module)
+    if root != Path(folder).resolve():
         raise UserError(
-            f"model-module '{spec.module_name}' was imported from {source_root(spec.module)}, not "
+            f"model-module '{spec.module_name}' was imported from {root}, not "
             f"from the source folder {folder}: another module has that name; rename yours"
         )
 
@@ -128,10 +131,11 @@ def pack(spec: ModelSpec, model_dir: str | Path) -> str | None:
     tmp = Path(model_dir) / ".code.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".git")
+    own = Path(model_dir).resolve()
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         # model_dir itself may sit inside the source folder (a local run): never copy it.
-        inside = {n for n in names if (Path(folder) / n).resolve() == Path(model_dir).resolve()}
+        inside = {n for n in names if (Path(folder) / n).resolve() == own}
         return set(skip(folder, names)) | inside
 
     try:
