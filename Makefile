@@ -134,3 +134,43 @@ push: login
 		$(ENGINE) tag $(IMAGE) $(REGISTRY)/$(IMAGE_REPO_NAME):$$tag \
 		&& $(ENGINE) push $(DOCKER_PUSH_FLAGS) $(REGISTRY)/$(IMAGE_REPO_NAME):$$tag || exit 1; \
 	done
+
+# --- The AWS side as code (README.md, "From zero to parallel jobs") ---------------------------
+# The linters live in their own venv (infra/requirements-tools.txt, `make lock-infra-tools`):
+# checkov alone pins dozens of packages that must not move the runtime or dev locks.
+INFRA_TOOLS    ?= build/infra-tools
+INFRA_TEMPLATE ?= infra/optuna-hpo.yaml
+STACK          ?= optuna-hpo
+INFRA_PARAMS   ?=
+INFRA_REGION    = $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),$(shell $(AWS) configure get region))
+
+.PHONY: infra infra-check infra-tools lock-infra-tools
+
+$(INFRA_TOOLS)/.installed: infra/requirements-tools.txt | $(BIN)/uv
+	rm -rf $(INFRA_TOOLS)
+	$(PYTHON) -m venv $(INFRA_TOOLS)
+	$(BIN)/uv pip sync --python $(INFRA_TOOLS)/bin/python infra/requirements-tools.txt
+	touch $@
+
+infra-tools: $(INFRA_TOOLS)/.installed
+
+lock-infra-tools: $(BIN)/uv
+	$(BIN)/uv pip compile infra/requirements-tools.in --python-version 3.11 -o infra/requirements-tools.txt
+
+# cfn-lint (errors and warnings), checkov (no failed check; skips carry their reason in the
+# template), parliament on every IAM policy (infra/check_policies.py, accepted findings in
+# infra/parliament.yaml).
+infra-check: infra-tools
+	$(INFRA_TOOLS)/bin/cfn-lint $(INFRA_TEMPLATE)
+	$(INFRA_TOOLS)/bin/checkov --file $(INFRA_TEMPLATE) --framework cloudformation --quiet --compact --skip-download
+	$(INFRA_TOOLS)/bin/python infra/check_policies.py $(INFRA_TEMPLATE)
+
+# make infra STACK=optuna-hpo INFRA_PARAMS="SourceLocation=https://github.com/OWNER/REPO.git"
+infra: install
+	$(AWS) cloudformation deploy --stack-name $(STACK) --template-file $(INFRA_TEMPLATE) \
+		--capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --region $(INFRA_REGION) \
+		--parameter-overrides S3PrefixListId=$$($(AWS) ec2 describe-managed-prefix-lists --region $(INFRA_REGION) \
+			--filters Name=prefix-list-name,Values=com.amazonaws.$(INFRA_REGION).s3 \
+			--query 'PrefixLists[0].PrefixListId' --output text) $(INFRA_PARAMS)
+	$(AWS) cloudformation describe-stacks --stack-name $(STACK) --region $(INFRA_REGION) \
+		--query 'Stacks[0].Outputs' --output table
