@@ -139,9 +139,16 @@ def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | Non
     return Database(url, args)
 
 
-def resolve(settings: Settings, output_data_dir: str | Path) -> Database:
-    """Pick the database: a storage URL, a secret (plus overrides), or the embedded default."""
-    creds = credentials.fetch(settings.db_secret, settings.region_name) if settings.db_secret else None
+def resolve(
+    settings: Settings, output_data_dir: str | Path, creds: credentials.DbCredentials | None = None
+) -> Database:
+    """Pick the database: a storage URL, a secret (plus overrides), or the embedded default.
+
+    ``creds``: the secret's content when the caller already read it (the launcher reads it with
+    the session of its --profile/--region); else it is read here with the default session.
+    """
+    if creds is None and settings.db_secret:
+        creds = credentials.fetch(settings.db_secret, settings.region_name)
     if settings.storage:
         return _from_storage_url(settings, creds)
     if creds is None:

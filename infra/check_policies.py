@@ -90,7 +90,7 @@ class Renderer:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 return NO_VALUE if arg == "AWS::NoValue" else self.ref(arg)
             if key == "Fn::GetAtt":
@@ -154,9 +154,8 @@ def accepted(finding: Any) -> bool:
 
 def main(argv: list[str]) -> int:
     # Only in the tools venv. parliament's own filter and config format (its --config option).
-    from parliament import analyze_policy_string, enhance_finding, override_config
-
     import parliament
+    from parliament import analyze_policy_string, enhance_finding, override_config
 
     # As `parliament --include-community-auditors --config infra/parliament.yaml` does.
     override_config(str(Path(parliament.__file__).parent / "community_auditors" / "config_override.yaml"))

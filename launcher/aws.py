@@ -40,12 +40,11 @@ class AwsError(UserError):
 
 
 def session(region: str | None, profile: str | None) -> boto3.session.Session:
-    """One session for the whole command; also boto3's default, which entrypoint.credentials uses."""
+    """The one session of a command, passed down to every call (the secret's read included)."""
     try:
-        boto3.setup_default_session(region_name=region, profile_name=profile)
+        return boto3.session.Session(region_name=region, profile_name=profile)
     except botocore.exceptions.ProfileNotFound as exc:
         raise UserError(str(exc)) from None
-    return boto3.DEFAULT_SESSION
 
 
 def client(session: boto3.session.Session, service: str) -> Any:

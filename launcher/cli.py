@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from entrypoint.errors import UserError
-from launcher import aws, jobs, output, status
+from launcher import aws, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod
 from launcher import launch as launch_mod
@@ -79,6 +79,12 @@ def _common() -> argparse.ArgumentParser:
     g = p.add_argument_group("AWS")
     g.add_argument("--region", help="AWS region of the jobs and of the secret (default: AWS_DEFAULT_REGION)")
     g.add_argument("--profile", help="AWS profile (default: AWS_PROFILE or the default credentials)")
+    g.add_argument(
+        "--stack",
+        help="a stack made from infra/optuna-hpo.yaml: its outputs fill --db-secret and, for launch, "
+        "--image, --role, --output, --subnet, --security-group (and --checkpoint-s3 with --spot); "
+        "options given win",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     return p
 
@@ -127,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=launch_mod.__doc__,
     )
     p.add_argument("--jobs", type=_positive_int, default=1, help="training jobs to start (default 1)")
-    p.add_argument("--image", required=True, help="the image URI in ECR")
-    p.add_argument("--role", required=True, help="ARN of the training role")
-    p.add_argument("--output", required=True, help="s3:// prefix for model.tar.gz and output.tar.gz")
+    p.add_argument("--image", help="the image URI in ECR (required without --stack)")
+    p.add_argument("--role", help="ARN of the training role (required without --stack)")
+    p.add_argument(
+        "--output", help="s3:// prefix for model.tar.gz and output.tar.gz (required without --stack)"
+    )
     p.add_argument(
         "--channel", type=_key_value, action="append", default=[], metavar="NAME=S3URI",
         help="an input channel (train and test are needed); repeat",
@@ -217,7 +225,10 @@ def _file_hyperparameters(path: Path | None) -> dict[str, str]:
 
 
 def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
-    """The command line -> a LaunchSpec (not validated yet)."""
+    """The command line (after --stack) -> a LaunchSpec (not validated yet)."""
+    missing = [f"--{dest}" for dest in ("image", "role", "output") if not getattr(args, dest)]
+    if missing:
+        raise UserError(f"Pass {', '.join(missing)}, or --stack with the stack that provides them")
     channels: dict[str, str] = {}
     for name, uri in args.channel:
         if name in channels:
@@ -249,12 +260,19 @@ def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
     )
 
 
+def _session(args: argparse.Namespace) -> Any:
+    """The command's one AWS session, and the options --stack fills."""
+    session = aws.session(args.region, args.profile)
+    stack.apply(args, session)
+    return session
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
+    session = _session(args)
     spec = launch_spec(args)
     if args.dry_run:
         print(output.to_json(launch_mod.requests(spec)))
         return EXIT_OK
-    session = aws.session(args.region, args.profile)
     names = launch_mod.launch(session, spec)
     if not args.wait:
         rows = [{"job": n, "status": "created"} for n in names]
@@ -297,7 +315,7 @@ def _status_text(doc: dict[str, Any], with_jobs: bool) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    session = aws.session(args.region, args.profile)
+    session = _session(args)
     settings = study_mod.settings(args.study, _study_options(args))
     sagemaker = aws.client(session, "sagemaker") if args.describe_jobs else None
     with study_mod.opened(settings, session) as study:
@@ -307,7 +325,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _find_best(args: argparse.Namespace) -> tuple[Any, best_mod.BestModel]:
-    session = aws.session(args.region, args.profile)
+    session = _session(args)
     settings = study_mod.settings(args.study, _study_options(args))
     sagemaker = aws.client(session, "sagemaker")
     s3 = None if args.no_verify else aws.client(session, "s3")

@@ -58,3 +58,13 @@ DEFAULT_SERVING_INSTANCE = "ml.m5.large"
 ENDPOINT_VARIANT = "AllTraffic"
 MODEL_META_MAX_BYTES = 1024 * 1024  # model.json is a few KB; refuse to read more than this
 S3_SCHEME = "s3://"
+
+# Outputs of the stack infra/optuna-hpo.yaml makes (`--stack NAME`), and the option each fills.
+STACK_SUBNETS = "SubnetIds"  # comma-separated
+STACK_SECURITY_GROUP = "SecurityGroupId"
+STACK_ROLE = "ExecutionRoleArn"
+STACK_SECRET = "DatabaseSecretArn"
+STACK_OUTPUT = "OutputS3Uri"
+STACK_CHECKPOINTS = "CheckpointS3Uri"
+STACK_IMAGE_REPOSITORY = "ImageRepositoryUri"
+STACK_IMAGE_TAG = "latest"  # buildspec.yml moves it to each new build

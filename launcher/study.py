@@ -16,8 +16,8 @@ import boto3
 import optuna
 import sqlalchemy
 
+from entrypoint import credentials, storage
 from entrypoint import settings as settings_mod
-from entrypoint import storage
 from entrypoint.dberrors import describe
 from entrypoint.errors import UserError
 from entrypoint.redact import redacting
@@ -44,14 +44,18 @@ def settings(study_name: str, options: Mapping[str, object]) -> Settings:
     return settings_mod.parse(hyperparameters(study_name, options))
 
 
-def _check_secret(session: boto3.session.Session, secret_id: str) -> None:
-    # entrypoint.credentials blames "the training role" for a denial; here it is the caller.
-    aws.call(
+def read_secret(session: boto3.session.Session, secret_id: str) -> credentials.DbCredentials:
+    """The secret, read once with the command's session (its --profile and --region).
+
+    entrypoint.credentials blames "the training role" for a denial; here it is the caller.
+    """
+    answer = aws.call(
         aws.client(session, "secretsmanager"),
         "get_secret_value",
         errors={"ResourceNotFoundException": f"Secret '{secret_id}' does not exist in this region"},
         SecretId=secret_id,
     )
+    return credentials.parse_secret(secret_id, answer.get("SecretString"))
 
 
 def _where(db: storage.Database) -> str:
@@ -85,10 +89,9 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
         raise UserError(
             "Which database? Pass --db-secret (and --host etc. unless the secret has them) or --storage"
         )
-    if settings.db_secret:
-        _check_secret(session, settings.db_secret)
+    creds = read_secret(session, settings.db_secret) if settings.db_secret else None
     # The folder is only used for embedded storage, which was ruled out above.
-    db = storage.resolve(settings, tempfile.gettempdir())
+    db = storage.resolve(settings, tempfile.gettempdir(), creds)
     where = _where(db)
     with redacting(db.password):
         rdb = None

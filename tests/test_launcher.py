@@ -53,8 +53,6 @@ def run_cli(*argv: str) -> Result:
             code = cli.run(list(argv))
         except SystemExit as exc:  # argparse: usage errors
             code = exc.code
-        finally:
-            boto3.DEFAULT_SESSION = None  # the command sets it; later tests must not inherit its keys
     result = Result(code, out.getvalue(), err.getvalue())
     for fragment in [PASSWORD] + [p for p in PASSWORD.split() if len(p) >= 5]:
         assert fragment not in result.out + result.err

@@ -1,0 +1,450 @@
+"""infra/optuna-hpo.yaml: the static checks (cfn-lint, checkov, parliament) in their own venv,
+and the stack deployed on a moto server that enforces IAM.
+
+moto's CloudFormation has no AWS::RDS::DBCluster, AWS::RDS::DBClusterParameterGroup,
+AWS::SecretsManager::Secret, ::SecretTargetAttachment, ::RotationSchedule,
+AWS::S3::BucketPolicy, AWS::CodeBuild::Project or AWS::EC2::SecurityGroupEgress
+(``MOTO_LACKS``, checked against moto below). The test deploys everything else: those
+resources, and the Aurora instance that needs the cluster, are left out, and references to them
+are replaced by stand-ins (a secret created through Secrets Manager's API, a cluster host name).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.decode import decode
+from moto.cloudformation.parsing import resource_class_from_type
+
+from tests import services
+from tests.test_launcher import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "infra" / "optuna-hpo.yaml"
+TOOLS = ROOT / "build" / "infra-tools" / "bin"
+MOTO_LACKS = {
+    "AWS::CodeBuild::Project",
+    "AWS::EC2::SecurityGroupEgress",
+    "AWS::RDS::DBCluster",
+    "AWS::RDS::DBClusterParameterGroup",
+    "AWS::S3::BucketPolicy",
+    "AWS::SecretsManager::RotationSchedule",
+    "AWS::SecretsManager::Secret",
+    "AWS::SecretsManager::SecretTargetAttachment",
+}
+NEEDS_THE_CLUSTER = {"DatabaseInstance"}  # moto would create a stand-alone aurora-mysql instance
+DB_HOST = "optuna-hpo-cluster.cluster-abc.us-east-1.rds.amazonaws.com"  # stand-in: DatabaseCluster
+ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key: before IAM is enforced
+
+
+def _template() -> dict[str, Any]:
+    template, matches = decode(str(TEMPLATE))
+    assert not matches and template is not None, matches
+    return json.loads(json.dumps(template))  # plain dicts and lists
+
+
+# --- static checks ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tools() -> Path:
+    """The linters' venv (build/infra-tools), made by `make infra-tools` when missing or stale."""
+    subprocess.run(["make", "-s", "infra-tools"], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    return TOOLS
+
+
+def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_cfn_lint_has_no_error_or_warning(tools):
+    result = _run(tools / "cfn-lint", TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_has_no_failed_check_and_every_skip_has_a_reason(tools):
+    result = _run(
+        tools / "checkov", "--file", TEMPLATE, "--framework", "cloudformation",
+        "--quiet", "--compact", "--skip-download", "--output", "json",
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["summary"]["failed"] == 0, result.stdout[-3000:]
+    assert report["summary"]["passed"] >= 40
+    for resource in _template()["Resources"].values():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert len(skip.get("comment", "")) > 30, skip
+
+
+def test_parliament_finds_nothing_in_any_policy(tools):
+    result = _run(tools / "python", "infra/check_policies.py", TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 policy variants of 3 policies checked" in result.stdout
+
+
+def test_parliament_check_reports_a_bad_policy(tools, tmp_path):
+    bad = TEMPLATE.read_text().replace("secretsmanager:GetSecretValue", "secretsmanager:GetSecretValues")
+    (tmp_path / "bad.yaml").write_text(bad)
+    result = _run(tools / "python", "infra/check_policies.py", tmp_path / "bad.yaml")
+    assert result.returncode == 1 and "UNKNOWN_ACTION" in result.stdout, result.stdout
+
+
+def test_no_star_action_and_star_resources_only_where_iam_allows_nothing_else():
+    text = TEMPLATE.read_text()
+    assert not re.search(r"Action:\s*['\"]?\*", text) and '"*"' not in re.findall(r"- ['\"]?\*['\"]?$", text)
+    star_resources = [m.start() for m in re.finditer(r'Resource: "\*"', text)]
+    # Each `*` resource is ECR's login token, PutMetricData or EC2's Describe calls, with a comment.
+    assert len(star_resources) == 4
+    for pos in star_resources:
+        statement = text[text.rfind("- Sid:", 0, pos) - 200 : pos]
+        assert "#" in statement, statement
+
+
+# --- the stack on moto --------------------------------------------------------------------------
+
+
+def _moto_template(template: dict[str, Any], secret_arn: str, repository: str) -> dict[str, Any]:
+    """The template less what moto cannot create, references to it replaced by stand-ins."""
+    missing = {name for name, r in template["Resources"].items() if r["Type"] in MOTO_LACKS}
+    standins = {
+        "DatabaseSecret": secret_arn,
+        "DatabaseCluster": "optuna-hpo-cluster",
+        "DatabaseCluster.Endpoint.Address": DB_HOST,
+        "DatabaseCluster.Endpoint.Port": "3306",
+        "ImageBuild": "optuna-hpo-image",
+    }
+
+    def sub_text(text: str) -> str:
+        def value(m: re.Match[str]) -> str:
+            return standins[m.group(1)] if m.group(1).split(".")[0] in missing else m.group(0)
+
+        return re.sub(r"\$\{([^}]+)\}", value, text)
+
+    def replace(node: Any) -> Any:
+        if isinstance(node, list):
+            return [replace(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if list(node) == ["Ref"] and node["Ref"] in missing:
+            return standins[node["Ref"]]
+        if list(node) == ["Fn::GetAtt"]:
+            name, attribute = node["Fn::GetAtt"]
+            if name in missing:
+                return standins[f"{name}.{attribute}"]
+        if list(node) == ["Fn::Sub"]:
+            arg = node["Fn::Sub"]
+            return {"Fn::Sub": sub_text(arg) if isinstance(arg, str) else [sub_text(arg[0]), replace(arg[1])]}
+        return {key: replace(value) for key, value in node.items()}
+
+    left_out = missing | NEEDS_THE_CLUSTER
+    resources = {name: replace(r) for name, r in template["Resources"].items() if name not in left_out}
+    for resource in resources.values():
+        resource.pop("DependsOn", None)
+    # moto names a repository from the logical id with capitals, which ECR refuses (AWS lowercases).
+    resources["ImageRepository"]["Properties"]["RepositoryName"] = repository
+    body = {key: value for key, value in template.items() if key not in ("Transform", "Resources", "Outputs")}
+    return {**body, "Resources": resources, "Outputs": replace(template["Outputs"])}
+
+
+def test_moto_lacks_exactly_the_listed_resource_types():
+    kinds = {r["Type"] for r in _template()["Resources"].values()}
+    assert {k for k in kinds if resource_class_from_type(k) is None} == MOTO_LACKS
+
+
+def _user(iam, name: str, policy: dict | str) -> dict[str, str]:
+    iam.create_user(UserName=name)
+    doc = policy if isinstance(policy, str) else json.dumps(policy)
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=doc)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+
+class World:
+    """A moto server enforcing IAM (with resource ARNs for Secrets Manager and ECR), an admin."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        plain = boto3.session.Session(
+            region_name=services.REGION, aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        self.admin_keys = _user(plain.client("iam", endpoint_url=url), "admin", admin)
+        self.admin = self.session(self.admin_keys)
+
+    def session(self, keys: dict[str, str]) -> boto3.session.Session:
+        return boto3.session.Session(region_name=services.REGION, **keys)
+
+    def client(self, session: boto3.session.Session, service: str):
+        return session.client(service, endpoint_url=self.url)
+
+    def deploy(self, name: str) -> dict[str, str]:
+        """Deploy the stack (with stand-ins); return its outputs."""
+        secret = self.client(self.admin, "secretsmanager").create_secret(
+            Name=f"{name}-db",
+            SecretString=json.dumps({"username": "optuna", "password": "p", "host": DB_HOST, "port": 3306}),
+        )
+        body = _moto_template(_template(), secret["ARN"], f"{name}-image")
+        cloudformation = self.client(self.admin, "cloudformation")
+        cloudformation.create_stack(
+            StackName=name,
+            TemplateBody=json.dumps(body),
+            Parameters=[
+                {"ParameterKey": "S3PrefixListId", "ParameterValue": self.s3_prefix_list()},
+                {"ParameterKey": "SourceLocation", "ParameterValue": "https://github.com/OWNER/REPO.git"},
+            ],
+            Capabilities=["CAPABILITY_IAM"],
+        )
+        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+        return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+    def s3_prefix_list(self) -> str:
+        """As `make infra` finds it."""
+        lists = self.client(self.admin, "ec2").describe_managed_prefix_lists(
+            Filters=[{"Name": "prefix-list-name", "Values": [f"com.amazonaws.{services.REGION}.s3"]}]
+        )["PrefixLists"]
+        return lists[0]["PrefixListId"]
+
+    def role_policy_user(self, role_arn: str) -> boto3.session.Session:
+        """A user holding exactly the role's inline policy."""
+        iam = self.client(self.admin, "iam")
+        role = role_arn.rsplit("/", 1)[1]
+        (policy_name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+        doc = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+        if isinstance(doc, str) and not doc.startswith('{"'):
+            doc = ast.literal_eval(doc)  # moto stores a stack's inline policy as a Python repr
+        # ... and keeps an `Fn::If` that chose AWS::NoValue as a None statement.
+        doc["Statement"] = [statement for statement in doc["Statement"] if statement is not None]
+        return self.session(_user(iam, f"u-{uuid.uuid4().hex[:8]}", doc))
+
+
+@pytest.fixture(scope="module")
+def world():
+    port = services.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.moto_resource_auth", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(ADMIN_SETUP_CALLS)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        services.wait_for(lambda: urllib.request.urlopen(f"{url}/moto-api/", timeout=1), 30, "moto")
+        yield World(url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack(world):
+    name = f"optuna-{uuid.uuid4().hex[:6]}"
+    return name, world.deploy(name)
+
+
+def test_stack_outputs_name_the_stack_resources(world, stack):
+    name, out = stack
+    ec2 = world.client(world.admin, "ec2")
+    subnets = ec2.describe_subnets(SubnetIds=out["SubnetIds"].split(","))["Subnets"]
+    assert len(subnets) == 2 and len({s["AvailabilityZone"] for s in subnets}) == 2
+    assert {s["VpcId"] for s in subnets} == {out["VpcId"]}
+    assert not any(s["MapPublicIpOnLaunch"] for s in subnets)
+    vpc_filter = [{"Name": "vpc-id", "Values": [out["VpcId"]]}]
+    assert (
+        ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [out["VpcId"]]}])[
+            "InternetGateways"
+        ]
+        == []
+    )
+    assert ec2.describe_nat_gateways(Filter=vpc_filter)["NatGateways"] == []
+    endpoints = ec2.describe_vpc_endpoints(Filters=vpc_filter)["VpcEndpoints"]
+    by_service = {e["ServiceName"].rsplit(".", 1)[1]: e for e in endpoints}
+    assert set(by_service) == {"s3", "secretsmanager", "logs"}
+    assert by_service["s3"]["VpcEndpointType"] == "Gateway"
+    for service in ("secretsmanager", "logs"):
+        assert by_service[service]["VpcEndpointType"] == "Interface"
+        assert by_service[service]["PrivateDnsEnabled"]
+    routes = ec2.describe_route_tables(Filters=vpc_filter)["RouteTables"]
+    assert not any(r.get("GatewayId", "").startswith("igw-") for t in routes for r in t["Routes"])
+
+    groups = {
+        g["GroupId"]: g
+        for g in ec2.describe_security_groups(
+            GroupIds=[out["SecurityGroupId"], out["DatabaseSecurityGroupId"]]
+        )["SecurityGroups"]
+    }
+    jobs, db = groups[out["SecurityGroupId"]], groups[out["DatabaseSecurityGroupId"]]
+    assert jobs["IpPermissions"] == []
+    ingress = db["IpPermissions"]
+    assert len(ingress) == 1 and ingress[0]["FromPort"] == 3306 and ingress[0]["IpRanges"] == []
+    assert [g["GroupId"] for g in ingress[0]["UserIdGroupPairs"]] == [jobs["GroupId"]]
+    # Egress: moto's CloudFormation ignores a group's SecurityGroupEgress (see test_egress_rules).
+
+    s3 = world.client(world.admin, "s3")
+    bucket = out["BucketName"]
+    assert out["OutputS3Uri"] == f"s3://{bucket}/output"
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    # moto's CloudFormation sets a bucket's encryption and tags only: the rest is checked below.
+
+    ecr = world.client(world.admin, "ecr")
+    (repo,) = ecr.describe_repositories(repositoryNames=[f"{name}-image"])["repositories"]
+    assert out["ImageRepositoryUri"] == repo["repositoryUri"]
+
+    iam = world.client(world.admin, "iam")
+    role = iam.get_role(RoleName=out["ExecutionRoleArn"].rsplit("/", 1)[1])["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "sagemaker.amazonaws.com"}]
+    assert out["DatabaseEndpoint"] == DB_HOST and out["DatabasePort"] == "3306"
+
+
+def test_egress_rules():
+    """The jobs reach only the database port, S3 and the endpoints; the database and the
+    endpoints reach nothing (checked in the template: moto ignores egress rules)."""
+    resources = _template()["Resources"]
+
+    def rules(name: str) -> list[tuple]:
+        return [
+            (r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), json.dumps({k: v for k, v in r.items() if k.startswith(("Destination", "Cidr"))}))
+            for r in resources[name]["Properties"]["SecurityGroupEgress"]
+        ]  # fmt: skip
+
+    assert rules("JobsSecurityGroup") == [
+        ("tcp", 3306, 3306, json.dumps({"DestinationSecurityGroupId": {"Ref": "DatabaseSecurityGroup"}})),
+        ("tcp", 443, 443, json.dumps({"DestinationPrefixListId": {"Ref": "S3PrefixListId"}})),
+    ]
+    extra = resources["JobsToAwsApis"]["Properties"]
+    assert (extra["IpProtocol"], extra["FromPort"], extra["ToPort"]) == ("tcp", 443, 443)
+    assert extra["DestinationSecurityGroupId"] == {
+        "Fn::If": ["CreateVpc", {"Ref": "EndpointSecurityGroup"}, {"Ref": "AWS::NoValue"}]
+    }
+    for name in ("DatabaseSecurityGroup", "EndpointSecurityGroup"):
+        assert rules(name) == [("-1", None, None, json.dumps({"CidrIp": "127.0.0.1/32"}))]
+    egress_resources = [n for n, r in resources.items() if r["Type"] == "AWS::EC2::SecurityGroupEgress"]
+    assert egress_resources == ["JobsToAwsApis"]
+
+
+def test_bucket_repository_and_database_properties():
+    """What moto's CloudFormation does not apply, checked in the template."""
+    resources = _template()["Resources"]
+    bucket = resources["Bucket"]["Properties"]
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-checkpoints"]["Prefix"] == "checkpoints/"
+    assert rules["expire-checkpoints"]["ExpirationInDays"] == {"Ref": "CheckpointExpirationDays"}
+    (deny,) = resources["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    repository = resources["ImageRepository"]["Properties"]
+    assert repository["ImageScanningConfiguration"] == {"ScanOnPush": True}  # moto keeps CFN's key spelling
+    lifecycle = json.loads(repository["LifecyclePolicy"]["LifecyclePolicyText"])
+    assert [r["action"]["type"] for r in lifecycle["rules"]] == ["expire", "expire"]
+
+    cluster = resources["DatabaseCluster"]["Properties"]
+    assert cluster["Engine"] == "aurora-mysql" and cluster["StorageEncrypted"] is True
+    assert "DBClusterIdentifier" not in cluster  # generated: two stacks never collide
+    assert "DBSubnetGroupName" not in resources["DatabaseSubnetGroup"]["Properties"]
+    params = resources[cluster["DBClusterParameterGroupName"]["Ref"]]["Properties"]["Parameters"]
+    assert params == {"require_secure_transport": "ON"}
+    generate = resources["DatabaseSecret"]["Properties"]["GenerateSecretString"]
+    assert sorted(generate["ExcludeCharacters"]) == sorted('/@" ')
+    attachment = resources["DatabaseSecretAttachment"]["Properties"]
+    assert attachment["TargetType"] == "AWS::RDS::DBCluster"
+    assert attachment["TargetId"] == {"Ref": "DatabaseCluster"}
+    build = resources["ImageBuild"]["Properties"]
+    assert build["Environment"]["PrivilegedMode"] is True and build["Source"]["BuildSpec"] == "buildspec.yml"
+    documented = set(re.findall(r"^#   ([A-Z_]+) ", (ROOT / "buildspec.yml").read_text(), re.M))
+    given = {v["Name"] for v in build["Environment"]["EnvironmentVariables"]}
+    assert given <= documented and {"AWS_ACCOUNT_ID", "IMAGE_REPO_NAME"} <= given
+
+
+def test_two_stacks_in_one_account_do_not_collide(world, stack):
+    _, first = stack
+    second = world.deploy(f"optuna-{uuid.uuid4().hex[:6]}")
+    for key in ("VpcId", "SecurityGroupId", "ExecutionRoleArn", "BucketName", "BuildRoleArn", "SubnetIds"):
+        assert first[key] != second[key], key
+
+
+def test_execution_role_reads_the_stack_secret_and_no_other(world, stack):
+    _, out = stack
+    other = world.client(world.admin, "secretsmanager").create_secret(
+        Name=f"other-{uuid.uuid4().hex[:6]}", SecretString="{}"
+    )["ARN"]
+    secrets = world.client(world.role_policy_user(out["ExecutionRoleArn"]), "secretsmanager")
+    assert (
+        json.loads(secrets.get_secret_value(SecretId=out["DatabaseSecretArn"])["SecretString"])["host"]
+        == DB_HOST
+    )
+    with pytest.raises(secrets.exceptions.ClientError, match="AccessDenied"):
+        secrets.get_secret_value(SecretId=other)
+
+
+def test_build_role_pushes_to_its_repository_and_no_other(world, stack):
+    name, out = stack
+    other = world.client(world.admin, "ecr").create_repository(repositoryName=f"other-{uuid.uuid4().hex[:6]}")
+    ecr = world.client(world.role_policy_user(out["BuildRoleArn"]), "ecr")
+    assert ecr.get_authorization_token()["authorizationData"]
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:" + "a" * 64},
+            "layers": [],
+        }
+    )  # fmt: skip
+    ecr.put_image(repositoryName=f"{name}-image", imageManifest=manifest, imageTag="abc123")
+    with pytest.raises(ecr.exceptions.ClientError, match="AccessDenied"):
+        ecr.put_image(
+            repositoryName=other["repository"]["repositoryName"], imageManifest=manifest, imageTag="x"
+        )
+
+
+def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, monkeypatch):
+    name, out = stack
+    for key, value in services.aws_env(world.url).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", world.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", world.admin_keys["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", world.admin_keys["aws_secret_access_key"])
+    data = out["DataS3Uri"]
+    result = run_cli(
+        "launch", "--stack", name, "--study", "infra", "--jobs", "2", "--json",
+        "--channel", f"train={data}/train", "--channel", f"test={data}/test",
+        "--instance-type", "ml.m5.large", "--job-prefix", f"j{uuid.uuid4().hex[:6]}",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    sagemaker = world.client(world.admin, "sagemaker")
+    for row in result.json()["jobs"]:
+        job = sagemaker.describe_training_job(TrainingJobName=row["job"])
+        assert job["VpcConfig"] == {
+            "Subnets": out["SubnetIds"].split(","),
+            "SecurityGroupIds": [out["SecurityGroupId"]],
+        }
+        assert job["RoleArn"] == out["ExecutionRoleArn"]
+        assert job["AlgorithmSpecification"]["TrainingImage"] == f"{out['ImageRepositoryUri']}:latest"
+        assert job["HyperParameters"]["db-secret"] == out["DatabaseSecretArn"]
+        assert job["OutputDataConfig"]["S3OutputPath"] == out["OutputS3Uri"]
+
+    # An explicit option wins over the stack's output.
+    explicit = "arn:aws:iam::123456789012:role/explicit"
+    dry = run_cli(
+        "launch", "--stack", name, "--study", "infra", "--role", explicit, "--dry-run",
+        "--channel", f"train={data}/train", "--channel", f"test={data}/test", "--instance-type", "ml.m5.large",
+    )  # fmt: skip
+    assert dry.code == 0, dry.err
+    assert [r["RoleArn"] for r in json.loads(dry.out)] == [explicit]
+
+    missing = run_cli("status", "--stack", "no-such-stack", "--study", "infra")
+    assert missing.code == 1 and "No stack 'no-such-stack'" in missing.err, missing.err
