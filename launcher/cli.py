@@ -41,6 +41,10 @@ STATUS_JOB_COLUMNS = ("job", "trials", "COMPLETE", "PRUNED", "FAIL", "RUNNING", 
 DB_ENGINES = ("mysql", "postgresql")
 
 
+class UsageError(Exception):
+    """Wrong usage found after parsing (an option neither given nor filled by --stack): exit 2."""
+
+
 # --- argument types: a bad value is a usage error (exit 2) -------------------------------------
 
 
@@ -228,7 +232,7 @@ def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
     """The command line (after --stack) -> a LaunchSpec (not validated yet)."""
     missing = [f"--{dest}" for dest in ("image", "role", "output") if not getattr(args, dest)]
     if missing:
-        raise UserError(f"Pass {', '.join(missing)}, or --stack with the stack that provides them")
+        raise UsageError(f"launch needs {', '.join(missing)} (or --stack, whose outputs provide them)")
     channels: dict[str, str] = {}
     for name, uri in args.channel:
         if name in channels:
@@ -378,6 +382,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (jobs and endpoints already created keep running)", file=sys.stderr)
         return EXIT_INTERRUPTED
