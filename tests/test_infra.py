@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import optuna
 import pytest
 from cfnlint.decode import decode
 from moto.cloudformation.parsing import resource_class_from_type
@@ -187,11 +188,13 @@ class World:
     def client(self, session: boto3.session.Session, service: str):
         return session.client(service, endpoint_url=self.url)
 
-    def deploy(self, name: str) -> dict[str, str]:
+    def deploy(self, name: str, secret_doc: dict | None = None) -> dict[str, str]:
         """Deploy the stack (with stand-ins); return its outputs."""
         secret = self.client(self.admin, "secretsmanager").create_secret(
             Name=f"{name}-db",
-            SecretString=json.dumps({"username": "optuna", "password": "p", "host": DB_HOST, "port": 3306}),
+            SecretString=json.dumps(
+                secret_doc or {"username": "optuna", "password": "p", "host": DB_HOST, "port": 3306}
+            ),
         )
         body = _moto_template(_template(), secret["ARN"], f"{name}-image")
         cloudformation = self.client(self.admin, "cloudformation")
@@ -448,3 +451,48 @@ def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, m
 
     missing = run_cli("status", "--stack", "no-such-stack", "--study", "infra")
     assert missing.code == 1 and "No stack 'no-such-stack'" in missing.err, missing.err
+
+
+def test_status_and_best_with_stack_read_its_secret(world, mysql_db, monkeypatch):
+    """A stack whose secret stand-in holds a real MariaDB database: --stack is all they need."""
+    name = f"optuna-{uuid.uuid4().hex[:6]}"
+    doc = {
+        "username": mysql_db.user,
+        "password": mysql_db.password,
+        "host": mysql_db.host,
+        "port": mysql_db.port,
+        "dbname": mysql_db.name,
+        "engine": "mysql",
+    }
+    out = world.deploy(name, doc)
+    job = f"job-{uuid.uuid4().hex[:6]}"
+    world.client(world.admin, "sagemaker").create_training_job(
+        TrainingJobName=job,
+        AlgorithmSpecification={
+            "TrainingImage": f"{out['ImageRepositoryUri']}:latest",
+            "TrainingInputMode": "File",
+        },
+        RoleArn=out["ExecutionRoleArn"],
+        OutputDataConfig={"S3OutputPath": out["OutputS3Uri"]},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    )
+    url = f"mysql+mysqlconnector://{mysql_db.user}@{mysql_db.host}:{mysql_db.port}/{mysql_db.name}"
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": mysql_db.password}})
+    study = optuna.create_study(study_name="stacked", storage=storage, direction="maximize")
+    trial = study.ask()
+    trial.set_user_attr("job_name", job)
+    study.tell(trial, 0.75)
+    storage.engine.dispose()
+    for key, value in services.aws_env(world.url).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", world.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", world.admin_keys["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", world.admin_keys["aws_secret_access_key"])
+
+    status = run_cli("status", "--stack", name, "--study", "stacked", "--json")
+    assert status.code == 0, status.err
+    assert status.json()["best"]["value"] == 0.75 and status.json()["best"]["job"] == job
+    best = run_cli("best", "--stack", name, "--study", "stacked", "--no-verify", "--json")
+    assert best.code == 0, best.err
+    assert best.json()["job"] == job and best.json()["image"] == f"{out['ImageRepositoryUri']}:latest"
