@@ -443,11 +443,13 @@ def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, m
     # An explicit option wins over the stack's output.
     explicit = "arn:aws:iam::123456789012:role/explicit"
     dry = run_cli(
-        "launch", "--stack", name, "--study", "infra", "--role", explicit, "--dry-run",
+        "launch", "--stack", name, "--study", "infra", "--role", explicit, "--dry-run", "--spot",
         "--channel", f"train={data}/train", "--channel", f"test={data}/test", "--instance-type", "ml.m5.large",
     )  # fmt: skip
     assert dry.code == 0, dry.err
-    assert [r["RoleArn"] for r in json.loads(dry.out)] == [explicit]
+    (request,) = json.loads(dry.out)
+    assert request["RoleArn"] == explicit
+    assert request["CheckpointConfig"]["S3Uri"] == f"{out['CheckpointS3Uri']}/{request['TrainingJobName']}"
 
     missing = run_cli("status", "--stack", "no-such-stack", "--study", "infra")
     assert missing.code == 1 and "No stack 'no-such-stack'" in missing.err, missing.err
