@@ -188,7 +188,7 @@ class World:
     def client(self, session: boto3.session.Session, service: str):
         return session.client(service, endpoint_url=self.url)
 
-    def deploy(self, name: str, secret_doc: dict | None = None) -> dict[str, str]:
+    def deploy(self, name: str, secret_doc: dict | None = None, **parameters: str) -> dict[str, str]:
         """Deploy the stack (with stand-ins); return its outputs."""
         secret = self.client(self.admin, "secretsmanager").create_secret(
             Name=f"{name}-db",
@@ -204,6 +204,7 @@ class World:
             Parameters=[
                 {"ParameterKey": "S3PrefixListId", "ParameterValue": self.s3_prefix_list()},
                 {"ParameterKey": "SourceLocation", "ParameterValue": "https://github.com/OWNER/REPO.git"},
+                *({"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()),
             ],
             Capabilities=["CAPABILITY_IAM"],
         )
@@ -371,6 +372,33 @@ def test_bucket_repository_and_database_properties():
     documented = set(re.findall(r"^#   ([A-Z_]+) ", (ROOT / "buildspec.yml").read_text(), re.M))
     given = {v["Name"] for v in build["Environment"]["EnvironmentVariables"]}
     assert given <= documented and {"AWS_ACCOUNT_ID", "IMAGE_REPO_NAME"} <= given
+
+
+def test_existing_vpc_and_subnets_are_used_and_nothing_is_added_to_them(world):
+    ec2 = world.client(world.admin, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.99.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+        for i, zone in enumerate(zones)
+    ]
+    name = f"optuna-{uuid.uuid4().hex[:6]}"
+    out = world.deploy(name, ExistingVpcId=vpc, ExistingSubnetIds=",".join(subnets))
+    assert out["VpcId"] == vpc and out["SubnetIds"] == ",".join(subnets)
+    (group,) = ec2.describe_security_groups(GroupIds=[out["SecurityGroupId"]])["SecurityGroups"]
+    assert group["VpcId"] == vpc
+    assert ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"] == []
+    resources = world.client(world.admin, "cloudformation").list_stack_resources(StackName=name)
+    types = {r["ResourceType"] for r in resources["StackResourceSummaries"]}
+    assert not types & {"AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::VPCEndpoint", "AWS::EC2::RouteTable"}
+    iam = world.client(world.admin, "iam")
+    role = out["ExecutionRoleArn"].rsplit("/", 1)[1]
+    policy = iam.get_role_policy(RoleName=role, PolicyName="training")["PolicyDocument"]
+    policy = ast.literal_eval(policy) if isinstance(policy, str) else policy  # moto: a Python repr
+    (interfaces,) = [
+        st for st in policy["Statement"] if st and st["Sid"] == "NetworkInterfacesInTheStackSubnets"
+    ]
+    assert sorted(r.rsplit("/", 1)[1] for r in interfaces["Resource"] if ":subnet/" in r) == sorted(subnets)
 
 
 def test_two_stacks_in_one_account_do_not_collide(world, stack):
