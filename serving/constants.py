@@ -17,7 +17,8 @@ ENV_PROXY = "SERVING_PROXY"
 ENV_THREADS = "SERVING_THREADS"  # threads per worker behind nginx
 PROXY_NGINX = "nginx"
 PROXY_NONE = "none"
-DEFAULT_THREADS = 16  # more than the batches a worker is likely to hold at once: a /ping always finds a free thread
+# More threads than the batches a worker is likely to hold at once: a /ping always finds a free one.
+DEFAULT_THREADS = 16
 NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")  # looked up on PATH first
 
 # BLAS/OpenMP pools: one thread per worker, since there is one worker per CPU.
