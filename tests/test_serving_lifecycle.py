@@ -430,3 +430,34 @@ def test_serves_the_model_the_train_command_wrote(tmp_path):
     labels = np.loadtxt(io.StringIO(body.decode()), delimiter=",", ndmin=2)[:, 0]
     # the job's own validation accuracy on this very split (Chainer averages per batch: allow a little)
     assert abs((labels == y).mean() - meta["value"]) < 0.02
+
+
+# --- supervision: nginx and gunicorn live and die together ----------------------------------------
+
+
+@pytest.mark.parametrize("victim", ["nginx", "gunicorn"])
+def test_serve_exits_1_when_nginx_or_gunicorn_dies(model_dir, tmp_path, victim):
+    from serving.localserver import _children, _command
+
+    server = LocalServer(model_dir, tmp_path / "log", env={C.ENV_WORKERS: "1"})
+    with server:
+        children = {
+            ("nginx" if _command(pid).startswith("nginx") else "gunicorn"): pid
+            for pid in _children(server.proc.pid)
+        }
+        assert set(children) == {"nginx", "gunicorn"}
+        os.kill(children[victim], signal.SIGKILL)
+        assert server.proc.wait(EXIT_SECONDS) == 1
+        for pid in children.values():  # the survivor was stopped too
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert f"{victim} exited with -9: stopping serve" in server.log()
+
+
+def test_without_nginx_serve_says_what_to_do(monkeypatch, tmp_path):
+    from serving.nginx import nginx_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(C, "NGINX_PATHS", (str(tmp_path / "sbin" / "nginx"),))
+    with pytest.raises(StartupError) as refused:
+        nginx_binary()
+    assert "nginx not found" in str(refused.value) and "SERVING_PROXY=none" in str(refused.value)
