@@ -26,6 +26,7 @@ from serving.localmodel import write_model
 from serving.localserver import LocalServer, request
 from serving.model import load_model, predict_probabilities
 from serving.server import gunicorn_options
+from tests import services
 
 N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 16, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}
@@ -46,8 +47,19 @@ def rows(first_value: float, n: int = 2) -> bytes:
     return npy(x)
 
 
+@pytest.fixture(scope="module")
+def nginx_installed():
+    """`serve` runs nginx: skipped on a machine without it, failed in CI (`make engine` installs it)."""
+    from serving.nginx import nginx_binary
+
+    try:
+        nginx_binary()
+    except StartupError as e:
+        services.unavailable(str(e))
+
+
 @pytest.fixture
-def model_dir(tmp_path):
+def model_dir(tmp_path, nginx_installed):
     path = tmp_path / "model"
     write_model(path, N_FEATURES, N_CLASSES, PARAMS)
     return path
@@ -192,7 +204,7 @@ def _model_module_not_packed(model_dir):
     return {}, model_dir / "code", "Cannot import model-module 'conv_digits'"
 
 
-def test_unservable_model_or_user_code_stops_serve_naming_the_file(tmp_path):
+def test_unservable_model_or_user_code_stops_serve_naming_the_file(tmp_path, nginx_installed):
     """Each case on its own server, all started at once (each start imports Chainer: ~1.5 s)."""
     cases = [_missing_folder, _bad_json, _no_weights, _truncated_weights, _other_network, _pickled_weights]
     cases += [_model_module_not_packed, _missing_program, _broken_program]
@@ -391,7 +403,7 @@ def test_a_model_fn_that_fails_in_the_workers_stops_serve(model_dir, tmp_path):
     assert code != 0 and "OSError: no GPU here" in log
 
 
-def test_serves_a_model_module_network_with_chainers_forward(tmp_path):
+def test_serves_a_model_module_network_with_chainers_forward(tmp_path, nginx_installed):
     """Bring your own model: training packed conv_digits.py into code/; serve builds that network."""
     spec = usermodule.load("conv_digits", EXAMPLES / "conv_digits")
     model_dir = tmp_path / "model"
@@ -410,7 +422,7 @@ def test_serves_a_model_module_network_with_chainers_forward(tmp_path):
 # --- end to end: the model the `train` command wrote ----------------------------------------
 
 
-def test_serves_the_model_the_train_command_wrote(tmp_path):
+def test_serves_the_model_the_train_command_wrote(tmp_path, nginx_installed):
     (x_train, y_train), (x_test, y_test) = digits_channels()["train"], digits_channels()["test"]
     channels = {"train": (x_train[:400], y_train[:400]), "test": (x_test[:200], y_test[:200])}
     base = write_job_folder(tmp_path / "opt_ml", {"n-trials": "1", "epochs": "3", "seed": "1"}, channels)
