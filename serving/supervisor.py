@@ -45,6 +45,10 @@ class Supervisor:
 
     def run(self) -> int:
         """Start both, wait; the exit code of `serve`."""
+        # Before the fork: a SIGTERM from now on is handled (gunicorn installs its own handlers in
+        # its process as it starts).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
         try:
             self._start_gunicorn()
             conf = nginx.write_config(self.config, self.run_dir, self.socket)
@@ -52,8 +56,6 @@ class Supervisor:
                 self.nginx_binary, nginx.command(self.nginx_binary, self.run_dir, conf), os.environ
             )
             self.children[pid] = "nginx"
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, self._on_stop_signal)
             return self._wait()
         finally:
             self._kill_all()
@@ -98,6 +100,7 @@ class Supervisor:
         while self.children:
             if self.stopping and deadline is None:
                 deadline = time.monotonic() + STOP_DEADLINE_SECONDS
+                self._signal("nginx", signal.SIGQUIT)  # again: the signal may have come before nginx started
             if deadline is not None and time.monotonic() > deadline:
                 log.error("gunicorn and nginx did not stop within %d s: killing them", STOP_DEADLINE_SECONDS)
                 self._kill_all()
