@@ -205,6 +205,8 @@ def measure(
                     "p99_ms": statistics.median(r["p99_ms"] for r in results),
                     "worst_p99_ms": max(r["p99_ms"] for r in results),
                     "rps": total_requests / sum(r["requests"] / r["rps"] for r in results),
+                    "rps_min": min(r["rps"] for r in results),
+                    "rps_max": max(r["rps"] for r in results),
                     "errors": sum(r["errors"] for r in results),
                 },
             )
@@ -301,10 +303,16 @@ def main(argv: list[str] | None = None) -> None:
         f"before, {loads(load_mid)} after part 1, {loads(load_after)} after part 2"
     )
     print(f"bare forward pass + softmax (5 images, in process): median {forward:.3f} ms\n")
-    print("| arrangement | endpoint | concurrency | median ms | p99 ms (worst round) | requests/s | errors |")
+    print(
+        "| arrangement | endpoint | concurrency | median ms | p99 ms (worst round) "
+        "| requests/s (rounds: min-max) | errors |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, path, concurrency, r in rows:
-        cells = f"{r['median_ms']:.2f} | {r['p99_ms']:.2f} ({r['worst_p99_ms']:.2f}) | {r['rps']:.0f} | {r['errors']:.0f}"
+        rps = f"{r['rps']:.0f} ({r['rps_min']:.0f}-{r['rps_max']:.0f})"
+        cells = (
+            f"{r['median_ms']:.2f} | {r['p99_ms']:.2f} ({r['worst_p99_ms']:.2f}) | {rps} | {r['errors']:.0f}"
+        )
         print(f"| {name} | POST {path} | {concurrency} | {cells} |")
     print()
     for name in ARRANGEMENTS:
