@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Callable[..., Any]] = {
     "output_fn": output_fn,
 }
 # How many positional arguments this server passes to each hook.
-ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
+ARITY = {name: len(arguments) for name, arguments in C.HOOK_ARGUMENTS.items()}
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,8 @@ def check_module(module: ModuleType, path: Path) -> None:
             inspect.signature(hook).bind(*range(count))
         except TypeError:
             raise StartupError(
-                f"{path}: {name}{inspect.signature(hook)} cannot be called with {count} arguments "
-                f"({name}({', '.join(C.HOOK_ARGUMENTS[name])}); this server passes no context)"
+                f"{path}: {name}{inspect.signature(hook)} cannot be called with {count} arguments: "
+                f"this server calls {name}({', '.join(C.HOOK_ARGUMENTS[name])}), with no context"
             ) from None
         except ValueError:  # no signature (a builtin): let the call decide
             pass
