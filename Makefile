@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 DEMO_DIR ?= build/demo
 DEMO_HPS ?= n-trials=10 epochs=10 seed=1
 
-.PHONY: install demo test lint clean lock engine wheelhouse image image-vars smoke login push
+.PHONY: install demo test lint clean lock engine wheelhouse debs image image-vars smoke login push
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,7 @@ demo: install
 	@echo "--- model folder ($(DEMO_DIR)/model)"; ls -l $(DEMO_DIR)/model; cat $(DEMO_DIR)/model/model.json; echo
 
 # Serve the demo model locally (training it first if needed) and send it five test digits.
+# `serve` runs nginx in front of gunicorn: nginx must be installed (`make engine` does it).
 .PHONY: serve-demo
 serve-demo: install
 	@test -f $(DEMO_DIR)/model/model.json || $(MAKE) demo
@@ -57,7 +58,10 @@ clean:
 IMAGE_NAME       ?= sagemaker-optuna-chainer
 IMAGE            ?= $(IMAGE_NAME):$(IMAGE_TAG)
 LOCAL_BASE_IMAGE ?= localhost/debian-python:bookworm
+DEFAULT_BASE_IMAGE := python:3.11-slim-bookworm
 WHEELHOUSE       := build/wheelhouse
+DEBS             := build/debs
+APT_PACKAGES     ?= nginx
 DOCKER_BUILD_FLAGS ?= --network=none
 DOCKER_PUSH_FLAGS  ?=
 SMOKE_DIR        ?= build/smoke
@@ -102,7 +106,24 @@ $(WHEELHOUSE)/.complete: requirements.lock build-constraints.txt | $(VENV)/.inst
 	touch $(WHEELHOUSE).tmp/.complete
 	mv $(WHEELHOUSE).tmp $(WHEELHOUSE)
 
-image: wheelhouse
+# Debian packages the image needs (nginx, for `serve`) and its base lacks: `apt-get install
+# --download-only` run in a container of the base image itself, so the set and the versions are
+# exactly what that base needs; the Dockerfile installs them with dpkg, offline. Fetched again
+# when the base image changes. Needs the container to reach the base's Debian mirror.
+debs:
+	@base='$(or $(BASE_IMAGE),$(DEFAULT_BASE_IMAGE))'; \
+	id=$$($(ENGINE) image inspect --format '{{.Id}}' "$$base" 2>/dev/null || echo "$$base"); \
+	if [ "$$(cat $(DEBS)/.base 2>/dev/null)" = "$$id $(APT_PACKAGES)" ]; then exit 0; fi; \
+	echo "debs: $(APT_PACKAGES) and what $$base lacks for them, into $(DEBS)"; \
+	rm -rf $(DEBS) $(DEBS).tmp && mkdir -p $(DEBS).tmp/partial && \
+	$(ENGINE) run --rm --network=host -v $(abspath $(DEBS).tmp):/debs "$$base" sh -c \
+		'apt-get update -qq && apt-get install -qq -y --download-only --no-install-recommends \
+		-o Dir::Cache::archives=/debs $(APT_PACKAGES) >/dev/null' && \
+	rm -rf $(DEBS).tmp/partial $(DEBS).tmp/lock && \
+	id=$$($(ENGINE) image inspect --format '{{.Id}}' "$$base") && echo "$$id $(APT_PACKAGES)" > $(DEBS).tmp/.base && \
+	mv $(DEBS).tmp $(DEBS) && ls $(DEBS)
+
+image: wheelhouse debs
 	$(ENGINE) build $(DOCKER_BUILD_FLAGS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 		-f docker/Dockerfile -t $(IMAGE) .
 	@$(ENGINE) image inspect --format '{{.Size}}' $(IMAGE) | awk '{printf "$(IMAGE): %.0f MB\n", $$1 / 1e6}'

@@ -33,6 +33,8 @@ def main() -> None:
             if exc.code:
                 sys.exit(f"warm-up training failed ({exc.code})")
         import serving.cli  # noqa: F401  (the `serve` command and its server)
+        import serving.server  # noqa: F401  (gunicorn)
+        import serving.supervisor  # noqa: F401  (nginx's config and the supervisor)
         from serving.model import load_model
 
         load_model(Path(tmp) / "model")

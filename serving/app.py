@@ -31,7 +31,7 @@ class Ping:
 
 
 class Invocations:
-    """Body -> input_fn -> predict_fn -> output_fn -> response."""
+    """Body -> transform_fn (by default input_fn -> predict_fn -> output_fn) -> response."""
 
     def __init__(self, handlers: Handlers, model: Any, config: ServeConfig) -> None:
         self._handlers = handlers
@@ -41,12 +41,10 @@ class Invocations:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req.stream, req.content_length, self._limit)
-        data = self._handlers.input_fn(body, req.content_type or "")
-        prediction = self._handlers.predict_fn(data, self._model)
         accept = (req.get_header("Accept") or "").strip()
         if accept in ("", content_types.ANY):
             accept = self._default_accept
-        result = self._handlers.output_fn(prediction, accept)
+        result = self._handlers.transform_fn(self._model, body, req.content_type or "", accept)
         payload, content_type = result if isinstance(result, tuple) else (result, accept)
         resp.data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         resp.content_type = content_type

@@ -1,6 +1,8 @@
-"""`serve`: check the settings and the model, then become the gunicorn master (exec-friendly).
+"""`serve`: check the settings and the model, then run nginx + gunicorn (or gunicorn alone).
 
-SageMaker runs ``docker run IMAGE serve``; this process is the one that receives SIGTERM.
+SageMaker runs ``docker run IMAGE serve``; this process is the one that receives SIGTERM. By
+default it supervises nginx and a forked gunicorn master (serving/supervisor.py); with
+``SERVING_PROXY=none`` it becomes the gunicorn master itself (the old arrangement).
 """
 
 from __future__ import annotations
@@ -35,14 +37,23 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         config = ServeConfig.from_environ(os.environ)
+        if config.proxy == C.PROXY_NGINX:
+            from serving.nginx import nginx_binary
+
+            nginx_binary()  # before loading anything: a missing nginx is the quickest thing to report
         preflight(config)
     except StartupError as e:
         log.error("serve cannot start: %s", e)
         sys.exit(1)
 
-    from serving.server import ServeApplication
+    if config.proxy == C.PROXY_NGINX:
+        from serving.supervisor import run
 
-    ServeApplication(config).run()
+        run(config)
+    else:
+        from serving.server import ServeApplication
+
+        ServeApplication(config).run()
 
 
 def preflight(config: ServeConfig) -> None:
@@ -65,11 +76,14 @@ def preflight(config: ServeConfig) -> None:
             meta.get("objective_metric"),
             meta.get("value"),
         )
+    front = f"nginx, {config.workers} workers x {config.threads} threads"
+    if config.proxy == C.PROXY_NONE:
+        front = f"no proxy, {config.workers} sync workers"
     log.info(
-        "serving on %s:%d with %d workers, timeout %d s, max body %d bytes",
+        "serving on %s:%d (%s), timeout %d s, max body %d bytes",
         C.BIND_HOST,
         config.port,
-        config.workers,
+        front,
         config.timeout,
         config.max_body_bytes,
     )

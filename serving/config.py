@@ -30,6 +30,8 @@ class ServeConfig:
     default_accept: str
     max_body_bytes: int
     bare_endpoint: bool
+    proxy: str = C.PROXY_NGINX  # C.PROXY_NGINX or C.PROXY_NONE
+    threads: int = C.DEFAULT_THREADS
 
     @property
     def code_dir(self) -> Path:
@@ -48,6 +50,8 @@ class ServeConfig:
             default_accept=environ.get(C.ENV_DEFAULT_ACCEPT) or content_types.JSON,
             max_body_bytes=max_mb * C.MB,
             bare_endpoint=environ.get(C.ENV_BARE_ENDPOINT, "").lower() in ("1", "true", "yes"),
+            proxy=_choice(environ, C.ENV_PROXY, (C.PROXY_NGINX, C.PROXY_NONE)),
+            threads=_int(environ, C.ENV_THREADS, C.DEFAULT_THREADS, 1, 256),
         )
 
 
@@ -62,3 +66,10 @@ def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: in
     if not low <= value <= high:
         raise StartupError(f"{name}={value} is outside {low}..{high}")
     return value
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = environ.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise StartupError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw

@@ -2,6 +2,7 @@
 
 JSON = "application/json"
 CSV = "text/csv"
+JSONLINES = "application/jsonlines"  # one JSON value per line (the SDK's JSONLinesSerializer)
 NPY = "application/x-npy"
 ANY = "*/*"
 TEXT = "text/plain"  # error messages

@@ -45,6 +45,31 @@ def decode_json(body: bytes) -> np.ndarray:
         raise BadInput("JSON rows are not all the same shape") from None
 
 
+def decode_jsonlines(body: bytes) -> np.ndarray:
+    """One example per line, each a JSON list of numbers (any nesting); blank lines are skipped.
+
+    This is what the SageMaker SDK's JSONLinesSerializer sends, and what batch transform sends
+    with SplitType=Line: records joined by newlines.
+    """
+    rows = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:
+            raise BadInput(f"line {number} is not valid JSON ({type(e).__name__})") from None
+        if not isinstance(row, list):
+            raise BadInput(f"line {number}: each line must be a JSON list of numbers (one example)")
+        rows.append(row)
+    if not rows:
+        raise BadInput("empty body")
+    try:
+        return np.array(rows)
+    except ValueError:  # ragged nesting
+        raise BadInput("JSON lines are not all the same shape") from None
+
+
 def decode_csv(body: bytes) -> np.ndarray:
     """One example per line, comma-separated numbers, no header."""
     try:
@@ -108,6 +133,7 @@ DECODERS: dict[str, Callable[[bytes], np.ndarray]] = {
     content_types.JSON: decode_json,
     content_types.CSV: decode_csv,
     content_types.NPY: decode_npy,
+    content_types.JSONLINES: decode_jsonlines,
 }
 
 

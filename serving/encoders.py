@@ -3,7 +3,12 @@
 Shapes (n examples, k classes; the label is the most probable class, ties to the lowest):
     application/json   {"predictions": [{"label": 3, "probabilities": [p0, ..., pk-1]}, ...]}
     text/csv           one line per example: label,p0,...,pk-1
+    application/jsonlines  one line per example: {"label": 3, "probabilities": [p0, ..., pk-1]}
     application/x-npy  float32 array (n, k) of probabilities; labels = argmax(axis=1)
+
+Text answers put a newline between lines and none after the last: batch transform with
+AssembleWith=Line adds one after every answer, so its output file has one line per record and
+no blank lines.
 """
 
 from __future__ import annotations
@@ -37,7 +42,13 @@ def encode_json(probabilities: np.ndarray) -> bytes:
 
 def encode_csv(probabilities: np.ndarray) -> bytes:
     rows = _rows(probabilities, "%d," + ",".join([FLOAT_FORMAT] * probabilities.shape[1]))
-    return ("\n".join(rows) + "\n").encode("ascii")
+    return "\n".join(rows).encode("ascii")
+
+
+def encode_jsonlines(probabilities: np.ndarray) -> bytes:
+    values = ",".join([FLOAT_FORMAT] * probabilities.shape[1])
+    rows = _rows(probabilities, '{"label":%d,"probabilities":[' + values + "]}")
+    return "\n".join(rows).encode("ascii")
 
 
 def encode_npy(probabilities: np.ndarray) -> bytes:
@@ -51,6 +62,7 @@ ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {
     content_types.JSON: encode_json,
     content_types.NPY: encode_npy,
     content_types.CSV: encode_csv,
+    content_types.JSONLINES: encode_jsonlines,
 }
 
 

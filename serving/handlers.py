@@ -1,14 +1,21 @@
-"""The inference toolkit's four hooks: ours by default, each one replaceable by the user's module.
+"""The inference toolkit's hooks: ours by default, each one replaceable by the user's module.
 
 A user module (``SAGEMAKER_PROGRAM``, default ``inference.py``, in ``<model_dir>/code``) may
 define any of ``model_fn(model_dir)``, ``input_fn(body, content_type)``, ``predict_fn(data,
 model)``, ``output_fn(prediction, accept)``; the ones it leaves out are the defaults below.
 ``output_fn`` returns a body, or ``(body, content_type)`` to name its type.
+
+Or, as in the sagemaker-inference toolkit, ``transform_fn(model, body, content_type, accept)``
+does the whole request instead of the other three; that toolkit refuses a module defining
+``transform_fn`` together with any of them, and so do we. A module defining a hook of that
+toolkit (or of a model server's handler service) that we do not run is refused at start,
+naming it, instead of being silently ignored.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -60,6 +67,8 @@ DEFAULTS: dict[str, Callable[..., Any]] = {
     "predict_fn": predict_fn,
     "output_fn": output_fn,
 }
+# How many positional arguments this server passes to each hook.
+ARITY = {name: len(arguments) for name, arguments in C.HOOK_ARGUMENTS.items()}
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,17 @@ class Handlers:
     predict_fn: Callable[[Any, Any], Any]
     output_fn: Callable[[Any, str], Any]
     source: str  # "defaults" or the user module's path, for the log
+    user_transform_fn: Callable[[Any, bytes, str, str], Any] | None = None
+
+    def transform_fn(self, model: Any, body: bytes, content_type: str, accept: str) -> Any:
+        """One request: the user's transform_fn, or input_fn -> predict_fn -> output_fn."""
+        if self.user_transform_fn is not None:
+            return self.user_transform_fn(model, body, content_type, accept)
+        return self.output_fn(self.predict_fn(self.input_fn(body, content_type), model), accept)
 
     def overridden(self) -> list[str]:
-        return [name for name in C.HOOK_NAMES if getattr(self, name) is not DEFAULTS[name]]
+        names = [name for name in C.HOOK_NAMES if getattr(self, name) is not DEFAULTS[name]]
+        return names + (["transform_fn"] if self.user_transform_fn is not None else [])
 
 
 def user_program(config: ServeConfig) -> Path | None:
@@ -113,8 +130,47 @@ def load_handlers(config: ServeConfig) -> Handlers:
     if path is None:
         return Handlers(**DEFAULTS, source="defaults")
     module = import_user_module(path)
+    check_module(module, path)
     hooks = {name: getattr(module, name, default) for name, default in DEFAULTS.items()}
-    for name, hook in hooks.items():
+    transform = getattr(module, "transform_fn", None)
+    return Handlers(**hooks, source=str(path), user_transform_fn=transform)
+
+
+def check_module(module: ModuleType, path: Path) -> None:
+    """The toolkit's rules, plus: no hook we would ignore, and every hook callable as we call it."""
+    unsupported = [name for name in C.UNSUPPORTED_HOOK_NAMES if _defined_here(module, name)]
+    if unsupported:
+        raise StartupError(
+            f"{path}: defines {', '.join(unsupported)}, which this server does not run; "
+            f"it runs {', '.join(ARITY)} (rename or remove the others)"
+        )
+    if getattr(module, "transform_fn", None):
+        # The sagemaker-inference toolkit's own rule (its transformer raises ValueError).
+        clashing = [name for name in C.TRANSFORM_EXCLUDES if getattr(module, name, None)]
+        if clashing:
+            raise StartupError(
+                f"{path}: defines transform_fn and {', '.join(clashing)}; transform_fn replaces "
+                "input_fn, predict_fn and output_fn, so define either transform_fn or those"
+            )
+    for name, count in ARITY.items():
+        hook = getattr(module, name, None)
+        if hook is None:
+            continue
         if not callable(hook):
             raise StartupError(f"{path}: {name} is not a function")
-    return Handlers(**hooks, source=str(path))
+        try:
+            inspect.signature(hook).bind(*range(count))
+        except TypeError:
+            raise StartupError(
+                f"{path}: {name}{inspect.signature(hook)} cannot be called with {count} arguments: "
+                f"this server calls {name}({', '.join(C.HOOK_ARGUMENTS[name])}), with no context"
+            ) from None
+        except ValueError:  # no signature (a builtin): let the call decide
+            pass
+
+
+def _defined_here(module: ModuleType, name: str) -> bool:
+    """True when the module defines ``name`` itself (``from serving.handlers import input_fn as
+    default_input_fn`` is an import, not a definition)."""
+    value = getattr(module, name, None)
+    return value is not None and getattr(value, "__module__", module.__name__) == module.__name__

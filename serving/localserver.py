@@ -75,14 +75,28 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                serve_command(), env=self.environment(), stdout=log, stderr=subprocess.STDOUT
+            self.proc = subprocess.Popen(  # its own process group: a kill reaches nginx and gunicorn too
+                serve_command(),
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 
     @property
     def workers(self) -> int:
         return int(self.extra_env.get(C.ENV_WORKERS) or cpu_count())
+
+    def worker_pids(self) -> set[int]:
+        """The gunicorn workers' pids (Linux /proc): children of the gunicorn master, which is
+        `serve` itself without a proxy, else its child that is not nginx."""
+        if self.proc is None:
+            return set()
+        master = self.proc.pid
+        if self.extra_env.get(C.ENV_PROXY, C.PROXY_NGINX) != C.PROXY_NONE:
+            master = next(pid for pid in _children(master) if not _command(pid).startswith("nginx"))
+        return set(_children(master))
 
     def ready_workers(self) -> int:
         """Workers that have logged their model as loaded (replaced workers count again)."""
@@ -114,8 +128,12 @@ class LocalServer:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        try:  # anything of the group that outlived `serve` (it stops its children itself)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         return self.proc.returncode
 
     def log(self) -> str:
@@ -130,3 +148,13 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _command(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace")

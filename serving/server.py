@@ -1,15 +1,26 @@
-"""gunicorn, configured in code: a master that forks one sync worker per CPU, each with its model.
+"""gunicorn, configured in code: a master that forks one worker per CPU, each with its model.
 
-Sync workers because inference is CPU-bound and holds the GIL: one request per process at a
-time, one process per CPU, and gunicorn's ``timeout`` then bounds each request (a worker stuck
-longer is killed and replaced). The master handles SIGTERM: it stops accepting, lets workers
-finish their requests for up to GRACEFUL_TIMEOUT_SECONDS, and exits 0.
+Behind nginx (the default, see serving/nginx.py and serving/supervisor.py) the workers are
+gthread workers on a unix socket: nginx hands them only whole requests, and a few threads per
+worker mean a /ping never waits for a long batch to finish (inference is numpy, so a thread
+running a batch still lets the GIL go every few milliseconds). gthread's own timeout only
+watches the worker's main loop, so a watchdog thread enforces SAGEMAKER_MODEL_SERVER_TIMEOUT
+per request: a request running longer loses its worker (nginx has answered 504 by then), as
+with sync workers.
+
+Without nginx (``SERVING_PROXY=none``, the old arrangement kept for the benchmark) they are sync
+workers on the TCP port: one request per process, and gunicorn's ``timeout`` bounds each.
+
+The master handles SIGTERM: it stops accepting, lets workers finish their requests for up to
+GRACEFUL_TIMEOUT_SECONDS, and exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -22,12 +33,19 @@ from serving.handlers import load_handlers
 log = logging.getLogger(__name__)
 
 WORKER_READY_LOG = "worker %d: model loaded from %s (hooks: %s)"
+WORKER_TIMEOUT_LOG = "WORKER TIMEOUT: worker %d: a request has run for %.0f s (%s=%d); restarting the worker"
 SHM_DIR = "/dev/shm"  # gunicorn's heartbeat files: keep them off the container's overlay disk
+WATCHDOG_INTERVAL_SECONDS = 0.5
+WATCHDOG_EXIT_CODE = 1  # any code but gunicorn's boot/app-load errors (3, 4): the master starts a new worker
 
 
-def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
-    """Every gunicorn setting we rely on, explicit (gunicorn reads no config file or env here)."""
-    return {
+def gunicorn_options(config: ServeConfig, unix_socket: str | None = None) -> dict[str, Any]:
+    """Every gunicorn setting we rely on, explicit (gunicorn reads no config file or env here).
+
+    With ``unix_socket`` (behind nginx): gthread workers on that socket; else sync workers on
+    the port.
+    """
+    options = {
         "bind": [f"{C.BIND_HOST}:{config.port}"],
         "workers": config.workers,
         "worker_class": "sync",
@@ -41,6 +59,46 @@ def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
         "control_socket_disable": True,  # no runtime-control socket in $HOME
         "worker_tmp_dir": SHM_DIR if os.path.isdir(SHM_DIR) else None,
     }
+    if unix_socket is not None:
+        watchdog = RequestWatchdog(config.timeout)
+        options.update(
+            bind=[f"unix:{unix_socket}"],
+            worker_class="gthread",
+            threads=config.threads,
+            keepalive=0,  # nginx opens one upstream connection per request
+            post_worker_init=watchdog.start,
+            pre_request=watchdog.request_started,
+            post_request=watchdog.request_finished,
+        )
+    return options
+
+
+class RequestWatchdog:
+    """Per-worker: the start time of each running request; a thread ends the worker when one
+    has run past the timeout (a thread cannot be stopped, a process can)."""
+
+    def __init__(self, timeout: int) -> None:
+        self._timeout = timeout
+        self._started: dict[int, float] = {}  # thread id -> monotonic start
+
+    def request_started(self, worker: Any, req: Any) -> None:
+        self._started[threading.get_ident()] = time.monotonic()
+
+    def request_finished(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
+        self._started.pop(threading.get_ident(), None)
+
+    def start(self, worker: Any) -> None:
+        threading.Thread(target=self._watch, name="request-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_INTERVAL_SECONDS)
+            now = time.monotonic()
+            oldest = min(list(self._started.values()), default=now)  # list(): one step under the GIL
+            if now - oldest > self._timeout:
+                log.error(WORKER_TIMEOUT_LOG, os.getpid(), now - oldest, C.ENV_TIMEOUT, self._timeout)
+                logging.shutdown()
+                os._exit(WATCHDOG_EXIT_CODE)
 
 
 def build_worker_app(config: ServeConfig) -> Any:
@@ -52,12 +110,13 @@ def build_worker_app(config: ServeConfig) -> Any:
 
 
 class ServeApplication(BaseApplication):
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, unix_socket: str | None = None) -> None:
         self._config = config
+        self._unix_socket = unix_socket
         super().__init__(prog="serve")
 
     def load_config(self) -> None:
-        for key, value in gunicorn_options(self._config).items():
+        for key, value in gunicorn_options(self._config, self._unix_socket).items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:

@@ -1,26 +1,43 @@
-"""The real `serve` command on a free port, exercised over HTTP: content types, shapes, refusals."""
+"""The real `serve` (nginx in front of gunicorn) on a free port: what only a real server shows.
+
+Content types, shapes and refusals are tested in process (test_serving_app.py); here: the proxy's
+limits and its answers, chunked bodies, a client closing early, workers that survive bad input,
+batch transform's assembly over HTTP, and /ping while slow and heavy clients hold the server.
+"""
 
 from __future__ import annotations
 
 import http.client
 import io
 import json
-import pickle
-import time
+import socket
 
 import numpy as np
 import pytest
 
 from entrypoint.localjob import digits_channels
 from serving import constants as C
+from serving.errors import StartupError
 from serving.localmodel import write_model
 from serving.localserver import LOCALHOST, LocalServer
 from serving.model import load_model, predict_probabilities
+from serving.nginx import nginx_binary
+from serving.stress import BatchLoad, SlowClients, ping_latencies
+from tests import services
 
 N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 32, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}
 JSON, CSV, NPY = "application/json", "text/csv", "application/x-npy"
 MB = 1024 * 1024
+PING_LIMIT_SECONDS = 2.0  # SageMaker's health check timeout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_nginx():
+    try:
+        nginx_binary()
+    except StartupError as e:  # skipped on a machine without it, failed in CI
+        services.unavailable(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -39,308 +56,135 @@ def server(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def batch():
-    """Seven real test digits (pixel / 16, 64 wide), as training saw them."""
     return digits_channels()["test"][0][:7]
 
 
-@pytest.fixture(scope="module")
-def expected(model_dir, batch):
-    """What the same model gives in this process: the served answers must match it."""
-    return predict_probabilities(load_model(model_dir), batch)
-
-
-def npy(array: np.ndarray, **kwargs) -> bytes:
+def npy(array: np.ndarray) -> bytes:
     out = io.BytesIO()
-    np.save(out, array, **kwargs)
+    np.save(out, array)
     return out.getvalue()
 
 
-def invoke(server, body: bytes, content_type: str | None = JSON, accept: str | None = None):
-    headers = {}
-    if content_type is not None:
-        headers["Content_Type"] = content_type
-    if accept is not None:
-        headers["Accept"] = accept
-    return server.request("POST", C.ROUTE_INVOCATIONS, body, **headers)
-
-
-def from_json(body: bytes):
-    preds = json.loads(body)["predictions"]
-    return np.array([p["label"] for p in preds]), np.array([p["probabilities"] for p in preds])
-
-
-def worker_pids(server) -> set[int]:
-    pid = server.proc.pid
-    return {int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()}
-
-
-# --- health and routes ------------------------------------------------------------------------
-
-
-def test_ping_is_200_once_the_model_is_loaded(server):
-    status, _, body = server.request("GET", C.ROUTE_PING)
+def test_ping_and_a_prediction_through_nginx(server, model_dir, batch):
+    status, headers, body = server.request("GET", C.ROUTE_PING)
     assert status == 200 and body == b""
-    assert "model loaded from" in server.log()
-
-
-def test_unknown_route_and_wrong_method(server):
-    assert server.request("GET", "/nope")[0] == 404
-    assert server.request("GET", C.ROUTE_INVOCATIONS)[0] == 405
-
-
-def test_execution_parameters_for_batch_transform(server):
-    status, headers, body = server.request("GET", C.ROUTE_EXECUTION_PARAMETERS)
-    assert status == 200 and headers["content-type"] == JSON
-    assert json.loads(body) == {
-        "MaxConcurrentTransforms": 2,
-        "BatchStrategy": "MULTI_RECORD",
-        "MaxPayloadInMB": 6,
-    }
-
-
-def test_bare_endpoint_is_off_unless_asked_for(server):
-    assert server.request("POST", C.ROUTE_BARE, b"x")[0] == 404
-
-
-# --- content types in ---------------------------------------------------------------------------
-
-
-def test_json_rows(server, batch, expected):
-    status, headers, body = invoke(server, json.dumps(batch.tolist()).encode())
-    assert status == 200 and headers["content-type"] == JSON
-    labels, probs = from_json(body)
-    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
-    assert (labels == expected.argmax(axis=1)).all()
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-
-
-def test_json_instances_and_charset_parameter(server, batch, expected):
-    body = json.dumps({"instances": batch.tolist()}).encode()
-    status, _, answer = invoke(server, body, content_type="Application/JSON; charset=utf-8")
-    assert status == 200
-    np.testing.assert_allclose(from_json(answer)[1], expected, rtol=1e-5, atol=1e-7)
-
-
-def test_csv_rows(server, batch, expected):
-    text = "\n".join(",".join(repr(float(v)) for v in row) for row in batch) + "\n"
-    status, _, answer = invoke(server, text.encode(), content_type=CSV)
-    assert status == 200
-    np.testing.assert_allclose(from_json(answer)[1], expected, rtol=1e-5, atol=1e-7)
-
-
-def test_npy_images_any_trailing_shape_and_dtype(server, batch, expected):
-    for array in (batch, batch.reshape(-1, 8, 8), batch.astype(np.float64), np.asfortranarray(batch)):
-        status, _, answer = invoke(server, npy(array), content_type=NPY)
-        assert status == 200, answer
-        np.testing.assert_allclose(from_json(answer)[1], expected, rtol=1e-5, atol=1e-7)
-
-
-# --- content types out ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("accept", [None, "*/*", JSON, "application/*", "text/csv;q=0.5, application/json"])
-def test_json_is_the_default_answer(server, batch, accept):
-    status, headers, body = invoke(server, npy(batch), NPY, accept)
-    assert status == 200 and headers["content-type"] == JSON
-    assert len(json.loads(body)["predictions"]) == len(batch)
-
-
-def test_npy_answer_is_probabilities_labels_are_argmax(server, batch, expected):
-    status, headers, body = invoke(server, npy(batch), NPY, NPY)
+    status, headers, body = server.request(
+        "POST", C.ROUTE_INVOCATIONS, npy(batch), Content_Type=NPY, Accept=NPY
+    )
     assert status == 200 and headers["content-type"] == NPY
     probs = np.load(io.BytesIO(body), allow_pickle=False)
-    assert probs.dtype == np.float32 and probs.shape == (len(batch), N_CLASSES)
-    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        probs, predict_probabilities(load_model(model_dir), batch), rtol=1e-5, atol=1e-7
+    )
+    assert server.ready_workers() == 2 and len(server.worker_pids()) == 2
+    assert "Listening at: unix:" in server.log() and "Using worker: gthread" in server.log()
 
 
-def test_csv_answer_is_label_then_probabilities(server, batch, expected):
-    status, headers, body = invoke(server, npy(batch), NPY, "Text/CSV")
-    assert status == 200 and headers["content-type"] == CSV
-    table = np.loadtxt(io.StringIO(body.decode()), delimiter=",", ndmin=2)
-    assert table.shape == (len(batch), 1 + N_CLASSES)
-    assert (table[:, 0] == expected.argmax(axis=1)).all()
-    np.testing.assert_allclose(table[:, 1:], expected, rtol=1e-6)
-
-
-def test_unsupported_accept_is_406(server, batch):
-    status, headers, body = invoke(server, npy(batch), NPY, "image/png")
-    assert status == 406 and b"image/png" in body and headers["content-type"] == "text/plain"
-
-
-@pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", None])
-def test_unknown_content_type_is_415(server, batch, content_type):
-    status, _, body = invoke(server, npy(batch), content_type)
-    assert status == 415 and b"application/x-npy" in body
-
-
-# --- batch sizes ----------------------------------------------------------------------------------
-
-
-def test_one_row_and_a_batch_just_under_6_mb(server, model_dir):
-    model = load_model(model_dir)
-    for n in (1, (6 * MB - 200) // (N_FEATURES * 4)):
-        x = np.random.default_rng(n).random((n, N_FEATURES), dtype=np.float32)
-        body = npy(x)
-        assert len(body) <= 6 * MB
-        status, _, answer = invoke(server, body, NPY, NPY)
-        assert status == 200
-        probs = np.load(io.BytesIO(answer), allow_pickle=False)
-        np.testing.assert_allclose(probs, predict_probabilities(model, x), rtol=1e-5, atol=1e-7)
-
-
-def test_large_json_and_csv_batches(server):
-    x = np.random.default_rng(0).random((5000, N_FEATURES)).round(4)
-    status, _, answer = invoke(server, json.dumps(x.tolist()).encode(), JSON, CSV)
-    assert status == 200 and len(answer.splitlines()) == 5000
-    text = "\n".join(",".join(map(str, row)) for row in x.tolist())
-    status, _, answer = invoke(server, text.encode(), CSV, JSON)
-    assert status == 200 and len(json.loads(answer)["predictions"]) == 5000
-
-
-# --- refusals -------------------------------------------------------------------------------------
-
-
-class Exploit:
-    """Unpickling this creates a file: proof that nothing was unpickled is that it does not exist."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def test_pickles_and_object_arrays_are_refused_and_never_loaded(server, tmp_path):
-    marker = tmp_path / "pwned"
-    payloads = [
-        pickle.dumps(Exploit(marker)),
-        npy(np.array([[Exploit(marker)]], dtype=object), allow_pickle=True),
-        npy(np.zeros((2, N_FEATURES), dtype=[("a", "f4")])),
-    ]
-    zipped = io.BytesIO()
-    np.savez(zipped, x=np.zeros((2, N_FEATURES), dtype=np.float32))
-    payloads.append(zipped.getvalue())
-    for body in payloads:
-        status, _, answer = invoke(server, body, NPY)
-        assert status == 400, answer
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize(
-    ("content_type", "body", "says"),
-    [
-        (JSON, b"", b"empty"),
-        (NPY, b"", b"empty"),
-        (CSV, b"  \n", b"empty"),
-        (JSON, b"[[1, 2", b"JSON"),
-        (JSON, b"[]", b"no values"),
-        (JSON, b'{"rows": []}', b"instances"),
-        (JSON, b"[1, 2, 3]", b"rows"),
-        (JSON, b'[["a", "b"]]', b"numbers"),
-        (JSON, b"[[1, null]]", b"numbers"),
-        (JSON, b"[[true, false]]", b"numbers"),
-        (JSON, b"[[1, 2], [3]]", b"shape"),
-        (JSON, b"[[NaN, 1]]", b"finite"),
-        (JSON, b"[[1e400, 1]]", b"finite"),
-        (JSON, b"[[1e39, 1]]", b"finite"),  # beyond float32
-        (JSON, b"\xff\xfe", b"JSON"),
-        (JSON, b"[" * 100_000, b"JSON"),
-        (CSV, b"a,b\n1,2\n", b"CSV"),
-        (CSV, b"1,2\n3\n", b"CSV"),
-        (CSV, b"nan,1\n", b"finite"),
-        (NPY, b"\x93NUMPY\x01\x00\xff\x7f", b"header"),
-        (NPY, b"not an npy", b"npy"),
-    ],
-)
-def test_bad_bodies_are_400_with_a_short_message(server, content_type, body, says):
-    status, headers, answer = invoke(server, body, content_type)
-    assert status == 400 and says in answer, answer
-    assert headers["content-type"] == "text/plain" and len(answer) < 300 and b"Traceback" not in answer
-
-
-@pytest.mark.parametrize(
-    "array",
-    [
-        np.full((2, N_FEATURES), np.nan, dtype=np.float32),
-        np.full((2, N_FEATURES), np.inf),
-        np.zeros((2, N_FEATURES), dtype=np.complex64),
-        np.zeros((2, N_FEATURES), dtype=bool),
-        np.zeros((0, N_FEATURES), dtype=np.float32),
-        np.zeros(N_FEATURES, dtype=np.float32),
-        np.zeros((2, N_FEATURES + 1), dtype=np.float32),
-        np.zeros((2, 28, 28), dtype=np.float32),
-    ],
-)
-def test_bad_arrays_are_400(server, array):
-    status, _, answer = invoke(server, npy(array), NPY)
-    assert status == 400, answer
-
-
-def test_finite_values_so_large_that_the_network_overflows(server):
-    status, _, answer = invoke(server, npy(np.full((2, N_FEATURES), 3e38, dtype=np.float32)), NPY)
-    assert status == 400 and b"overflow" in answer
-
-
-def test_wrong_width_names_the_expected_width(server):
-    status, _, answer = invoke(server, json.dumps([[0.0] * 63]).encode())
-    assert status == 400 and b"expected 64 features" in answer
-
-
-def test_npy_header_promising_more_data_than_sent(server):
-    out = io.BytesIO()
-    huge = {"descr": "<f4", "fortran_order": False, "shape": (10**9, N_FEATURES)}  # a 256 GB promise
-    np.lib.format.write_array_header_1_0(out, huge)
-    header = out.getvalue()
-    t0 = time.monotonic()
-    status, _, answer = invoke(server, header + b"\0" * 64, NPY)
-    assert status == 400 and b"promises" in answer and time.monotonic() - t0 < 2
-
-
-def test_body_over_6_mb_is_413(server):
-    status, _, answer = invoke(server, b"\0" * (7 * MB), NPY)
-    assert status == 413 and b"limit" in answer
+def test_body_over_6_mb_is_413_from_nginx_in_our_format(server):
+    status, headers, answer = server.request("POST", C.ROUTE_INVOCATIONS, b"\0" * (7 * MB), Content_Type=NPY)
+    assert status == 413 and headers["content-type"] == "text/plain"
+    assert answer == b"body is over the 6291456 byte limit\n"
     assert server.request("GET", C.ROUTE_PING)[0] == 200
 
 
-def test_chunked_body_over_6_mb_is_413(server):
+def test_a_batch_just_under_6_mb_passes_nginx(server):
+    x = np.zeros(((6 * MB - 128) // (N_FEATURES * 4), N_FEATURES), dtype=np.float32)
+    body = npy(x)
+    assert 6 * MB - 256 < len(body) <= 6 * MB
+    status, _, answer = server.request("POST", C.ROUTE_INVOCATIONS, body, Content_Type=NPY, Accept=NPY)
+    assert status == 200 and np.load(io.BytesIO(answer)).shape == (len(x), N_CLASSES)
+
+
+def test_chunked_bodies_over_and_under_the_limit(server, batch):
     conn = http.client.HTTPConnection(LOCALHOST, server.port, timeout=30)
     chunks = (b"\0" * MB for _ in range(7))
     conn.request("POST", C.ROUTE_INVOCATIONS, body=chunks, headers={"Content-Type": NPY}, encode_chunked=True)
     resp = conn.getresponse()
     assert resp.status == 413 and b"limit" in resp.read()
     conn.close()
-
-
-def test_chunked_body_under_the_limit_works(server, batch, expected):
     conn = http.client.HTTPConnection(LOCALHOST, server.port, timeout=30)
     body = npy(batch)
     chunks = (body[i : i + 100] for i in range(0, len(body), 100))
     conn.request("POST", C.ROUTE_INVOCATIONS, body=chunks, headers={"Content-Type": NPY}, encode_chunked=True)
     resp = conn.getresponse()
-    assert resp.status == 200
-    np.testing.assert_allclose(from_json(resp.read())[1], expected, rtol=1e-5, atol=1e-7)
+    assert resp.status == 200 and len(json.loads(resp.read())["predictions"]) == len(batch)
     conn.close()
 
 
-def test_workers_survive_1000_bad_requests_in_a_row(server, batch, tmp_path):
-    before = worker_pids(server)
-    bad = [
-        (pickle.dumps(Exploit(tmp_path / "pwned")), NPY),
-        (npy(np.full((2, N_FEATURES), np.nan)), NPY),
-        (b"[[1, 2", JSON),
-        (b"", CSV),
-        (json.dumps([[0.0] * 3]).encode(), JSON),
-        (b"\x93NUMPY\x01\x00\xff\x7f" + b"{" * 200, NPY),
-        (b"1,2,x\n", CSV),
-        (b"\x00" * 1000, "image/png"),
-    ]
-    t0 = time.monotonic()
-    for i in range(1000):
+def send_short_body_and_half_close(port: int) -> bytes:
+    """A request whose body ends 10 bytes before its Content-Length, then shutdown(SHUT_WR);
+    whatever the server answers before closing."""
+    body = json.dumps([[0.5] * N_FEATURES]).encode()
+    with socket.create_connection((LOCALHOST, port), timeout=10) as sock:
+        head = f"POST {C.ROUTE_INVOCATIONS} HTTP/1.1\r\nHost: t\r\nContent-Type: {JSON}\r\n"
+        sock.sendall(f"{head}Content-Length: {len(body) + 10}\r\n\r\n".encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_body_shorter_than_its_content_length_is_never_scored(server, model_dir, tmp_path):
+    # nginx waits for the whole body; on the early close it drops the request (nothing reaches
+    # a worker) and closes the connection without an answer.
+    answer = send_short_body_and_half_close(server.port)
+    assert not answer.startswith(b"HTTP/1.1 200"), answer
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
+    assert server.request("GET", C.ROUTE_PING)[0] == 200
+    # Without nginx, gunicorn hands the short body to the app, which answers 400.
+    env = {C.ENV_WORKERS: "1", C.ENV_PROXY: C.PROXY_NONE}
+    with LocalServer(model_dir, tmp_path / "direct.log", env=env) as direct:
+        answer = send_short_body_and_half_close(direct.port)
+    assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length declares" in answer, answer
+
+
+def test_workers_survive_bad_requests(server, batch):
+    before = server.worker_pids()
+    bad = [(b"[[1, 2", JSON), (b"", CSV), (b"\x93NUMPY\x01\x00\xff\x7f", NPY), (b"\x00" * 1000, "image/png")]
+    for i in range(200):
         body, content_type = bad[i % len(bad)]
-        status, _, _ = invoke(server, body, content_type)
-        assert status in (400, 415)
-    elapsed = time.monotonic() - t0
-    assert worker_pids(server) == before  # no worker died or was replaced
-    status, _, answer = invoke(server, npy(batch), NPY)
+        assert server.request("POST", C.ROUTE_INVOCATIONS, body, Content_Type=content_type)[0] in (400, 415)
+    assert server.worker_pids() == before  # no worker died or was replaced
+    status, _, answer = server.request("POST", C.ROUTE_INVOCATIONS, npy(batch), Content_Type=NPY)
     assert status == 200 and len(json.loads(answer)["predictions"]) == len(batch)
-    assert elapsed < 30
+
+
+def test_batch_transform_line_assembly_over_http(server, batch):
+    """SplitType=Line, MultiRecord (3 records a request), AssembleWith=Line, CSV in and out."""
+    records = [",".join(repr(float(v)) for v in row) for row in batch]
+    output = ""
+    for start in range(0, len(records), 3):
+        body = "\n".join(records[start : start + 3]).encode() + b"\n"
+        status, _, answer = server.request("POST", C.ROUTE_INVOCATIONS, body, Content_Type=CSV, Accept=CSV)
+        assert status == 200
+        output += answer.decode() + "\n"  # what AssembleWith=Line adds after each answer
+    assert output.endswith("\n") and "\n\n" not in output
+    assert len(output.splitlines()) == len(batch)
+
+
+# --- /ping while slow and heavy clients hold the server ----------------------------------------
+
+
+def csv_batch(rows: int) -> bytes:
+    x = np.random.default_rng(0).random((rows, N_FEATURES)).round(4)
+    return "\n".join(",".join(map(str, row)) for row in x.tolist()).encode()
+
+
+def test_ping_answers_within_2_s_under_slow_and_heavy_clients(server):
+    """64 connections sending headers a byte a second, 16 sending 5 MB bodies a kilobyte a
+    second, and 16 clients posting ~4.8 MB CSV batches back to back: every ping within 2 s."""
+    body = csv_batch(11000)
+    assert 4 * MB < len(body) < 6 * MB
+    with (
+        SlowClients(server.port, headers=64, bodies=16) as slow,
+        BatchLoad(server.port, body, CSV, JSON, clients=16) as load,
+    ):
+        assert load.wait_for_answers(16, timeout=120), load.statuses  # the workers are busy with batches
+        latencies = ping_latencies(server.port, count=20, timeout=10.0)
+        answered_meanwhile = sum(load.statuses.values())
+        assert slow.open_connections == 80 and slow.closed_by_server == 0  # all still held by nginx
+    worst = max(latencies)
+    assert worst < PING_LIMIT_SECONDS, [round(v, 3) for v in latencies]
+    assert set(load.statuses) == {200}, load.statuses
+    assert answered_meanwhile >= 16

@@ -26,6 +26,7 @@ from serving.localmodel import write_model
 from serving.localserver import LocalServer, request
 from serving.model import load_model, predict_probabilities
 from serving.server import gunicorn_options
+from tests import services
 
 N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 16, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}
@@ -46,8 +47,19 @@ def rows(first_value: float, n: int = 2) -> bytes:
     return npy(x)
 
 
+@pytest.fixture(scope="module")
+def nginx_installed():
+    """`serve` runs nginx: skipped on a machine without it, failed in CI (`make engine` installs it)."""
+    from serving.nginx import nginx_binary
+
+    try:
+        nginx_binary()
+    except StartupError as e:
+        services.unavailable(str(e))
+
+
 @pytest.fixture
-def model_dir(tmp_path):
+def model_dir(tmp_path, nginx_installed):
     path = tmp_path / "model"
     write_model(path, N_FEATURES, N_CLASSES, PARAMS)
     return path
@@ -78,10 +90,26 @@ def test_defaults_follow_the_sagemaker_contract():
     config = ServeConfig.from_environ({})
     assert (str(config.model_dir), config.port, config.timeout) == ("/opt/ml/model", 8080, 60)
     assert config.workers >= 1 and config.max_body_bytes == 6 * 1024 * 1024
-    options = gunicorn_options(config)
-    assert options["bind"] == ["0.0.0.0:8080"] and options["workers"] == config.workers
+    assert config.proxy == "nginx" and config.threads == C.DEFAULT_THREADS
+    options = gunicorn_options(config, unix_socket="/run/x.sock")  # behind nginx
+    assert options["bind"] == ["unix:/run/x.sock"] and options["workers"] == config.workers
+    assert options["worker_class"] == "gthread" and options["threads"] == C.DEFAULT_THREADS
     assert options["graceful_timeout"] < 30  # SageMaker sends SIGKILL 30 s after SIGTERM
     assert options["control_socket_disable"] and options["accesslog"] is None
+    direct = gunicorn_options(config)  # SERVING_PROXY=none: the port itself, sync workers
+    assert direct["bind"] == ["0.0.0.0:8080"] and direct["worker_class"] == "sync"
+
+
+def test_nginx_config_follows_the_settings(tmp_path):
+    from serving.nginx import render_config
+
+    config = ServeConfig.from_environ({"SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"})
+    text = render_config(config, tmp_path, tmp_path / "g.sock")
+    assert "listen 9000 " in text and f"server unix:{tmp_path}/g.sock;" in text
+    assert "client_max_body_size 20971520;" in text and "client_body_buffer_size 8388608;" in text
+    assert "proxy_read_timeout 60s;" in text
+    default = render_config(ServeConfig.from_environ({}), tmp_path, tmp_path / "g.sock")
+    assert "listen 8080 " in default and "client_body_buffer_size 6291456;" in default  # 6 MB in memory
 
 
 def test_settings_from_the_environment():
@@ -106,6 +134,8 @@ def test_settings_from_the_environment():
         {"SAGEMAKER_MODEL_SERVER_WORKERS": "0"},
         {"SAGEMAKER_BIND_TO_PORT": "http"},
         {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "-1"},
+        {"SERVING_PROXY": "apache"},
+        {"SERVING_THREADS": "0"},
     ],
 )
 def test_bad_settings_are_refused_by_name(env):
@@ -174,7 +204,7 @@ def _model_module_not_packed(model_dir):
     return {}, model_dir / "code", "Cannot import model-module 'conv_digits'"
 
 
-def test_unservable_model_or_user_code_stops_serve_naming_the_file(tmp_path):
+def test_unservable_model_or_user_code_stops_serve_naming_the_file(tmp_path, nginx_installed):
     """Each case on its own server, all started at once (each start imports Chainer: ~1.5 s)."""
     cases = [_missing_folder, _bad_json, _no_weights, _truncated_weights, _other_network, _pickled_weights]
     cases += [_model_module_not_packed, _missing_program, _broken_program]
@@ -252,8 +282,7 @@ def test_user_input_and_output_fns_with_our_model_and_predict(model_dir, tmp_pat
         status, _, body = server.request("POST", C.ROUTE_INVOCATIONS, b"[[1, 2]]", Content_Type=JSON)
         assert status == 400 and b"expected 64 features" in body
         # settings: three workers, a 1 MB limit (batch transform's SAGEMAKER_MAX_PAYLOAD_IN_MB)
-        pid = server.proc.pid
-        assert len(open(f"/proc/{pid}/task/{pid}/children").read().split()) == 3
+        assert len(server.worker_pids()) == 3
         status, _, _ = server.request(
             "POST", C.ROUTE_INVOCATIONS, b"\0" * (2 * 1024 * 1024), Content_Type=NPY
         )
@@ -298,8 +327,11 @@ def test_a_request_over_the_timeout_loses_its_worker_not_the_server(custom_model
     server = custom_model_server
     t0 = time.monotonic()
     status, _, body = request(server.port, "POST", C.ROUTE_INVOCATIONS, rows(-3.0), {"Content-Type": NPY})
-    assert status == 500 and b"Traceback" not in body
-    assert time.monotonic() - t0 < 15  # the worker was killed at SAGEMAKER_MODEL_SERVER_TIMEOUT=3, not 30 s
+    assert status == 504 and b"SAGEMAKER_MODEL_SERVER_TIMEOUT" in body  # nginx's answer at the timeout
+    assert time.monotonic() - t0 < 15  # SAGEMAKER_MODEL_SERVER_TIMEOUT=3, not the request's 30 s
+    deadline = time.monotonic() + 30
+    while "WORKER TIMEOUT" not in server.log() and time.monotonic() < deadline:  # the watchdog's restart
+        time.sleep(0.05)
     assert "WORKER TIMEOUT" in server.log()
     deadline = time.monotonic() + 30
     while server.ready_workers() < 3 and time.monotonic() < deadline:  # a fresh worker replaced it
@@ -359,6 +391,7 @@ def test_ping_is_not_200_while_the_model_loads(model_dir, tmp_path):
                 assert server.ready_workers() == 1  # the worker had logged its model as loaded
                 break
             not_ready += 1
+            time.sleep(0.05)  # polling pace (nginx answers 503 at once while the worker loads)
         assert status == 200 and not_ready >= 3  # ~2 s of loading, polled every <= 0.3 s
     finally:
         assert server.stop() == 0
@@ -370,7 +403,7 @@ def test_a_model_fn_that_fails_in_the_workers_stops_serve(model_dir, tmp_path):
     assert code != 0 and "OSError: no GPU here" in log
 
 
-def test_serves_a_model_module_network_with_chainers_forward(tmp_path):
+def test_serves_a_model_module_network_with_chainers_forward(tmp_path, nginx_installed):
     """Bring your own model: training packed conv_digits.py into code/; serve builds that network."""
     spec = usermodule.load("conv_digits", EXAMPLES / "conv_digits")
     model_dir = tmp_path / "model"
@@ -389,7 +422,7 @@ def test_serves_a_model_module_network_with_chainers_forward(tmp_path):
 # --- end to end: the model the `train` command wrote ----------------------------------------
 
 
-def test_serves_the_model_the_train_command_wrote(tmp_path):
+def test_serves_the_model_the_train_command_wrote(tmp_path, nginx_installed):
     (x_train, y_train), (x_test, y_test) = digits_channels()["train"], digits_channels()["test"]
     channels = {"train": (x_train[:400], y_train[:400]), "test": (x_test[:200], y_test[:200])}
     base = write_job_folder(tmp_path / "opt_ml", {"n-trials": "1", "epochs": "3", "seed": "1"}, channels)
@@ -409,3 +442,34 @@ def test_serves_the_model_the_train_command_wrote(tmp_path):
     labels = np.loadtxt(io.StringIO(body.decode()), delimiter=",", ndmin=2)[:, 0]
     # the job's own validation accuracy on this very split (Chainer averages per batch: allow a little)
     assert abs((labels == y).mean() - meta["value"]) < 0.02
+
+
+# --- supervision: nginx and gunicorn live and die together ----------------------------------------
+
+
+@pytest.mark.parametrize("victim", ["nginx", "gunicorn"])
+def test_serve_exits_1_when_nginx_or_gunicorn_dies(model_dir, tmp_path, victim):
+    from serving.localserver import _children, _command
+
+    server = LocalServer(model_dir, tmp_path / "log", env={C.ENV_WORKERS: "1"})
+    with server:
+        children = {
+            ("nginx" if _command(pid).startswith("nginx") else "gunicorn"): pid
+            for pid in _children(server.proc.pid)
+        }
+        assert set(children) == {"nginx", "gunicorn"}
+        os.kill(children[victim], signal.SIGKILL)
+        assert server.proc.wait(EXIT_SECONDS) == 1
+        for pid in children.values():  # the survivor was stopped too
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert f"{victim} exited with -9: stopping serve" in server.log()
+
+
+def test_without_nginx_serve_says_what_to_do(monkeypatch, tmp_path):
+    from serving.nginx import nginx_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(C, "NGINX_PATHS", (str(tmp_path / "sbin" / "nginx"),))
+    with pytest.raises(StartupError) as refused:
+        nginx_binary()
+    assert "nginx not found" in str(refused.value) and "SERVING_PROXY=none" in str(refused.value)

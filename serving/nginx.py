@@ -1,0 +1,126 @@
+"""nginx in front of gunicorn, as in the AWS inference containers: it buffers whole requests.
+
+A sync worker reading a slow client's headers or body is a worker lost for as long as the client
+likes; two such clients on a 2-CPU host were enough to keep /ping unanswered for a minute.
+nginx reads every request completely (headers and up to the body limit, in memory) before it
+hands it to gunicorn over a unix socket, and buffers the answer, so gunicorn's workers only
+ever see whole requests at memory speed. Over-limit bodies are refused by nginx itself (413,
+in the same one-line text/plain form as our other refusals).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from serving import constants as C
+from serving.config import ServeConfig
+from serving.errors import StartupError
+
+IN_MEMORY_BODY_LIMIT = (
+    8 * C.MB
+)  # bodies up to this stay in memory; larger ones (batch transform) spill to disk
+RESPONSE_BUFFERS = "64 64k"  # 4 MB of answer in memory per request before nginx spills to a temp file
+SHUTDOWN_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS - 5  # nginx drains first, then gunicorn gets the rest
+
+CONFIG = """\
+# Written by `serve` (serving/nginx.py) at every start.
+daemon off;
+worker_processes 1;
+pid {run_dir}/nginx.pid;
+error_log stderr warn;
+worker_shutdown_timeout {shutdown}s;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    server_tokens off;
+    default_type text/plain;
+    client_body_temp_path {run_dir}/client_body;
+    proxy_temp_path {run_dir}/proxy;
+    fastcgi_temp_path {run_dir}/fastcgi;
+    uwsgi_temp_path {run_dir}/uwsgi;
+    scgi_temp_path {run_dir}/scgi;
+
+    upstream model_server {{
+        server unix:{socket};
+    }}
+
+    server {{
+        listen {port} backlog=1024;
+
+        # Whole requests only: slow senders wait here, not in a model worker.
+        client_max_body_size {max_body};
+        client_body_buffer_size {body_buffer};
+        client_header_timeout {slow_client}s;
+        client_body_timeout {slow_client}s;
+        send_timeout {slow_client}s;
+        proxy_request_buffering on;
+        proxy_buffering on;
+        proxy_buffer_size 64k;
+        proxy_buffers {response_buffers};
+        proxy_connect_timeout 5s;
+        proxy_read_timeout {timeout}s;
+        proxy_send_timeout {timeout}s;
+        proxy_set_header Host $host;
+
+        error_page 413 @too_large;
+        error_page 502 503 @unavailable;
+        error_page 504 @timed_out;
+
+        location / {{
+            proxy_pass http://model_server;
+        }}
+        location @too_large {{
+            return 413 "body is over the {max_body} byte limit\\n";
+        }}
+        location @unavailable {{
+            return 503 "the model server is starting, or its worker died (details are in the server log)\\n";
+        }}
+        location @timed_out {{
+            return 504 "no answer within {timeout} s ({timeout_env})\\n";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """The nginx executable, or a StartupError that says how to get one."""
+    found = shutil.which("nginx") or next((p for p in C.NGINX_PATHS if os.access(p, os.X_OK)), None)
+    if found is None:
+        raise StartupError(
+            f"nginx not found (on PATH or {', '.join(C.NGINX_PATHS)}): install it (apt-get install nginx), "
+            f"or set {C.ENV_PROXY}={C.PROXY_NONE} to serve without it (slow clients can then block /ping)"
+        )
+    return found
+
+
+def render_config(config: ServeConfig, run_dir: Path, socket: Path) -> str:
+    return CONFIG.format(
+        run_dir=run_dir,
+        socket=socket,
+        port=config.port,
+        max_body=config.max_body_bytes,
+        body_buffer=min(config.max_body_bytes, IN_MEMORY_BODY_LIMIT),
+        slow_client=C.SLOW_CLIENT_TIMEOUT_SECONDS,
+        response_buffers=RESPONSE_BUFFERS,
+        timeout=config.timeout,
+        timeout_env=C.ENV_TIMEOUT,
+        shutdown=SHUTDOWN_SECONDS,
+    )
+
+
+def write_config(config: ServeConfig, run_dir: Path, socket: Path) -> Path:
+    path = run_dir / "nginx.conf"
+    path.write_text(render_config(config, run_dir, socket))
+    return path
+
+
+def command(binary: str, run_dir: Path, conf: Path) -> list[str]:
+    """nginx in the foreground, everything (prefix, config, early errors) under run_dir / stderr."""
+    return [binary, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"]
