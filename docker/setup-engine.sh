@@ -4,6 +4,8 @@
 # - A container engine that works: docker when its daemon answers, else podman + runc from
 #   Debian (see docker/containers.conf for the two settings podman needs on our machines).
 # - Debian's docker-registry, a local OCI registry for the push test of the buildspec.
+# - Debian's docker-compose (1.29), which the SageMaker Python SDK's local mode drives; with
+#   podman, the tests give it a Docker-compatible socket (`podman system service`, DOCKER_HOST).
 # - Without a reachable image registry (our machines, CI), the base image is built from
 #   Debian packages with debootstrap and imported as $LOCAL_BASE_IMAGE; `make image` uses it
 #   when it exists. Delete that image to rebuild it.
@@ -28,10 +30,10 @@ missing_packages() {
 
 if docker info >/dev/null 2>&1; then
     engine=docker
-    wanted=(docker-registry)
+    wanted=(docker-registry docker-compose)
 else
     engine=podman
-    wanted=(podman runc debootstrap docker-registry)
+    wanted=(podman runc debootstrap docker-registry docker-compose)
 fi
 
 mapfile -t missing < <(missing_packages "${wanted[@]}")
