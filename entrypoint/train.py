@@ -1,6 +1,6 @@
 """The training entry point: ``SAGEMAKER_TRAINING_MODULE=entrypoint.train:main``.
 
-The toolkit's ``train`` command imports this module and calls :func:`main`. A
+The image's ``train`` command (entrypoint/cli.py) imports this module and calls :func:`main`. A
 :class:`~entrypoint.errors.UserError` becomes a short failure file and exit code 1.
 """
 
