@@ -199,6 +199,7 @@ def test_image_is_configured_for_sagemaker(engine: Engine, image: str):
     assert env["SAGEMAKER_TRAINING_MODULE"] == "entrypoint.train:main"
     assert env["PYTHONUNBUFFERED"] == "1" and env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert not config.get("Entrypoint"), "SageMaker's train/serve must be the command itself"
+    assert config["Cmd"] == ["train"], "SDK v3's ModelTrainer starts the container without a command"
     size = int(info["Size"])
     print(f"image size: {size / 1e6:.0f} MB")
     assert size <= MAX_IMAGE_BYTES, f"{size / 1e6:.0f} MB"
