@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 DEMO_DIR ?= build/demo
 DEMO_HPS ?= n-trials=10 epochs=10 seed=1
 
-.PHONY: install demo test lint clean lock engine wheelhouse image image-vars smoke login push
+.PHONY: install demo test lint clean lock engine wheelhouse image image-vars smoke login push sdk sdk-lock
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,25 @@ serve-demo: install
 	@test -f $(DEMO_DIR)/model/model.json || $(MAKE) demo
 	$(BIN)/python -m serving.demo_client $(DEMO_DIR)/model
 
-test: install
+test: install sdk
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The SageMaker Python SDK, v2 and v3 (they cannot share a venv), each in its own venv under
+# build/ from its pinned lock in sdk/, for the local-mode tests (tests/test_sdk_local.py).
+SDK_VERSIONS := v2 v3
+SDK_VENVS    := $(foreach v,$(SDK_VERSIONS),build/sdk-$(v)/.installed)
+sdk: $(SDK_VENVS)
+
+build/sdk-%/.installed: sdk/%.lock | $(BIN)/uv
+	rm -rf build/sdk-$*
+	$(PYTHON) -m venv build/sdk-$*
+	$(BIN)/uv pip sync --quiet --python build/sdk-$*/bin/python sdk/$*.lock
+	touch $@
+
+sdk-lock: $(BIN)/uv
+	for v in $(SDK_VERSIONS); do \
+		$(BIN)/uv pip compile sdk/$$v.in --python-version 3.11 -o sdk/$$v.lock || exit 1; \
+	done
 
 lint: install
 	$(BIN)/ruff check .
