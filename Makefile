@@ -30,8 +30,8 @@ demo: install
 	$(BIN)/python -m entrypoint.localjob $(DEMO_DIR) --digits $(DEMO_HPS)
 	SAGEMAKER_BASE_DIR=$(abspath $(DEMO_DIR)) SAGEMAKER_TRAINING_MODULE=entrypoint.train:main \
 		PYTHONUNBUFFERED=1 $(BIN)/train
-	@echo "--- best trial ($(DEMO_DIR)/output/data/best_trial.json)"; cat $(DEMO_DIR)/output/data/best_trial.json; echo
-	@echo "--- model folder ($(DEMO_DIR)/model)"; ls -l $(DEMO_DIR)/model; cat $(DEMO_DIR)/model/model.json; echo
+	@echo "--- what the job left ($(DEMO_DIR)); the same seed gives the same study and model every run"
+	@$(BIN)/python -m entrypoint.demo $(DEMO_DIR)
 
 # Serve the demo model locally (training it first if needed) and send it five test digits.
 .PHONY: serve-demo
