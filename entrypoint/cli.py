@@ -36,10 +36,10 @@ def _fail(message: str) -> None:
 
 def main() -> None:
     module, _, function = (os.environ.get(ENV_TRAINING_MODULE) or DEFAULT_TRAINING_MODULE).partition(":")
-    run = getattr(importlib.import_module(module), function or "main")
-    # After the import, as the toolkit does: importing its environment module resets the root level.
-    logging_config.configure_logger(int(os.environ.get(params.LOG_LEVEL_ENV, logging.INFO)))
     try:
+        run = getattr(importlib.import_module(module), function or "main")
+        # After the import, as the toolkit does: importing its environment module resets the root level.
+        logging_config.configure_logger(int(os.environ.get(params.LOG_LEVEL_ENV, logging.INFO)))
         run()
     except UserError as exc:
         _fail(str(exc))

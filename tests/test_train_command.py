@@ -134,3 +134,13 @@ def test_train_runs_the_module_named_by_sagemaker_training_module(job_dir, tmp_p
     result = subprocess.run([str(VENV_BIN / "train")], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert (base / "output" / "failure").read_text() == "custom entry point ran"
+
+
+def test_a_training_module_that_cannot_be_imported_fails_with_a_failure_file(job_dir):
+    base = job_dir()
+    env = {**train_env(base), "SAGEMAKER_TRAINING_MODULE": "no_such_module:main"}
+    result = subprocess.run([str(VENV_BIN / "train")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert (
+        base / "output" / "failure"
+    ).read_text() == "ModuleNotFoundError: No module named 'no_such_module'"
