@@ -47,6 +47,8 @@ def docker_host(engine, tmp_path_factory) -> Iterator[str]:
     """A Docker API socket for docker-compose and the docker CLI that the SDK calls."""
     if shutil.which("docker-compose") is None:
         services.unavailable("docker-compose is not installed: run `make engine`")
+    if shutil.which("docker") is None:  # local mode calls `docker compose version`, `docker images`
+        services.unavailable("the SDK's local mode needs the docker CLI (no daemon: a socket is enough)")
     if not engine.is_podman:
         yield os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         return
