@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from .conftest import VENV_BIN, train_env
 
@@ -100,3 +101,22 @@ def test_a_local_run_with_a_seed_repeats_exactly(tmp_path, small_digits):
     assert sorted(weights[0].files) == sorted(weights[1].files)
     for name in weights[0].files:  # the arrays, not the zip files (they carry timestamps)
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
+
+
+def test_train_on_path_is_ours_not_the_toolkits():
+    """Both sagemaker-training and this project install a `train` script; ours must win."""
+    assert "from entrypoint.cli import main" in (VENV_BIN / "train").read_text()
+
+
+@pytest.mark.container
+def test_the_image_reads_a_broken_hyperparameters_file_itself(engine, image, job_dir):
+    """Not the toolkit's `train`, which parsed the file first and failed with a traceback."""
+    base = job_dir()
+    (base / "input" / "config" / "hyperparameters.json").write_text('{"n-trials": "3",}')
+    result = engine.run_container("--network=none", "-v", f"{base}:/opt/ml", image, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(
+        "The hyperparameters file /opt/ml/input/config/hyperparameters.json is not valid JSON"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
