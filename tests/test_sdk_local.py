@@ -459,3 +459,39 @@ def test_a_failed_job_is_seen_although_docker_compose_exits_0(engine, image, sdk
         failure = tar.extractfile("failure").read().decode()
     assert failure.startswith("Invalid hyperparameters: hyperparameter 'n-trials' must be an integer")
     assert io.StringIO(failure).read().count("\n") == 0
+
+
+@pytest.mark.container
+def test_two_instances_are_refused_through_the_sdks_own_aggregation(
+    engine, image, sdk_env, channels, tmp_path
+):
+    """instance_count=2: local mode, like SageMaker, packs both hosts' folders into one archive."""
+    output = tmp_path / "output"
+    output.mkdir()
+    with compose_root(engine, tmp_path) as root:
+        args = {
+            "image": image,
+            "channels": channels,
+            "output": f"file://{output}",
+            "root": str(root),
+            "port": services.free_port(),
+            "job": "sdk-v2-two-hosts",
+            "instance_count": 2,
+            "hyperparameters": {"n-trials": 1, "epochs": 1},
+        }
+        run = subprocess.run(
+            [str(sdk_python("v2")), str(DRIVERS / "v2_local.py"), json.dumps(args)],
+            env=sdk_env,
+            capture_output=True,
+            text=True,
+            timeout=SDK_TIMEOUT,
+        )
+        exit_codes = sorted(c["State"]["ExitCode"] for c in containers_under(engine, root))
+        assert exit_codes == [1, 1], log_tail(run)
+    with tarfile.open(next(output.rglob("output.tar.gz"))) as tar:
+        failure = tar.extractfile("failure").read().decode()
+    assert failure.startswith(
+        "This image trains on one instance per job, and this job has 2 (instance_count=2)"
+    )
+    with tarfile.open(next(output.rglob("model.tar.gz"))) as tar:
+        assert tar.getnames() == []
