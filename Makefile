@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 DEMO_DIR ?= build/demo
 DEMO_HPS ?= n-trials=10 epochs=10 seed=1
 
-.PHONY: install demo test lint clean lock engine wheelhouse debs image image-vars smoke login push
+.PHONY: install demo test lint clean lock engine wheelhouse debs image image-vars smoke login push sdk sdk-lock
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ demo: install
 	$(BIN)/python -m entrypoint.localjob $(DEMO_DIR) --digits $(DEMO_HPS)
 	SAGEMAKER_BASE_DIR=$(abspath $(DEMO_DIR)) SAGEMAKER_TRAINING_MODULE=entrypoint.train:main \
 		PYTHONUNBUFFERED=1 $(BIN)/train
-	@echo "--- best trial ($(DEMO_DIR)/output/data/best_trial.json)"; cat $(DEMO_DIR)/output/data/best_trial.json; echo
-	@echo "--- model folder ($(DEMO_DIR)/model)"; ls -l $(DEMO_DIR)/model; cat $(DEMO_DIR)/model/model.json; echo
+	@echo "--- what the job left ($(DEMO_DIR)); the same seed gives the same study and model every run"
+	@$(BIN)/python -m entrypoint.demo $(DEMO_DIR)
 
 # Serve the demo model locally (training it first if needed) and send it five test digits.
 # `serve` runs nginx in front of gunicorn: nginx must be installed (`make engine` does it).
@@ -40,8 +40,25 @@ serve-demo: install
 	@test -f $(DEMO_DIR)/model/model.json || $(MAKE) demo
 	$(BIN)/python -m serving.demo_client $(DEMO_DIR)/model
 
-test: install
+test: install sdk
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The SageMaker Python SDK, v2 and v3 (they cannot share a venv), each in its own venv under
+# build/ from its pinned lock in sdk/, for the local-mode tests (tests/test_sdk_local.py).
+SDK_VERSIONS := v2 v3
+SDK_VENVS    := $(foreach v,$(SDK_VERSIONS),build/sdk-$(v)/.installed)
+sdk: $(SDK_VENVS)
+
+build/sdk-%/.installed: sdk/%.lock | $(BIN)/uv
+	rm -rf build/sdk-$*
+	$(PYTHON) -m venv build/sdk-$*
+	$(BIN)/uv pip sync --quiet --python build/sdk-$*/bin/python sdk/$*.lock
+	touch $@
+
+sdk-lock: $(BIN)/uv
+	for v in $(SDK_VERSIONS); do \
+		$(BIN)/uv pip compile sdk/$$v.in --python-version 3.11 -o sdk/$$v.lock || exit 1; \
+	done
 
 lint: install
 	$(BIN)/ruff check .

@@ -5,6 +5,8 @@
 #   Debian (see docker/containers.conf for the two settings podman needs on our machines).
 # - Debian's docker-registry, a local OCI registry for the push test of the buildspec.
 # - nginx: `serve` runs it in front of gunicorn, also outside the image (tests, `make serve-demo`).
+# - Debian's docker-compose (1.29), which the SageMaker Python SDK's local mode drives; with
+#   podman, the tests give it a Docker-compatible socket (`podman system service`, DOCKER_HOST).
 # - Without a reachable image registry (our machines, CI), the base image is built from
 #   Debian packages with debootstrap and imported as $LOCAL_BASE_IMAGE; `make image` uses it
 #   when it exists. Delete that image to rebuild it.
@@ -29,10 +31,10 @@ missing_packages() {
 
 if docker info >/dev/null 2>&1; then
     engine=docker
-    wanted=(docker-registry nginx)
+    wanted=(docker-registry docker-compose nginx)
 else
     engine=podman
-    wanted=(podman runc debootstrap docker-registry nginx)
+    wanted=(podman runc debootstrap docker-registry docker-compose nginx)
 fi
 
 mapfile -t missing < <(missing_packages "${wanted[@]}")

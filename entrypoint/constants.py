@@ -4,6 +4,7 @@
 ENV_TRAINING_JOB_NAME = "TRAINING_JOB_NAME"
 ENV_AWS_REGION = "AWS_REGION"
 ENV_AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+LOCAL_JOB_NAME = "local"  # the job name outside SageMaker, when TRAINING_JOB_NAME is not set
 
 # Hyperparameter keys the SageMaker SDK and automatic model tuning add on their own.
 IGNORED_HYPERPARAMETER_PREFIXES = ("sagemaker_", "_")
@@ -12,6 +13,7 @@ SUBMIT_DIRECTORY_HYPERPARAMETER = "sagemaker_submit_directory"  # the SDK's sour
 # Channels (folders under /opt/ml/input/data).
 CHANNEL_TRAIN = "train"
 CHANNEL_TEST = "test"
+CHANNEL_CODE = "code"  # SDK v3's SourceCode delivers source_dir here (/opt/ml/input/data/code)
 
 # Array names accepted inside the channels' .npz files, in order of preference.
 FEATURE_ARRAY_NAMES = ("x", "X", "features")

@@ -1,8 +1,10 @@
 """Hyperparameters -> typed, validated settings. The only place that parses them.
 
-SageMaker passes hyperparameters as a flat JSON object of strings. We read the raw strings
-(not the toolkit's JSON-decoded copy, which would turn a study name like "123" into an int)
-and validate every key before anything touches the study.
+SageMaker passes hyperparameters as a flat JSON object of strings. In script mode (an Estimator
+with ``source_dir``/``entry_point``) SDK v2 JSON-encodes every value first, so ``n-trials=20``
+arrives as ``"\"20\""``. We decode such values as the sagemaker-training toolkit does, but keep
+the value a string for our own typed parsers (a study name "123" stays "123"), and validate
+every key before anything touches the study.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from entrypoint.constants import IGNORED_HYPERPARAMETER_PREFIXES, METRIC_KEYS
@@ -171,27 +174,52 @@ def describe() -> str:
     return "\n".join(f"{name.replace('_', '-')}: {doc}" for name, (_, doc) in _PARSERS.items())
 
 
+def decode(raw: object) -> str:
+    """The value as the user wrote it.
+
+    SDK v2 JSON-encodes every value in script mode (``"\"conv_digits\""``, ``"\"20\""``). Like
+    the toolkit, a value that parses as a JSON string is decoded; anything else (a plain string,
+    or the text of a JSON number or boolean) stays the string it was, for the typed parsers.
+    """
+    if not isinstance(raw, str):
+        return json.dumps(raw)  # a hand-made dict with numbers or booleans: their JSON text
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, str) else raw
+
+
+MAX_KEY_SHOWN = 40  # characters of an unknown key echoed in the failure (FailureReason: 1024)
+MAX_UNKNOWN_SHOWN = 5
+
+
+def _shown(key: str) -> str:
+    """A key as it is quoted in a message: printable, and cut short when long."""
+    text = key if key.isprintable() else ascii(key)[1:-1]
+    return text if len(text) <= MAX_KEY_SHOWN else f"{text[:MAX_KEY_SHOWN]}... ({len(key)} characters)"
+
+
 def parse(hyperparameters: Mapping[str, object]) -> Settings:
     """Validate raw hyperparameters; raise UserError naming every bad key."""
     values: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     problems: list[str] = []
+    unknown: list[str] = []
     for key, raw in hyperparameters.items():
         if key.startswith(IGNORED_HYPERPARAMETER_PREFIXES):
             continue
         name = key.strip().lower().replace("-", "_")
         if name not in _PARSERS:
-            problems.append(f"unknown hyperparameter '{key}'")
+            unknown.append(key)
             continue
         if name in spelled:
             problems.append(f"hyperparameter '{key}' is given twice (also as '{spelled[name]}')")
             continue
         spelled[name] = key
-        if not isinstance(raw, str):
-            raw = json.dumps(raw)  # the SDK stringifies; accept the same from a hand-made dict
         parser, _ = _PARSERS[name]
         try:
-            values[name] = parser(raw)
+            values[name] = parser(decode(raw))
         except ValueError as exc:
             # The value itself is not echoed: a misplaced secret must not reach the failure file.
             problems.append(f"hyperparameter '{key}' {exc}")
@@ -214,22 +242,52 @@ def parse(hyperparameters: Mapping[str, object]) -> Settings:
         problems.append(f"{names} need 'db-secret' or 'storage' (without them the study is embedded)")
     if "db_secret" not in values and values.get("host"):
         problems.append("hyperparameter 'host' needs 'db-secret' (credentials are never hyperparameters)")
+    if unknown:
+        shown = ", ".join(f"'{_shown(k)}'" for k in unknown[:MAX_UNKNOWN_SHOWN])
+        more = f" and {len(unknown) - MAX_UNKNOWN_SHOWN} more" if len(unknown) > MAX_UNKNOWN_SHOWN else ""
+        plural = "s" if len(unknown) > 1 else ""
+        problems.insert(0, f"unknown hyperparameter{plural} {shown}{more}")
+        problems.append(f"accepted: {', '.join(accepted_keys())}")
     if problems:
-        if any(p.startswith("unknown hyperparameter") for p in problems):
-            problems.append(f"accepted: {', '.join(accepted_keys())}")
         raise UserError("Invalid hyperparameters: " + "; ".join(problems))
     return Settings(**values)
 
 
+def read(path: str | os.PathLike[str]) -> dict[str, object]:
+    """hyperparameters.json as a dict (a missing file: none); one clear line for a bad file."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UserError(f"Cannot read the hyperparameters file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"The hyperparameters file {path} is not UTF-8 text "
+            f"(byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    if not text.strip():
+        raise UserError(
+            f"The hyperparameters file {path} is empty: it must hold a JSON object ({{}} for none)"
+        )
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"The hyperparameters file {path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(
+            f"The hyperparameters file {path} must hold a JSON object of strings, not {_json_type(raw)}"
+        )
+    return raw
+
+
+def _json_type(value: object) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def load(path: str | os.PathLike[str]) -> Settings:
     """Read and validate hyperparameters.json (a missing file means all defaults)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        return Settings()
-    except (OSError, ValueError) as exc:
-        raise UserError(f"Cannot read hyperparameters file {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"Hyperparameters file {path} must hold a JSON object")
-    return parse(raw)
+    return parse(read(path))

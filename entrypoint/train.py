@@ -1,6 +1,6 @@
 """The training entry point: ``SAGEMAKER_TRAINING_MODULE=entrypoint.train:main``.
 
-The toolkit's ``train`` command imports this module and calls :func:`main`. A
+The image's ``train`` command (entrypoint/cli.py) imports this module and calls :func:`main`. A
 :class:`~entrypoint.errors.UserError` becomes a short failure file and exit code 1.
 """
 
@@ -18,8 +18,15 @@ from sagemaker_training import environment
 from entrypoint import data, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
-from entrypoint.constants import CHECKPOINT_DIR, ENV_TRAINING_JOB_NAME, SUBMIT_DIRECTORY_HYPERPARAMETER
+from entrypoint.constants import (
+    CHANNEL_CODE,
+    CHECKPOINT_DIR,
+    ENV_TRAINING_JOB_NAME,
+    LOCAL_JOB_NAME,
+    SUBMIT_DIRECTORY_HYPERPARAMETER,
+)
 from entrypoint.dberrors import describe, retrying
+from entrypoint.errors import UserError
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
 from entrypoint.redact import redacting
@@ -37,7 +44,6 @@ class JobPaths:
     channels: dict[str, str]
     checkpoint_dir: Path | None = None  # exists only when checkpointing (managed spot) is on
     code_dir: Path | None = None  # the Estimator's source_dir, for model-module
-    host: str | None = None  # set when the job has several instances: each gets its own seed
 
     @property
     def checkpoints(self) -> Path | None:
@@ -83,7 +89,7 @@ def _run_on(
     def db_call(fn, what):
         return retrying(fn, settings.db_retry_timeout, what, guard.stop)
 
-    seed = search.job_seed(settings.seed, job_name if paths.host is None else f"{job_name}/{paths.host}")
+    seed = search.job_seed(settings.seed, job_name)
     sampler, pruner = search.make_sampler(settings, seed), search.make_pruner(settings)
     study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
@@ -158,12 +164,21 @@ def _submit_directory() -> str | None:
         return raw
 
 
-def _host_if_several() -> str | None:
+def _refuse_several_hosts() -> None:
+    """One instance per job: with instance_count > 1 SageMaker packs every host's model_dir and
+    output data into one model.tar.gz and one output.tar.gz, where same-named files clash."""
     try:
         resources = environment.read_resource_config()
     except FileNotFoundError:
-        return None
-    return resources.get("current_host") if len(resources.get("hosts", [])) > 1 else None
+        return
+    hosts = resources.get("hosts") or []
+    if len(hosts) > 1:
+        raise UserError(
+            f"This image trains on one instance per job, and this job has {len(hosts)} (instance_count="
+            f"{len(hosts)}): each would write its own model and report into the job's one model.tar.gz "
+            "and output.tar.gz. Run several one-instance jobs on one study instead (the same study-name "
+            "and db-secret; `sagemaker-optuna launch --jobs N`)"
+        )
 
 
 def _channel_names() -> list[str]:
@@ -181,15 +196,19 @@ def main() -> None:
     # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
     # it logs every hyperparameter value that is not JSON.
     settings = settings_mod.load(environment.hyperparameters_file_dir)
+    _refuse_several_hosts()
     if settings.model_module:
         usermodule.fetch_source(_submit_directory(), environment.code_dir)
-    job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or f"local-{os.getpid()}"
+    # Outside SageMaker one fixed name, so that a local run with a seed repeats exactly (the
+    # seed derives from it); give each of several local jobs on one study its own name.
+    job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or LOCAL_JOB_NAME
     paths = JobPaths(
         model_dir=Path(environment.model_dir),
         output_data_dir=Path(environment.output_data_dir),
         channels={name: environment.channel_path(name) for name in _channel_names()},
         checkpoint_dir=Path(environment.base_dir) / CHECKPOINT_DIR,
-        code_dir=Path(environment.code_dir),
-        host=_host_if_several(),
+        code_dir=usermodule.source_folder(
+            Path(environment.code_dir), Path(environment.channel_path(CHANNEL_CODE))
+        ),
     )
     run(settings, paths, job_name, guard)

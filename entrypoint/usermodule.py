@@ -157,6 +157,14 @@ def network_builder(
     return load(name, Path(model_dir) / "code").build_network
 
 
+def source_folder(code_dir: Path, code_channel: Path) -> Path:
+    """Where the user's source_dir is: /opt/ml/code (SDK v2, fetched or mounted there) unless it
+    is empty and the ``code`` channel exists (SDK v3's SourceCode: /opt/ml/input/data/code)."""
+    if code_dir.is_dir() and any(code_dir.iterdir()):
+        return code_dir
+    return code_channel if code_channel.is_dir() else code_dir
+
+
 def fetch_source(submit_uri: str | None, code_dir: str | Path) -> None:
     """Fetch the Estimator's source_dir (sourcedir.tar.gz on S3) into code_dir, as the toolkit's
     script mode does; a code_dir that already holds files (a local run) is used as it is."""

@@ -116,3 +116,20 @@ def private_db(private_mariadb):
         private_mariadb.start()
     with services.mysql_database(port=private_mariadb.port) as db:
         yield db
+
+
+# --- the image, built once per session for tests/test_image.py and tests/test_sdk_local.py ------
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from tests.test_image import find_engine
+
+    return find_engine()
+
+
+@pytest.fixture(scope="session")
+def image(engine):
+    from tests.test_image import build_image
+
+    yield from build_image(engine)

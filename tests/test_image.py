@@ -109,8 +109,8 @@ def make(*args: str, env: dict[str, str], timeout: float) -> subprocess.Complete
     )
 
 
-@pytest.fixture(scope="session")
-def engine() -> Engine:
+def find_engine() -> Engine:
+    """The `engine` fixture (tests/conftest.py: one per session, shared with test_sdk_local)."""
     if shutil.which("make") is None:
         services.unavailable("make is not installed")
     found = make("-s", "image-vars", env=make_env(), timeout=120)
@@ -123,9 +123,8 @@ def engine() -> Engine:
     return engine
 
 
-@pytest.fixture(scope="session")
-def image(engine: Engine) -> Iterator[str]:
-    """The image, built once per session by `make image` under a tag of its own."""
+def build_image(engine: Engine) -> Iterator[str]:
+    """The `image` fixture: built once per session by `make image` under a tag of its own."""
     name = f"sagemaker-optuna-chainer:pytest-{os.getpid()}"
     started = time.monotonic()
     built = make("image", f"IMAGE={name}", env=engine.env, timeout=BUILD_TIMEOUT)
@@ -199,6 +198,7 @@ def test_image_is_configured_for_sagemaker(engine: Engine, image: str):
     assert env["SAGEMAKER_TRAINING_MODULE"] == "entrypoint.train:main"
     assert env["PYTHONUNBUFFERED"] == "1" and env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert not config.get("Entrypoint"), "SageMaker's train/serve must be the command itself"
+    assert config["Cmd"] == ["train"], "SDK v3's ModelTrainer starts the container without a command"
     size = int(info["Size"])
     print(f"image size: {size / 1e6:.0f} MB")
     assert size <= MAX_IMAGE_BYTES, f"{size / 1e6:.0f} MB"

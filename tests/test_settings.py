@@ -106,12 +106,95 @@ def test_load_reads_the_file(tmp_path):
     path.write_text(json.dumps({"n-trials": "2"}))
     assert settings.load(path).n_trials == 2
     assert settings.load(tmp_path / "missing.json") == settings.Settings()
-    path.write_text("{not json")
-    with pytest.raises(UserError, match="Cannot read hyperparameters file"):
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"{not json", "is not valid JSON: Expecting property name enclosed in double quotes"),
+        (b"", "is empty: it must hold a JSON object ({} for none)"),
+        (b" \n", "is empty"),
+        (b"[1, 2]", "must hold a JSON object of strings, not an array"),
+        (b'"n-trials=3"', "not a string"),
+        (b"null", "not null"),
+        (b'{"study-name": "caf\xe9"}', "is not UTF-8 text (byte 0xe9 at offset 19)"),
+    ],
+)
+def test_a_bad_hyperparameters_file_is_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "hyperparameters.json"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as info:
         settings.load(path)
-    path.write_text("[1, 2]")
-    with pytest.raises(UserError, match="must hold a JSON object"):
-        settings.load(path)
+    text = str(info.value)
+    assert message in text and str(path) in text
+    assert "\n" not in text and len(text) < 300
+
+
+def test_a_long_unknown_key_is_cut_short():
+    key = "k" * 10_000
+    with pytest.raises(UserError) as info:
+        settings.parse({key: "1", "n-trails": "2"})
+    text = str(info.value)
+    assert f"unknown hyperparameters '{'k' * 40}... (10000 characters)', 'n-trails'" in text
+    assert len(text) < 1024, len(text)  # SageMaker's FailureReason keeps 1024 characters
+
+
+def test_many_unknown_keys_are_counted_not_listed():
+    with pytest.raises(UserError) as info:
+        settings.parse({f"bogus-{i}": "1" for i in range(100)})
+    text = str(info.value)
+    assert "'bogus-4' and 95 more;" in text and "bogus-5'" not in text
+    assert len(text) < 1024
+
+
+def test_control_characters_in_a_key_are_shown_escaped():
+    with pytest.raises(UserError) as info:
+        settings.parse({"bad\nkey\x1b": "1"})
+    assert "'bad\\nkey\\x1b'" in str(info.value)
+
+
+# SDK v2 in script mode (source_dir / entry_point): json.dumps of every value.
+SCRIPT_MODE = {
+    "study-name": '"digits-v1"',
+    "n-trials": '"20"',
+    "timeout": "3600.5",
+    "seed": "1",
+    "model-module": '"conv_digits"',
+    "install-requirements": "false",
+    "sampler": '"random"',
+}
+
+
+def test_json_encoded_values_are_decoded_as_the_toolkit_does():
+    s = settings.parse(SCRIPT_MODE)
+    assert (s.study_name, s.n_trials, s.timeout, s.seed) == ("digits-v1", 20, 3600.5, 1)
+    assert (s.model_module, s.install_requirements, s.sampler) == ("conv_digits", False, "random")
+
+
+@pytest.mark.parametrize(
+    "raw, decoded",
+    [
+        ('"20"', "20"),  # a JSON string holding a number: still a number for a numeric key
+        ("20", "20"),
+        ("plain text", "plain text"),  # not JSON: stays as it is
+        ("123", "123"),  # a JSON number stays its text: a study name "123" is not an int
+        ("true", "true"),
+        ('"with \\"quotes\\""', 'with "quotes"'),
+        ("[1, 2]", "[1, 2]"),
+        (7, "7"),  # a hand-made dict with numbers
+        (False, "false"),
+    ],
+)
+def test_decode(raw, decoded):
+    assert settings.decode(raw) == decoded
+
+
+def test_a_bad_json_encoded_value_is_still_refused_without_echo():
+    with pytest.raises(UserError) as info:
+        settings.parse({"n-trials": '"many"', "study-name": '""'})
+    text = str(info.value)
+    assert "'n-trials' must be an integer" in text and "'study-name' must not be empty" in text
+    assert "many" not in text
 
 
 def test_describe_lists_every_key():

@@ -1,4 +1,4 @@
-"""The toolkit's real `train` console script, run as SageMaker runs it, on a temp base folder."""
+"""The image's real `train` console script (entrypoint/cli.py), run as SageMaker runs it, on a temp base folder."""
 
 import csv
 import json
@@ -6,6 +6,7 @@ import subprocess
 
 import numpy as np
 import optuna
+import pytest
 
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 
@@ -91,3 +92,55 @@ def test_readme_metric_definitions_read_the_real_output(job_dir):
     assert f"loss={found['train:loss']:.6g} accuracy={found['train:accuracy']:.6g} " in epoch_line
     best_line = next(line for line in out.splitlines() if line.startswith("best_trial="))
     assert float(definitions["best:value"].search(best_line).group(1)) >= 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"{not json", "is not valid JSON"),
+        (b"", "is empty"),
+        (b'["n-trials", "3"]', "must hold a JSON object of strings, not an array"),
+        (b'{"study-name": "\xff"}', "is not UTF-8 text (byte 0xff"),
+    ],
+)
+def test_a_bad_hyperparameters_file_fails_with_one_line(job_dir, content, message):
+    """The toolkit's own `train` parsed this file first and failed with a traceback."""
+    base = job_dir()
+    (base / "input" / "config" / "hyperparameters.json").write_bytes(content)
+    result = run_train(base)
+    assert result.returncode == 1, result.stderr
+    failure = (base / "output" / "failure").read_text()
+    assert message in failure and "\n" not in failure.strip(), failure
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_long_unknown_key_is_not_echoed_in_full(job_dir):
+    base = job_dir({"x" * 10_000: "1"})
+    result = run_train(base)
+    assert result.returncode == 1
+    failure = (base / "output" / "failure").read_text()
+    assert "unknown hyperparameter 'xxxx" in failure and "(10000 characters)" in failure
+    assert len(failure) < 1024
+    assert "x" * 100 not in result.stdout + result.stderr  # nor in the log
+
+
+def test_train_runs_the_module_named_by_sagemaker_training_module(job_dir, tmp_path):
+    """Like the toolkit's framework mode: a derived image may name its own function."""
+    (tmp_path / "custom_entry.py").write_text(
+        "from entrypoint.errors import UserError\ndef run():\n    raise UserError('custom entry point ran')\n"
+    )
+    base = job_dir()
+    env = {**train_env(base, PYTHONPATH=str(tmp_path)), "SAGEMAKER_TRAINING_MODULE": "custom_entry:run"}
+    result = subprocess.run([str(VENV_BIN / "train")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert (base / "output" / "failure").read_text() == "custom entry point ran"
+
+
+def test_a_training_module_that_cannot_be_imported_fails_with_a_failure_file(job_dir):
+    base = job_dir()
+    env = {**train_env(base), "SAGEMAKER_TRAINING_MODULE": "no_such_module:main"}
+    result = subprocess.run([str(VENV_BIN / "train")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert (
+        base / "output" / "failure"
+    ).read_text() == "ModuleNotFoundError: No module named 'no_such_module'"

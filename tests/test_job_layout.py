@@ -1,0 +1,122 @@
+"""How the SageMaker SDKs lay out a job, run through the real `train` command: SDK v3's `code`
+channel, several instances in one job, and local runs that repeat exactly."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import VENV_BIN, train_env
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
+
+
+def run_train(base: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "train")], env=train_env(base, **env), capture_output=True, text=True, timeout=600
+    )
+
+
+def add_channel_config(base: Path, name: str) -> None:
+    path = base / "input" / "config" / "inputdataconfig.json"
+    config = json.loads(path.read_text())
+    config[name] = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
+    path.write_text(json.dumps(config))
+
+
+def test_model_module_from_the_code_channel_of_sdk_v3(job_dir):
+    """SDK v3's SourceCode mounts source_dir as the `code` channel, not /opt/ml/code; that
+    channel holds code, not data."""
+    base = job_dir({"model-module": "conv_digits", "n-trials": "1", "epochs": "1", "seed": "1"})
+    code = base / "input" / "data" / "code"
+    code.mkdir()
+    shutil.copy2(EXAMPLE / "conv_digits.py", code / "conv_digits.py")
+    add_channel_config(base, "code")
+    result = run_train(base, TRAINING_JOB_NAME="v3-code-channel")
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = json.loads((base / "model" / "model.json").read_text())
+    assert meta["model_module"] == "conv_digits"
+    assert (base / "model" / "code" / "conv_digits.py").read_bytes() == (
+        EXAMPLE / "conv_digits.py"
+    ).read_bytes()
+    assert "Data: 400 training and 200 test examples, 64 features" in result.stderr + result.stdout
+
+
+def test_several_instances_are_refused_before_anything_is_written(tmp_path, job_dir):
+    """instance_count=2: SageMaker tars every host's model_dir (and output data) into one archive,
+    so two hosts share the folders here as they would share the archive."""
+    shared = tmp_path / "aggregated"
+    (shared / "model").mkdir(parents=True)
+    (shared / "output-data").mkdir()
+    results = []
+    for host in ("algo-1", "algo-2"):
+        base = job_dir({"n-trials": "1", "epochs": "1"})
+        base = base.rename(tmp_path / host)
+        (base / "input" / "config" / "resourceconfig.json").write_text(
+            json.dumps(
+                {"current_host": host, "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}
+            )
+        )
+        shutil.rmtree(base / "model")
+        shutil.rmtree(base / "output" / "data")
+        (base / "model").symlink_to(shared / "model")
+        (base / "output" / "data").symlink_to(shared / "output-data")
+        results.append((base, run_train(base, TRAINING_JOB_NAME="two-hosts")))
+    for base, result in results:
+        assert result.returncode == 1, result.stderr[-2000:]
+        failure = (base / "output" / "failure").read_text()
+        assert failure.startswith("This image trains on one instance per job, and this job has 2")
+        assert "Run several one-instance jobs on one study instead" in failure and len(failure) < 1024
+    assert list((shared / "model").iterdir()) == [] and list((shared / "output-data").iterdir()) == []
+
+
+def study_table(base: Path) -> list[dict]:
+    import csv
+
+    with open(base / "output" / "data" / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    clocks = ("datetime", "duration", "elapsed_time", "heartbeat")  # wall-clock columns
+    return [{k: v for k, v in row.items() if not any(c in k for c in clocks)} for row in rows]
+
+
+def test_a_local_run_with_a_seed_repeats_exactly(tmp_path, small_digits):
+    """No TRAINING_JOB_NAME (a local run): same seed, same study, same model."""
+    from entrypoint.localjob import write_job_folder
+
+    hps = {"n-trials": "4", "epochs": "2", "seed": "1"}
+    runs = []
+    for name in ("first", "second"):
+        base = write_job_folder(tmp_path / name, hps, small_digits)
+        result = run_train(base)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(base)
+    first, second = (study_table(base) for base in runs)
+    assert len(first) == 4 and first == second
+    meta = [json.loads((base / "model" / "model.json").read_text()) for base in runs]
+    assert meta[0]["job_name"] == "local" and meta[0] == meta[1]
+    weights = [np.load(base / "model" / m["weights_file"]) for base, m in zip(runs, meta, strict=True)]
+    assert sorted(weights[0].files) == sorted(weights[1].files)
+    for name in weights[0].files:  # the arrays, not the zip files (they carry timestamps)
+        np.testing.assert_array_equal(weights[0][name], weights[1][name])
+
+
+def test_train_on_path_is_ours_not_the_toolkits():
+    """Both sagemaker-training and this project install a `train` script; ours must win."""
+    assert "from entrypoint.cli import main" in (VENV_BIN / "train").read_text()
+
+
+@pytest.mark.container
+def test_the_image_reads_a_broken_hyperparameters_file_itself(engine, image, job_dir):
+    """Not the toolkit's `train`, which parsed the file first and failed with a traceback."""
+    base = job_dir()
+    (base / "input" / "config" / "hyperparameters.json").write_text('{"n-trials": "3",}')
+    result = engine.run_container("--network=none", "-v", f"{base}:/opt/ml", image, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(
+        "The hyperparameters file /opt/ml/input/config/hyperparameters.json is not valid JSON"
+    )
+    assert "Traceback" not in result.stdout + result.stderr

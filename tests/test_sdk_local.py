@@ -1,0 +1,497 @@
+"""The SageMaker Python SDK, v2 and v3, driving the image in local mode, as users call it.
+
+Each SDK runs in its own venv (build/sdk-v2, build/sdk-v3: `make sdk`, which `make test` runs)
+from a script in tests/sdk_drivers/. Local mode drives docker-compose (Debian's 1.29, installed by
+docker/setup-engine.sh) against a Docker API socket: with podman, `podman system service` on a
+socket of this test's own. docker-compose 1.x exits 0 when the container failed, so every job's
+real outcome is checked here: the container's exit code and the absence of a failure file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from entrypoint.settings import load
+from tests import services
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVERS = ROOT / "tests" / "sdk_drivers"
+EXAMPLE = ROOT / "examples" / "conv_digits"
+SDK_TIMEOUT = 900
+COMPOSE_WORKDIR_LABEL = "com.docker.compose.project.working_dir"
+
+
+def sdk_python(version: str) -> Path:
+    python = ROOT / "build" / f"sdk-{version}" / "bin" / "python"
+    if not (python.parent.parent / ".installed").exists():
+        services.unavailable(f"SageMaker SDK {version} venv missing: run `make sdk`")
+    return python
+
+
+@pytest.fixture(scope="session")
+def docker_host(engine, tmp_path_factory) -> Iterator[str]:
+    """A Docker API socket for docker-compose and the docker CLI that the SDK calls."""
+    if shutil.which("docker-compose") is None:
+        services.unavailable("docker-compose is not installed: run `make engine`")
+    if shutil.which("docker") is None:  # local mode calls `docker compose version`, `docker images`
+        services.unavailable("the SDK's local mode needs the docker CLI (no daemon: a socket is enough)")
+    if not engine.is_podman:
+        yield os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        return
+    url = f"unix://{tmp_path_factory.mktemp('podman') / 'podman.sock'}"
+    service = subprocess.Popen(
+        [engine.command, "system", "service", "--time=0", url],
+        env=engine.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        env = {**os.environ, "DOCKER_HOST": url}
+        services.wait_for(
+            lambda: (
+                subprocess.run(["docker", "version"], env=env, capture_output=True, timeout=10).returncode
+                == 0
+            ),
+            60,
+            "podman's Docker API socket",
+        )
+        yield url
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def sdk_config_env(moto_endpoint, tmp_path_factory) -> dict[str, str]:
+    """The SDK's environment: telemetry off in its config file, AWS calls to moto."""
+    folder = tmp_path_factory.mktemp("sdk-config")
+    config = folder / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+        )
+    )
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "AWS_"))},
+        **services.aws_env(moto_endpoint),
+        "AWS_ENDPOINT_URL": moto_endpoint,  # any other AWS call the SDK makes goes to moto too
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        "HOME": str(folder),  # nothing from this machine's ~/.sagemaker or ~/.aws
+    }
+
+
+@pytest.fixture(scope="session")
+def sdk_env(sdk_config_env, docker_host) -> dict[str, str]:
+    """... and the Docker API socket for local mode."""
+    return {**sdk_config_env, "DOCKER_HOST": docker_host}
+
+
+@pytest.fixture(scope="module")
+def channels(small_digits, tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("channels")
+    paths = {}
+    for name, (x, y) in small_digits.items():
+        (folder / name).mkdir()
+        np.savez(folder / name / "data.npz", x=x, y=y)
+        paths[name] = str(folder / name)
+    return paths
+
+
+def run_sdk(version: str, args: dict, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict]:
+    result = subprocess.run(
+        [str(sdk_python(version)), str(DRIVERS / f"{version}_local.py"), json.dumps(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SDK_TIMEOUT,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, f"SDK {version} failed:\n{log_tail(result)}"
+    return result, json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def log_tail(result: subprocess.CompletedProcess, chars: int = 6000) -> str:
+    return f"--- stdout\n{result.stdout[-chars:]}\n--- stderr\n{result.stderr[-chars:]}"
+
+
+def containers_under(engine, root: Path) -> list[dict]:
+    """`inspect` of every container docker-compose started for a compose file under root."""
+    ids = engine("ps", "-aq").stdout.split()
+    if not ids:
+        return []
+    found = json.loads(engine("inspect", *ids).stdout)
+    return [
+        c
+        for c in found
+        if (c["Config"].get("Labels") or {}).get(COMPOSE_WORKDIR_LABEL, "").startswith(str(root))
+    ]
+
+
+@contextlib.contextmanager
+def compose_root(engine, tmp_path: Path) -> Iterator[Path]:
+    """A folder for the SDK's compose files; its containers are removed afterwards."""
+    root = tmp_path / f"sdk-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        for container in containers_under(engine, root):
+            engine("rm", "-f", container["Id"], check=False)
+
+
+def assert_training_succeeded(engine, root: Path, output_tar: Path | None = None) -> list[dict]:
+    """The real outcome: every training container exited 0 and wrote no failure file."""
+    trained = [c for c in containers_under(engine, root) if "serve" not in (c["Config"].get("Cmd") or [])]
+    assert trained, f"no training container found under {root}"
+    for container in trained:
+        assert container["State"]["ExitCode"] == 0, (container["Name"], container["State"])
+    if output_tar is not None:
+        with tarfile.open(output_tar) as tar:
+            names = tar.getnames()
+        assert "failure" not in names, names
+    return trained
+
+
+def model_from_tar(path: Path, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def local_path(uri: str) -> Path:
+    parsed = urllib.parse.urlparse(uri)
+    assert parsed.scheme == "file", uri
+    return Path(parsed.path)
+
+
+def expected_probabilities(model_dir: Path, x: np.ndarray) -> np.ndarray:
+    """What the trained model predicts, computed in this process by the serving code."""
+    from serving.model import load_model, predict_probabilities
+
+    return predict_probabilities(load_model(model_dir), x)
+
+
+def sdk_v2_job(sdk_env, engine, channels, tmp_path, x_test, **extra) -> tuple[dict, Path, dict]:
+    output = tmp_path / "output"
+    output.mkdir()
+    np.save(tmp_path / "x.npy", x_test, allow_pickle=False)
+    with compose_root(engine, tmp_path) as root:
+        args = {
+            "image": extra.pop("image"),
+            "channels": channels,
+            "output": f"file://{output}",
+            "root": str(root),
+            "port": services.free_port(),
+            "predict": str(tmp_path / "x.npy"),
+            **extra,
+        }
+        result, answer = run_sdk("v2", args, sdk_env)
+        model_tar = local_path(answer["model_data"])
+        assert_training_succeeded(engine, root, model_tar.parent / "output.tar.gz")
+    meta = json.loads((model_from_tar(model_tar, tmp_path / "model") / "model.json").read_text())
+    return answer, tmp_path / "model", meta | {"log": result.stdout + result.stderr}
+
+
+# --- SDK v2: Estimator in local mode --------------------------------------------------------
+
+
+@pytest.mark.container
+def test_sdk_v2_builtin_model_fit_deploy_predict(engine, image, sdk_env, channels, digits, tmp_path):
+    x_test = digits["test"][0][:16]
+    answer, model_dir, meta = sdk_v2_job(
+        sdk_env,
+        engine,
+        channels,
+        tmp_path,
+        x_test,
+        image=image,
+        job="sdk-v2-builtin",
+        hyperparameters={"study-name": "sdk-v2", "n-trials": 2, "epochs": 3, "seed": 1},
+    )
+    assert meta["job_name"] == "sdk-v2-builtin" and meta["study_name"] == "sdk-v2"
+    assert meta.get("model_module") is None
+    assert "best_trial=" in meta["log"]
+    predictions = np.asarray(answer["predictions"])
+    np.testing.assert_allclose(predictions, expected_probabilities(model_dir, x_test), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.container
+def test_sdk_v2_bring_your_own_model_fit_deploy_predict(engine, image, sdk_env, channels, digits, tmp_path):
+    """source_dir + entry_point: SDK v2 JSON-encodes every hyperparameter (script mode)."""
+    x_test = digits["test"][0][:16]
+    answer, model_dir, meta = sdk_v2_job(
+        sdk_env,
+        engine,
+        channels,
+        tmp_path,
+        x_test,
+        image=image,
+        job="sdk-v2-byo",
+        source_dir=str(EXAMPLE),
+        entry_point="conv_digits.py",
+        hyperparameters={
+            "model-module": "conv_digits",
+            "study-name": "sdk-v2-byo",
+            "n-trials": 1,
+            "epochs": 2,
+        },
+    )
+    assert meta["model_module"] == "conv_digits" and meta["study_name"] == "sdk-v2-byo"
+    assert (model_dir / "code" / "conv_digits.py").is_file()
+    predictions = np.asarray(answer["predictions"])
+    np.testing.assert_allclose(predictions, expected_probabilities(model_dir, x_test), rtol=1e-5, atol=1e-6)
+
+
+# --- SDK v3: ModelTrainer in local container mode (training only) --------------------------
+
+
+def sdk_v3_job(sdk_env, engine, channels, tmp_path, **args) -> tuple[Path, dict]:
+    with compose_root(engine, tmp_path) as root:
+        result, _ = run_sdk("v3", {"channels": channels, "root": str(root), **args}, sdk_env)
+        assert_training_succeeded(engine, root)
+        archives = list(root.rglob("model.tar.gz"))
+        assert len(archives) == 1, (archives, log_tail(result))
+        outputs = list(root.rglob("output.tar.gz"))
+        if outputs:
+            with tarfile.open(outputs[0]) as tar:
+                assert "failure" not in tar.getnames()
+        model_dir = model_from_tar(archives[0], tmp_path / "model")
+    return model_dir, json.loads((model_dir / "model.json").read_text())
+
+
+@pytest.mark.container
+def test_sdk_v3_model_trainer_builtin_model(engine, image, sdk_env, channels, tmp_path):
+    """No command: the image's CMD must train."""
+    model_dir, meta = sdk_v3_job(
+        sdk_env,
+        engine,
+        channels,
+        tmp_path,
+        image=image,
+        job="sdk-v3-builtin",
+        hyperparameters={"study-name": "sdk-v3", "n-trials": 2, "epochs": 2, "seed": 1},
+    )
+    assert meta["study_name"] == "sdk-v3" and meta.get("model_module") is None
+    assert (model_dir / meta["weights_file"]).is_file()
+
+
+@pytest.mark.container
+def test_sdk_v3_model_trainer_bring_your_own_model(engine, image, sdk_env, channels, tmp_path):
+    """SourceCode delivers source_dir as the `code` channel and runs `train` there."""
+    model_dir, meta = sdk_v3_job(
+        sdk_env,
+        engine,
+        channels,
+        tmp_path,
+        image=image,
+        job="sdk-v3-byo",
+        source_dir=str(EXAMPLE),
+        hyperparameters={
+            "model-module": "conv_digits",
+            "study-name": "sdk-v3-byo",
+            "n-trials": 1,
+            "epochs": 2,
+        },
+    )
+    assert meta["model_module"] == "conv_digits"
+    assert (model_dir / "code" / "conv_digits.py").is_file()
+
+
+# --- hyperparameters.json exactly as SDK v2 writes it ---------------------------------------
+
+EVERY_KEY = {
+    "study-name": "digits-v1",
+    "n-trials": 20,
+    "timeout": 3600.5,
+    "objective-metric": "loss",
+    "direction": "minimize",
+    "sampler": "random",
+    "seed": 1,
+    "pruner": "hyperband",
+    "epochs": 5,
+    "batch-size": 64,
+    "db-secret": "hpo/optuna-db",
+    "host": "db.example",
+    "db-port": 3306,
+    "db-name": "optuna",
+    "db-engine": "mysql",
+    "db-ssl-ca": "/opt/ml/input/data/ca/ca.pem",
+    "region-name": "eu-west-1",
+    "max-trials": 100,
+    "heartbeat-interval": 30,
+    "heartbeat-grace-period": 90,
+    "db-retry-timeout": 120.5,
+    "trial-timeout": 600,
+    "max-consecutive-failures": 3,
+    "model-module": "conv_digits",
+    "install-requirements": False,
+}
+STORAGE_KEY = {"storage": "postgresql+psycopg2://optuna@db.example:5432/optuna"}  # not with host
+
+
+def as_strings(keys: dict) -> dict:
+    """The README's style: every value a string ("20"), which script mode sends as "\\"20\\""."""
+    return {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in keys.items()}
+
+
+HOST_KEYS = EVERY_KEY
+STORAGE_KEYS = {**{k: v for k, v in EVERY_KEY.items() if k != "host"}, **STORAGE_KEY}
+
+
+VARIANTS = {
+    "host-typed": HOST_KEYS,
+    "host-strings": as_strings(HOST_KEYS),
+    "storage-typed": STORAGE_KEYS,
+    "storage-strings": as_strings(STORAGE_KEYS),
+}
+WRITE_HYPERPARAMETERS = """
+import json, sys
+from sagemaker.estimator import Estimator
+from sagemaker.local import LocalSession, image
+
+class Written(Exception):
+    pass
+
+def written(self, host, hyperparameters, input_data_config):
+    real(self, host, hyperparameters, input_data_config)
+    with open(f"{self.container_root}/{host}/input/config/hyperparameters.json") as f:
+        raise Written(f.read())
+
+real = image._SageMakerContainer.write_config_files
+image._SageMakerContainer.write_config_files = written
+args = json.loads(sys.argv[1])
+session = LocalSession()
+session.config = {"local": {"local_code": True, "container_root": args["root"]}}
+for name, keys in args["variants"].items():
+    for source in (None, args["source_dir"]):
+        try:
+            Estimator(
+                image_uri="sagemaker-optuna-chainer:any", role="arn:aws:iam::123456789012:role/r",
+                instance_count=1, instance_type="local", output_path=f"file://{args['root']}/out",
+                hyperparameters=keys, sagemaker_session=session,
+                source_dir=source, entry_point="conv_digits.py" if source else None,
+            ).fit({"train": f"file://{args['root']}"}, job_name="hps")
+        except Written as exc:
+            print("RESULT", json.dumps([name, bool(source), json.loads(str(exc))]), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def sdk_v2_hyperparameters(sdk_config_env, tmp_path_factory) -> dict[tuple[str, bool], dict]:
+    """hyperparameters.json written by SDK v2's own local mode (stopped before docker-compose),
+    for each variant with and without source_dir."""
+    args = {"variants": VARIANTS, "source_dir": str(EXAMPLE), "root": str(tmp_path_factory.mktemp("hps"))}
+    result = subprocess.run(
+        [str(sdk_python("v2")), "-c", WRITE_HYPERPARAMETERS, json.dumps(args)],
+        env=sdk_config_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    found = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            name, with_source_dir, written = json.loads(line.removeprefix("RESULT "))
+            found[name, with_source_dir] = written
+    assert len(found) == 2 * len(VARIANTS), log_tail(result)
+    return found
+
+
+@pytest.mark.parametrize("with_source_dir", [False, True], ids=["plain", "source_dir"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_key_as_sdk_v2_writes_it(sdk_v2_hyperparameters, tmp_path, variant, with_source_dir):
+    keys = VARIANTS[variant]
+    written = sdk_v2_hyperparameters[variant, with_source_dir]
+    for key, value in keys.items():  # script mode: every value JSON-encoded, e.g. "\\"20\\""
+        assert written[key] == (json.dumps(value) if with_source_dir else str(value)), key
+    path = tmp_path / "hyperparameters.json"
+    path.write_text(json.dumps(written))
+    settings = load(path)
+    expected = {k.replace("-", "_"): v for k, v in EVERY_KEY.items() if k in keys}
+    assert {k: getattr(settings, k) for k in expected} == expected
+    if "storage" in keys:
+        assert settings.storage == STORAGE_KEY["storage"] and settings.host is None
+
+
+@pytest.mark.container
+def test_a_failed_job_is_seen_although_docker_compose_exits_0(engine, image, sdk_env, channels, tmp_path):
+    """docker-compose 1.x returns 0 when the container failed: the SDK may report success, so
+    the outcome is read from the container and the failure file."""
+    output = tmp_path / "output"
+    output.mkdir()
+    with compose_root(engine, tmp_path) as root:
+        args = {
+            "image": image,
+            "channels": channels,
+            "output": f"file://{output}",
+            "root": str(root),
+            "port": services.free_port(),
+            "job": "sdk-v2-bad",
+            "hyperparameters": {"n-trials": "many"},
+        }
+        subprocess.run(
+            [str(sdk_python("v2")), str(DRIVERS / "v2_local.py"), json.dumps(args)],
+            env=sdk_env,
+            capture_output=True,
+            text=True,
+            timeout=SDK_TIMEOUT,
+        )
+        trained = containers_under(engine, root)
+        assert [c["State"]["ExitCode"] for c in trained] == [1]
+    with tarfile.open(next(output.rglob("output.tar.gz"))) as tar:
+        failure = tar.extractfile("failure").read().decode()
+    assert failure.startswith("Invalid hyperparameters: hyperparameter 'n-trials' must be an integer")
+    assert io.StringIO(failure).read().count("\n") == 0
+
+
+@pytest.mark.container
+def test_two_instances_are_refused_through_the_sdks_own_aggregation(
+    engine, image, sdk_env, channels, tmp_path
+):
+    """instance_count=2: local mode, like SageMaker, packs both hosts' folders into one archive."""
+    output = tmp_path / "output"
+    output.mkdir()
+    with compose_root(engine, tmp_path) as root:
+        args = {
+            "image": image,
+            "channels": channels,
+            "output": f"file://{output}",
+            "root": str(root),
+            "port": services.free_port(),
+            "job": "sdk-v2-two-hosts",
+            "instance_count": 2,
+            "hyperparameters": {"n-trials": 1, "epochs": 1},
+        }
+        run = subprocess.run(
+            [str(sdk_python("v2")), str(DRIVERS / "v2_local.py"), json.dumps(args)],
+            env=sdk_env,
+            capture_output=True,
+            text=True,
+            timeout=SDK_TIMEOUT,
+        )
+        exit_codes = sorted(c["State"]["ExitCode"] for c in containers_under(engine, root))
+        assert exit_codes == [1, 1], log_tail(run)
+    with tarfile.open(next(output.rglob("output.tar.gz"))) as tar:
+        failure = tar.extractfile("failure").read().decode()
+    assert failure.startswith(
+        "This image trains on one instance per job, and this job has 2 (instance_count=2)"
+    )
+    with tarfile.open(next(output.rglob("model.tar.gz"))) as tar:
+        assert tar.getnames() == []
