@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 
 from entrypoint import credentials
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from entrypoint.dberrors import describe, retrying
+from entrypoint.dberrors import Retrier, describe
 from entrypoint.errors import UserError
 from entrypoint.settings import Settings
 
@@ -238,6 +238,25 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         self._silent_since: dict[int, float] = {}  # trial id -> when first seen without beats
         self.clock = time.monotonic
 
+    _RUNNING_BEATS = sqlalchemy.text(
+        "SELECT t.trial_id, h.heartbeat FROM trials t LEFT OUTER JOIN trial_heartbeats h"
+        " ON h.trial_id = t.trial_id WHERE t.study_id = :study_id AND t.state = 'RUNNING'"
+    ).columns(
+        sqlalchemy.column("trial_id", sqlalchemy.Integer), sqlalchemy.column("heartbeat", sqlalchemy.DateTime)
+    )
+
+    def lapsed_trial_ids(self, study_id: int, after_s: float) -> list[int]:
+        """RUNNING trials without a heartbeat for ``after_s`` (by the database's clock, like
+        Optuna's sweep), or without any."""
+        with self.engine.connect() as conn:
+            now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
+            rows = conn.execute(self._RUNNING_BEATS, {"study_id": study_id}).all()
+        return [
+            tid
+            for tid, beat in rows
+            if beat is None or (now - beat.replace(tzinfo=None)).total_seconds() > after_s
+        ]
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         with self.engine.connect() as conn:
@@ -280,6 +299,7 @@ def join_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
     stop: threading.Event | None = None,
+    retry: Retrier | None = None,
 ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     """Create the schema and the study, or join them, under the schema lock; retry transient errors.
 
@@ -305,9 +325,10 @@ def join_study(
         )
         return study, storage
 
+    retry = retry or Retrier(settings.db_retry_timeout, stop)
     db_errors = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
     try:
-        study, rdb = retrying(attempt, settings.db_retry_timeout, "opening the study", stop)
+        study, rdb = retry(attempt, "opening the study")
     except db_errors as exc:
         raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
     except TimeoutError as exc:  # the schema lock
@@ -326,7 +347,7 @@ def join_study(
             f"but this job asks for {settings.direction}: use another study-name"
         )
     try:
-        retrying(lambda: fail_stale_trials(study), settings.db_retry_timeout, "failing stale trials", stop)
+        retry(lambda: fail_stale_trials(study), "failing stale trials")
     except db_errors as exc:
         raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
     return study, rdb

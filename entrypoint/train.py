@@ -15,11 +15,12 @@ from pathlib import Path
 import optuna
 from sagemaker_training import environment
 
-from entrypoint import data, report, search, storage, usermodule
+from entrypoint import data, failure, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import CHECKPOINT_DIR, ENV_TRAINING_JOB_NAME, SUBMIT_DIRECTORY_HYPERPARAMETER
-from entrypoint.dberrors import describe, retrying
+from entrypoint.dberrors import Retrier, describe
+from entrypoint.errors import UserError
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
 from entrypoint.redact import redacting
@@ -45,6 +46,14 @@ class JobPaths:
             self.checkpoint_dir if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir() else None
         )
 
+    def folders(self) -> dict[str, Path | None]:
+        """The folders the job writes, by the name a failure gives them."""
+        return {
+            "model folder": self.model_dir,
+            "output data folder": self.output_data_dir,
+            "checkpoint folder": self.checkpoints,
+        }
+
 
 FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker's 120 s
 
@@ -52,6 +61,7 @@ FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker
 def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None = None) -> optuna.Study:
     """Join the study, run this job's trials, keep the best model, write the summary."""
     guard = guard or Guard()
+    failure.check_writable(paths.folders())  # before any trial: a read-only model_dir is found now
     if settings.install_requirements and paths.code_dir is not None:
         usermodule.install_requirements(paths.code_dir)
     spec = usermodule.load(settings.model_module, paths.code_dir or ".")
@@ -80,12 +90,10 @@ def _run_on(
     guard: Guard,
     spec: usermodule.ModelSpec,
 ) -> optuna.Study:
-    def db_call(fn, what):
-        return retrying(fn, settings.db_retry_timeout, what, guard.stop)
-
+    db_call = Retrier(settings.db_retry_timeout, guard.stop)  # one deadline per outage, job-wide
     seed = search.job_seed(settings.seed, job_name if paths.host is None else f"{job_name}/{paths.host}")
     sampler, pruner = search.make_sampler(settings, seed), search.make_pruner(settings)
-    study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop)
+    study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop, db_call)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
     progress.restore_model(paths.model_dir)
     objective = Objective(settings, dataset, job_name, seed, guard, db_call, spec)
@@ -115,18 +123,39 @@ def _run_on(
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
+    runner = TrialRunner(study, rdb, objective, [keeper], settings, guard, progress, db_call)
     try:
-        TrialRunner(study, rdb, objective, [keeper], settings, guard, progress).run()
+        runner.run()
     finally:
-        _wrap_up(study, db, paths, keeper)
+        _wrap_up(study, db, paths, keeper, db_call)
+    _check_outcome(runner, keeper, guard)
     return study
 
 
-def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper) -> None:
+def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -> None:
+    """A job that ran trials and has no model fails; one that had nothing to run does not."""
+    if keeper.meta is not None or guard.stopping:
+        return
+    if runner.ran == 0:
+        logger.warning(
+            "This job had nothing to run (the study's budget was already met): model_dir holds no "
+            "model; the study's best model is in the model.tar.gz of the job named on its best trial"
+        )
+        return
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(runner.states.items()))
+    raise UserError(
+        f"None of the {runner.ran} trials this job ran completed ({counts}); "
+        f"last failure: {runner.last_failure or 'none (pruned)'}"
+    )
+
+
+def _wrap_up(
+    study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper, retry: Retrier
+) -> None:
     """Summary files and closing lines; runs after success, failure and SIGTERM alike."""
     try:
-        best = retrying(
-            lambda: report.write(study, paths.output_data_dir), FINAL_DB_RETRY_S, "writing the report"
+        best = retry(
+            lambda: report.write(study, paths.output_data_dir), "writing the report", limit_s=FINAL_DB_RETRY_S
         )
     except Exception as exc:  # the study may be unreachable; the model is already safe
         logger.error("Could not write the study summary: %s", describe(exc))
@@ -175,16 +204,24 @@ def _channel_names() -> list[str]:
 
 
 def main() -> None:
-    """Framework-mode entry point called by the sagemaker-training toolkit's ``train``."""
+    """Framework-mode entry point called by the sagemaker-training toolkit's ``train``.
+
+    Every failure ends here as one line in the failure file and a non-zero exit (failure.py).
+    """
     guard = Guard()
     guard.install()  # first: PID 1 drops a SIGTERM it has no handler for
-    # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
-    # it logs every hyperparameter value that is not JSON.
-    settings = settings_mod.load(environment.hyperparameters_file_dir)
-    if settings.model_module:
-        usermodule.fetch_source(_submit_directory(), environment.code_dir)
-    job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or f"local-{os.getpid()}"
-    paths = JobPaths(
+    output_dir = Path(environment.output_dir)
+    folders: dict[str, Path | None] = {"output folder": output_dir}
+    try:
+        paths = _paths()
+        folders = {**paths.folders(), "output folder": output_dir}
+        _main(guard, paths, output_dir)
+    except (Exception, KeyboardInterrupt) as exc:
+        failure.fail(exc, output_dir, folders)
+
+
+def _paths() -> JobPaths:
+    return JobPaths(
         model_dir=Path(environment.model_dir),
         output_data_dir=Path(environment.output_data_dir),
         channels={name: environment.channel_path(name) for name in _channel_names()},
@@ -192,4 +229,14 @@ def main() -> None:
         code_dir=Path(environment.code_dir),
         host=_host_if_several(),
     )
+
+
+def _main(guard: Guard, paths: JobPaths, output_dir: Path) -> None:
+    # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
+    # it logs every hyperparameter value that is not JSON.
+    settings = settings_mod.load(environment.hyperparameters_file_dir)
+    if settings.model_module:
+        usermodule.fetch_source(_submit_directory(), environment.code_dir)
+    job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or f"local-{os.getpid()}"
+    failure.check_writable({"output folder": output_dir})  # where the failure file goes
     run(settings, paths, job_name, guard)
