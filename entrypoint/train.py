@@ -116,10 +116,10 @@ def _run_on(
         mirror_dir=progress.model_dir,
     )
     logger.info(
-        "Job %s joins study '%s' on %r: %d of %d trials to run",
+        "Job %s joins study '%s' on %s: %d of %d trials to run",
         job_name,
         study.study_name,
-        db.url,
+        db.shown,
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
