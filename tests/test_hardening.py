@@ -29,7 +29,7 @@ from entrypoint.dberrors import describe
 from entrypoint.errors import UserError
 from tests import services
 from tests.conftest import VENV_BIN, npz, train_env
-from tests.test_parallel_jobs import FINISHED, finish, start_job, study_of
+from tests.test_parallel_jobs import FINISHED, finish, shared_job, start_job, study_of  # noqa: F401 (a fixture)
 
 # --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
 
@@ -352,8 +352,8 @@ def test_an_outage_past_db_retry_timeout_ends_the_job_on_time(
     assert elapsed < 10 + 5, err[-3000:]
 
 
-def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_db, moto_endpoint):
-    beat = {"heartbeat-interval": "1", "heartbeat-grace-period": "4"}
+def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_db, moto_endpoint):  # noqa: F811
+    beat = {"heartbeat-interval": "1", "heartbeat-grace-period": "15"}
     doomed = start_job(
         shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
     )
@@ -367,20 +367,20 @@ def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_
     services.wait_for(beating, 120, "a trial in training that has beaten")
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait(timeout=30)
-    # Within the grace period, another job reaches the study's cap and ends.
+    # Well within the grace period, another job reaches the study's cap and ends.
     rc, _, err = finish(
         start_job(
-            shared_job("finisher", **{"n-trials": "5", "max-trials": "2", **beat}), "finisher", moto_endpoint
+            shared_job("finisher", **{"n-trials": "5", "max-trials": "1", **beat}), "finisher", moto_endpoint
         )
     )
     assert rc == 0, err[-2000:]
     trials = study_of(mysql_db).trials
     assert [t.number for t in trials if t.state == TrialState.RUNNING] == []
     assert trials[0].state == TrialState.FAIL
-    assert len([t for t in trials if t.state in FINISHED]) >= 2
+    assert len([t for t in trials if t.state in FINISHED]) >= 1
 
 
-def test_a_met_budget_does_not_wait_for_live_jobs(shared_job, mysql_db, moto_endpoint):
+def test_a_met_budget_does_not_wait_for_live_jobs(shared_job, mysql_db, moto_endpoint):  # noqa: F811
     beat = {"heartbeat-interval": "2", "heartbeat-grace-period": "60"}
     alive = start_job(
         shared_job("alive", **{"n-trials": "1", "epochs": "10000", **beat}), "alive", moto_endpoint
