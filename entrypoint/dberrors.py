@@ -83,8 +83,9 @@ class Retrier:
     timeout. Each backoff sleep (capped exponential, with jitter) is cut to the time left, so
     the last attempt comes at the deadline, not up to a whole backoff after it. ``limit_s``
     caps one call further (the closing summary). Waiting ends early, with the last error, when
-    ``stop`` is set (the job got SIGTERM), but not before one immediate second try: a pooled
-    connection that the server dropped fails once (no pre-ping) and the second try gets a new one.
+    ``stop`` is set (the job got SIGTERM; not for a call made with ``stoppable=False``), but not
+    before one immediate second try: a pooled connection that the server dropped fails once (no
+    pre-ping) and the second try gets a new one.
     """
 
     def __init__(
@@ -97,7 +98,8 @@ class Retrier:
         self.timeout_s = timeout_s
         self.stop = stop or threading.Event()
         self._clock = clock
-        self._sleep = sleep or self.stop.wait
+        self._sleep = sleep or self.stop.wait  # SIGTERM wakes it
+        self._sleep_through_stop = sleep or time.sleep
         self._backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=15)
         self._outage_deadline: float | None = None
         self._lock = threading.Lock()
@@ -109,14 +111,17 @@ class Retrier:
             deadline = self._outage_deadline
         return deadline if limit is None else min(deadline, limit)
 
-    def __call__(self, fn: Callable[[], T], what: str, limit_s: float | None = None) -> T:
+    def __call__(
+        self, fn: Callable[[], T], what: str, limit_s: float | None = None, stoppable: bool = True
+    ) -> T:
         limit = None if limit_s is None else self._clock() + limit_s
+        sleep = self._sleep if stoppable else self._sleep_through_stop
 
         def wait(state: tenacity.RetryCallState) -> float:
             return max(0.0, min(self._backoff(state), self._deadline(limit) - self._clock()))
 
         def stop(state: tenacity.RetryCallState) -> bool:
-            stopping = self.stop.is_set() and state.attempt_number >= 2
+            stopping = stoppable and self.stop.is_set() and state.attempt_number >= 2
             return stopping or self._clock() >= self._deadline(limit)
 
         def log(state: tenacity.RetryCallState) -> None:
@@ -134,7 +139,7 @@ class Retrier:
                 retry=tenacity.retry_if_exception(is_transient),
                 stop=stop,
                 wait=wait,
-                sleep=self._sleep,
+                sleep=sleep,
                 before_sleep=log,
                 reraise=True,
             )(fn)

@@ -154,8 +154,11 @@ def _wrap_up(
 ) -> None:
     """Summary files and closing lines; runs after success, failure and SIGTERM alike."""
     try:
-        best = retry(
-            lambda: report.write(study, paths.output_data_dir), "writing the report", limit_s=FINAL_DB_RETRY_S
+        best = retry(  # also after SIGTERM, within the outage's deadline and FINAL_DB_RETRY_S
+            lambda: report.write(study, paths.output_data_dir),
+            "writing the report",
+            limit_s=FINAL_DB_RETRY_S,
+            stoppable=False,
         )
     except Exception as exc:  # the study may be unreachable; the model is already safe
         logger.error("Could not write the study summary: %s", describe(exc))
