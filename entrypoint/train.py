@@ -138,8 +138,9 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
         return
     if runner.ran == 0:
         logger.warning(
-            "This job had nothing to run (the study's budget was already met): model_dir holds no "
-            "model; the study's best model is in the model.tar.gz of the job named on its best trial"
+            "This job had nothing to run (its n-trials, the study's max-trials or its timeout was "
+            "already used up): model_dir holds no model; the study's best model is in the "
+            "model.tar.gz of the job named on its best trial"
         )
         return
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(runner.states.items()))
