@@ -133,8 +133,9 @@ def _run_on(
 
 
 def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -> None:
-    """A job that ran trials and has no model fails; one that had nothing to run does not."""
-    if keeper.meta is not None or guard.stopping:
+    """A job that ran trials, some failed and none completed, fails. One that had nothing to run
+    does not, nor one whose trials were all pruned (other jobs found better: normal in a study)."""
+    if keeper.meta is not None or guard.stopping or (runner.ran and not runner.last_failure):
         return
     if runner.ran == 0:
         logger.warning(
@@ -146,7 +147,7 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(runner.states.items()))
     raise UserError(
         f"None of the {runner.ran} trials this job ran completed ({counts}); "
-        f"last failure: {runner.last_failure or 'none (pruned)'}"
+        f"last failure: {runner.last_failure}"
     )
 
 
