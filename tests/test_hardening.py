@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from entrypoint import data, dberrors, storage
+from entrypoint import data, dberrors, failure, storage
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.dberrors import describe
@@ -237,6 +237,33 @@ def test_a_limit_shorter_than_the_outage_deadline_caps_a_call():
     with pytest.raises(mysql.connector.Error):
         retry(lost_connection, "the summary", limit_s=30.0)
     assert clock.now - 1000.0 == pytest.approx(30.0)
+
+
+# --- item 1: what the entry point hands the toolkit ----------------------------------------------
+
+
+def test_every_failure_becomes_one_line_and_a_client_error(tmp_path):
+    """The toolkit exits 1 for a ClientError; for other exceptions it exits with their errno,
+    which is 0 for OSError() and a TypeError (then exit 0) for errno None."""
+    folders = {"model folder": tmp_path / "model"}
+    cases = [
+        (OSError(), "OSError (an unexpected error: the traceback is in the log)"),
+        (OSError(28, "No space left on device", str(tmp_path / "model" / "x.tmp")), None),
+        (RuntimeError("boom\nsecond line"), "RuntimeError: boom second line (an unexpected error"),
+        (UserError("bad\n  value"), "bad value"),
+    ]
+    for exc, expected in cases:
+        (tmp_path / "failure").unlink(missing_ok=True)
+        with pytest.raises(UserError) as info:
+            failure.fail(exc, tmp_path, folders)
+        written = (tmp_path / "failure").read_text()
+        assert written == str(info.value) + "\n" and written.count("\n") == 1
+        if expected is None:
+            assert (
+                written == f"Cannot write to the model folder {tmp_path / 'model'}: No space left on device\n"
+            )
+        else:
+            assert written.startswith(expected)
 
 
 # --- the real `train` command on full and read-only folders ---------------------------------------
