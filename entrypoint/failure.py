@@ -63,6 +63,11 @@ def reason(exc: BaseException, folders: dict[str, Path | None]) -> tuple[str, bo
                 return one_line(str(folder_error(label, folder, exc))), True
     if isinstance(exc, KeyboardInterrupt):
         return "Interrupted (SIGINT)", True
+    if isinstance(exc, SystemExit):
+        return (
+            f"sys.exit({exc.code!r}) was called before the job finished (the traceback is in the log)",
+            False,
+        )
     return one_line(f"{describe(exc)} (an unexpected error: the traceback is in the log)"), False
 
 

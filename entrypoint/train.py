@@ -221,7 +221,7 @@ def main() -> None:
         paths = _paths()
         folders = {**paths.folders(), "output folder": output_dir}
         _main(guard, paths, output_dir)
-    except (Exception, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # SystemExit too: the toolkit's finally would turn it into exit 0
         failure.fail(exc, output_dir, folders)
 
 

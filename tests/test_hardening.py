@@ -251,6 +251,7 @@ def test_every_failure_becomes_one_line_and_a_client_error(tmp_path):
         (OSError(28, "No space left on device", str(tmp_path / "model" / "x.tmp")), None),
         (RuntimeError("boom\nsecond line"), "RuntimeError: boom second line (an unexpected error"),
         (UserError("bad\n  value"), "bad value"),
+        (SystemExit(0), "sys.exit(0) was called before the job finished"),
     ]
     for exc, expected in cases:
         (tmp_path / "failure").unlink(missing_ok=True)
