@@ -71,8 +71,9 @@ class _Budget:
 def _member(archive: zipfile.ZipFile, names: tuple[str, ...], what: str, path: Path) -> str:
     found = {info.filename for info in archive.infolist()}
     for name in names:
-        if f"{name}.npy" in found:
-            return f"{name}.npy"
+        for member in (f"{name}.npy", name):  # numpy.savez adds .npy; numpy.load accepts both
+            if member in found:
+                return member
     arrays = ", ".join(sorted(n.removesuffix(".npy") for n in found)) or "none"
     raise UserError(f"{path}: no {what} array (expected one of {', '.join(names)}; found {arrays})")
 

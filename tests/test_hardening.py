@@ -80,6 +80,14 @@ def test_a_header_claiming_an_enormous_shape_is_refused_without_allocating(tmp_p
     assert peak < 20 * 2**20
 
 
+def test_members_without_the_npy_suffix_are_read_as_numpy_load_reads_them(tmp_path):
+    with zipfile.ZipFile(tmp_path / "plain.npz", "w") as z:
+        z.writestr("x", npy_bytes(np.ones((3, 2), np.float64)))
+        z.writestr("y", npy_bytes(np.array([0, 1, 1])))
+    split = data.load_channel("train", tmp_path)
+    assert split.x.shape == (3, 2) and split.x.dtype == np.float32 and split.y.tolist() == [0, 1, 1]
+
+
 def test_a_zip_bomb_is_refused_before_decompressing(tmp_path):
     declared = 256 * 2**20
     with zipfile.ZipFile(tmp_path / "bomb.npz", "w", compression=zipfile.ZIP_DEFLATED) as z:
