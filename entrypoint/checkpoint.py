@@ -18,6 +18,11 @@ from entrypoint.keeper import read_meta, write_atomically
 logger = logging.getLogger(__name__)
 
 
+def is_file_name(name: object) -> bool:
+    """True for a plain file name: the check serving applies to model.json's weights_file."""
+    return isinstance(name, str) and bool(name) and name not in (".", "..") and Path(name).name == name
+
+
 class Progress:
     """Trial numbers this job has finished in its study, persisted after every trial."""
 
@@ -39,8 +44,14 @@ class Progress:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
-        except ValueError:
-            logger.warning("Ignoring unreadable checkpoint %s", path)
+        except (ValueError, OSError) as exc:
+            logger.warning("Ignoring unreadable checkpoint %s: %s", path, exc)
+            return
+        finished = doc.get("finished_trials", []) if isinstance(doc, dict) else None
+        if not isinstance(finished, list) or not all(type(n) is int for n in finished):
+            logger.warning(
+                "Ignoring malformed checkpoint %s: expected an object with a list of trial numbers", path
+            )
             return
         if (doc.get("study_name"), doc.get("job_name")) != (self.study_name, self.job_name):
             logger.warning(
@@ -50,7 +61,7 @@ class Progress:
                 doc.get("study_name"),
             )
             return
-        self.finished = [int(n) for n in doc.get("finished_trials", [])]
+        self.finished = list(finished)
         logger.info(
             "Checkpoint: this job already finished %d trials of '%s'", len(self.finished), self.study_name
         )
@@ -69,16 +80,27 @@ class Progress:
         source = self.model_dir
         if source is None or read_meta(model_dir) is not None:
             return False
-        meta = read_meta(source) if source.is_dir() else None
-        if meta is None or (meta.get("job_name"), meta.get("study_name")) != (self.job_name, self.study_name):
+        try:
+            meta = read_meta(source) if source.is_dir() else None
+        except (ValueError, OSError) as exc:
+            logger.warning("Checkpointed model unreadable (%s): not restored", exc)
             return False
-        if not (source / meta["weights_file"]).is_file():
+        if not isinstance(meta, dict):
+            return False
+        if (meta.get("job_name"), meta.get("study_name")) != (self.job_name, self.study_name):
+            return False
+        weights = meta.get("weights_file")
+        if not is_file_name(weights):
+            # The check serving applies: a name in the folder, never a path that leaves it.
             logger.warning(
-                "Checkpointed model names %s, which is missing: not restored", meta["weights_file"]
+                "Checkpointed model.json: weights_file %r is not a file name: not restored", weights
             )
             return False
+        if not (source / weights).is_file():
+            logger.warning("Checkpointed model names %s, which is missing: not restored", weights)
+            return False
         model_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / meta["weights_file"], model_dir / meta["weights_file"])
+        shutil.copy2(source / weights, model_dir / weights)
         shutil.copy2(source / MODEL_META_FILE, model_dir / MODEL_META_FILE)  # last: the commit point
-        logger.info("Restored the best model (trial %d) from the checkpoint", meta["trial_number"])
+        logger.info("Restored the best model (trial %s) from the checkpoint", meta.get("trial_number"))
         return True

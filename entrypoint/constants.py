@@ -29,6 +29,9 @@ CHECKPOINT_DIR = "checkpoints"  # under the base dir (/opt/ml)
 CHECKPOINT_PROGRESS_FILE = "progress.json"
 CHECKPOINT_MODEL_DIR = "model"
 
+# Under /opt/ml/output: its first 1024 characters are the job's FailureReason.
+FAILURE_FILE = "failure"
+
 # Files written to the output data folder (shipped in output.tar.gz).
 EMBEDDED_STORAGE_FILE = "optuna-study.db"
 TRIALS_CSV_FILE = "trials.csv"

@@ -104,4 +104,9 @@ def fetch(secret_id: str, region_name: str | None, caller: str = "the training r
         raise UserError(f"No AWS credentials to read secret '{secret_id}'") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise UserError(f"Cannot reach Secrets Manager for secret '{secret_id}': {exc}") from None
+    if response.get("SecretString") is None and response.get("SecretBinary") is not None:
+        raise UserError(
+            f"Secret '{secret_id}' holds a binary value (SecretBinary): store the credentials as a "
+            'secret string, {"username": ..., "password": ...} (the format RDS creates)'
+        )
     return parse_secret(secret_id, response.get("SecretString"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -52,42 +53,111 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def describe(exc: BaseException) -> str:
-    """The driver's own message (no SQL text, no parameters), for a failure file."""
+    """The driver's own message (no SQL text, no parameters), for a failure file.
+
+    SQLAlchemy's own text carries the SQL statement and its parameters, so for its errors the
+    message of the driver's exception underneath (``orig``) is used instead.
+    """
     for err in _chain(exc):
         if isinstance(err, (mysql.connector.Error, psycopg2.Error)):
-            return " ".join(str(err).split())
+            return _one_line(err)
+    for err in _chain(exc):
+        if isinstance(err, sqlalchemy.exc.DBAPIError) and err.orig is not None:
+            return f"{type(err.orig).__name__}: {_one_line(err.orig)}"
+    for err in _chain(exc):  # e.g. Optuna's StorageInternalError around a SQLAlchemy error
+        if not isinstance(err, sqlalchemy.exc.SQLAlchemyError) and str(err):
+            return f"{type(err).__name__}: {_one_line(err)}"
     return type(exc).__name__
 
 
-def retrying(fn: Callable[[], T], timeout_s: float, what: str, stop: threading.Event | None = None) -> T:
-    """Call fn, retrying transient database errors with capped exponential backoff for timeout_s.
+class Retrier:
+    """One job's retry policy for transient database errors.
 
-    Waiting ends early, with the last error, when ``stop`` is set (the job got SIGTERM), but
-    not before one immediate second try: a pooled connection that the server dropped fails
-    once (no pre-ping) and the second try gets a new one.
+    An outage has one deadline, ``timeout_s`` after the first failed call, shared by every call
+    made until one succeeds: a clean-up call after a failed one does not wait a second full
+    timeout. Each backoff sleep (capped exponential, with jitter) is cut to the time left, so
+    the last attempt comes at the deadline, not up to a whole backoff after it. ``limit_s``
+    caps one call further (the closing summary). Waiting ends early, with the last error, when
+    ``stop`` is set (the job got SIGTERM; not for a call made with ``stoppable=False``), but not
+    before one immediate second try: a pooled connection that the server dropped fails once (no
+    pre-ping) and the second try gets a new one.
     """
-    stop = stop or threading.Event()
 
-    def log(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "Database unavailable while %s (%s); retry %d in %.1f s",
-            what,
-            describe(exc) if exc else "?",
-            state.attempt_number,
-            state.upcoming_sleep,
-        )
+    def __init__(
+        self,
+        timeout_s: float,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.stop = stop or threading.Event()
+        self._clock = clock
+        self._sleep = sleep or self.stop.wait  # SIGTERM wakes it
+        self._sleep_through_stop = sleep or time.sleep
+        self._backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=15)
+        self._outage_deadline: float | None = None
+        self._lock = threading.Lock()
 
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_transient),
-        stop=tenacity.stop_after_delay(timeout_s)
-        | (lambda state: stop.is_set() and state.attempt_number >= 2),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=15),
-        sleep=stop.wait,
-        before_sleep=log,
-        reraise=True,
-    )(fn)
+    def _deadline(self, limit: float | None) -> float:
+        with self._lock:
+            if self._outage_deadline is None:  # the first failure of an outage
+                self._outage_deadline = self._clock() + self.timeout_s
+            deadline = self._outage_deadline
+        return deadline if limit is None else min(deadline, limit)
+
+    def __call__(
+        self, fn: Callable[[], T], what: str, limit_s: float | None = None, stoppable: bool = True
+    ) -> T:
+        limit = None if limit_s is None else self._clock() + limit_s
+        sleep = self._sleep if stoppable else self._sleep_through_stop
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            return max(0.0, min(self._backoff(state), self._deadline(limit) - self._clock()))
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            stopping = stoppable and self.stop.is_set() and state.attempt_number >= 2
+            return stopping or self._clock() >= self._deadline(limit)
+
+        def log(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "Database unavailable while %s (%s); retry %d in %.1f s",
+                what,
+                describe(exc) if exc else "?",
+                state.attempt_number,
+                state.upcoming_sleep,
+            )
+
+        try:
+            result = tenacity.Retrying(
+                retry=tenacity.retry_if_exception(is_transient),
+                stop=stop,
+                wait=wait,
+                sleep=sleep,
+                before_sleep=log,
+                reraise=True,
+            )(fn)
+        except Exception as exc:
+            if not is_transient(exc):  # the database answered: the outage is over
+                self._end_outage()
+            raise
+        self._end_outage()
+        return result
+
+    def _end_outage(self) -> None:
+        with self._lock:
+            self._outage_deadline = None
+
+
+def retrying(fn: Callable[[], T], timeout_s: float, what: str, stop: threading.Event | None = None) -> T:
+    """One call with its own deadline (a :class:`Retrier` used once)."""
+    return Retrier(timeout_s, stop)(fn, what)
 
 
 def direct(fn: Callable[[], T], what: str) -> T:

@@ -38,8 +38,10 @@ def write_atomically(path: Path, write: Callable[[Any], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            exc.filename = str(path)  # a failed write or fsync names no file: name the folder's
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -23,12 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import ATTR_FAIL_REASON
-from entrypoint.dberrors import describe, is_transient, retrying
+from entrypoint.dberrors import Retrier, describe, is_transient
 from entrypoint.errors import UserError
 from entrypoint.redact import scrub
 from entrypoint.settings import Settings
 from entrypoint.stopping import Guard, StopRequested
-from entrypoint.storage import fail_stale_trials
+from entrypoint.storage import HeartbeatStorage, fail_stale_trials
 
 logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -103,14 +103,16 @@ class TrialRunner:
         settings: Settings,
         guard: Guard,
         progress: Progress,
+        retry: Retrier | None = None,
     ) -> None:
         self.study, self.storage, self.objective = study, storage, objective
         self.callbacks, self.settings, self.guard, self.progress = callbacks, settings, guard, progress
         self._stale_checked_at = time.monotonic()  # storage.join_study swept at the start
         self._heartbeat: Heartbeat | None = None
-
-    def _db(self, fn: Callable[[], object], what: str) -> object:
-        return retrying(fn, self.settings.db_retry_timeout, what, self.guard.stop)
+        self._db = retry or Retrier(settings.db_retry_timeout, guard.stop)
+        self.ran = 0  # trials this job ran to an end (interrupted ones are not counted)
+        self.states: dict[str, int] = {}  # how they ended: state name -> count
+        self.last_failure: str | None = None
 
     def run(self) -> int:
         """Run up to the remaining budget; return how many trials this call finished."""
@@ -148,13 +150,17 @@ class TrialRunner:
                 )
                 if n >= s.max_trials:
                     logger.info("Study has %d finished trials (max-trials %d): stopping", n, s.max_trials)
+                    self._settle_running()
                     break
             outcome = self.run_one()
             if outcome.interrupted:
                 break
             done += 1
+            self.ran += 1
+            self.states[outcome.state.name] = self.states.get(outcome.state.name, 0) + 1
             self.progress.record(outcome.number)
             if outcome.state == TrialState.FAIL:
+                self.last_failure = outcome.reason or "unknown"
                 failures += 1
                 if failures >= s.max_consecutive_failures:
                     raise UserError(
@@ -164,6 +170,31 @@ class TrialRunner:
             else:
                 failures = 0
         return done
+
+    def _settle_running(self) -> None:
+        """The study's budget is met: no job will sweep it after this one. Wait until no RUNNING
+        trial is left whose heartbeats lapsed (a dead job's), failing them once they are stale;
+        trials that beat belong to live jobs, which end them. Bounded by interval + grace period
+        (+ one interval), and ended by SIGTERM."""
+        s = self.settings
+        if not isinstance(self.storage, HeartbeatStorage):
+            return
+        study_id = self._db(
+            lambda: self.storage.get_study_id_from_name(self.study.study_name), "reading the study"
+        )
+        lapse_s = 1.5 * s.heartbeat_interval + 1  # a live job beats every interval
+        deadline = time.monotonic() + s.heartbeat_interval * 2 + s.heartbeat_grace_period
+        while True:
+            self._db(lambda: fail_stale_trials(self.study), "failing stale trials")
+            lapsed = self._db(lambda: self.storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats")
+            if not lapsed:
+                return
+            if time.monotonic() >= deadline:
+                logger.warning("Trials %s still RUNNING without heartbeats; leaving them", lapsed)
+                return
+            logger.info("Waiting for trials %s, whose heartbeats lapsed, to become stale", lapsed)
+            if self.guard.stop.wait(min(s.heartbeat_interval, max(deadline - time.monotonic(), 0))):
+                return
 
     def _requeue_interrupted(self, trial: FrozenTrial) -> None:
         self.study.add_trial(

@@ -32,8 +32,9 @@ from sqlalchemy.engine import URL, make_url
 
 from entrypoint import credentials
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from entrypoint.dberrors import describe, retrying
+from entrypoint.dberrors import Retrier, describe
 from entrypoint.errors import UserError
+from entrypoint.redact import MASK
 from entrypoint.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many 
 DRIVERS = {"mysql": "mysql+mysqlconnector", "postgresql": "postgresql+psycopg2"}
 DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
 DEFAULT_DB_NAME = "optuna"
+PASSWORD_KEYS = ("password", "passwd", "pwd")  # query keys that carry a password, in any case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,11 @@ class Database:
     def password(self) -> str | None:
         return self.connect_args.get("password")
 
+    @property
+    def shown(self) -> str:
+        """The URL for messages and logs: no password, every query value masked."""
+        return shown(self.url)
+
     def engine_kwargs(self, pre_ping: bool = False) -> dict[str, Any]:
         """For a job (no pre-ping: see below) or, with ``pre_ping``, a client without retries."""
         if self.kind == "sqlite":
@@ -77,6 +84,19 @@ class Database:
             "pool_recycle": 3600,
             "connect_args": dict(self.connect_args),
         }
+
+
+def shown(url: URL | str) -> str:
+    """A URL as messages and logs show it: no password, and query values masked (a driver
+    option such as ``ssl_key`` or a misplaced password may sit there)."""
+    url = make_url(url)
+    masked = url.set(query={key: MASK for key in url.query}) if url.query else url
+    return masked.render_as_string(hide_password=True)
+
+
+def _names_a_password(key: str) -> bool:
+    key = key.lower()
+    return any(word in key for word in PASSWORD_KEYS)
 
 
 def embedded_url(output_data_dir: str | Path) -> URL:
@@ -120,7 +140,7 @@ def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | Non
         raise UserError(
             "Hyperparameter 'storage' is not a database URL (dialect+driver://user@host/db)"
         ) from None
-    if url.password is not None:
+    if url.password is not None or any(_names_a_password(key) for key in url.query):
         raise UserError(
             "Hyperparameter 'storage' must not contain a password (hyperparameters are visible "
             "in the console): keep it in a secret named by 'db-secret'"
@@ -245,6 +265,25 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         self._silent_since: dict[int, float] = {}  # trial id -> when first seen without beats
         self.clock = time.monotonic
 
+    _RUNNING_BEATS = sqlalchemy.text(
+        "SELECT t.trial_id, h.heartbeat FROM trials t LEFT OUTER JOIN trial_heartbeats h"
+        " ON h.trial_id = t.trial_id WHERE t.study_id = :study_id AND t.state = 'RUNNING'"
+    ).columns(
+        sqlalchemy.column("trial_id", sqlalchemy.Integer), sqlalchemy.column("heartbeat", sqlalchemy.DateTime)
+    )
+
+    def lapsed_trial_ids(self, study_id: int, after_s: float) -> list[int]:
+        """RUNNING trials without a heartbeat for ``after_s`` (by the database's clock, like
+        Optuna's sweep), or without any."""
+        with self.engine.connect() as conn:
+            now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
+            rows = conn.execute(self._RUNNING_BEATS, {"study_id": study_id}).all()
+        return [
+            tid
+            for tid, beat in rows
+            if beat is None or (now - beat.replace(tzinfo=None)).total_seconds() > after_s
+        ]
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         with self.engine.connect() as conn:
@@ -270,7 +309,7 @@ def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.stora
         )
     except RuntimeError as exc:  # Optuna's check of the schema's version, the only one it raises
         raise UserError(
-            f"The study database at {db.url!r} is not usable by Optuna {optuna.__version__}: {exc}"
+            f"The study database at {db.shown} is not usable by Optuna {optuna.__version__}: {exc}"
         ) from None
 
 
@@ -287,6 +326,7 @@ def join_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
     stop: threading.Event | None = None,
+    retry: Retrier | None = None,
 ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     """Create the schema and the study, or join them, under the schema lock; retry transient errors.
 
@@ -312,14 +352,15 @@ def join_study(
         )
         return study, storage
 
+    retry = retry or Retrier(settings.db_retry_timeout, stop)
     db_errors = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
     try:
-        study, rdb = retrying(attempt, settings.db_retry_timeout, "opening the study", stop)
+        study, rdb = retry(attempt, "opening the study")
     except db_errors as exc:
-        raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
+        raise UserError(f"Cannot open the study on {db.shown}: {describe(exc)}") from None
     except TimeoutError as exc:  # the schema lock
         raise UserError(
-            f"Cannot open the study on {db.url!r}: {exc}; another job is creating the schema "
+            f"Cannot open the study on {db.shown}: {exc}; another job is creating the schema "
             "and may be stuck (see its log), or the database is very slow"
         ) from None
     if len(study.directions) != 1:
@@ -333,7 +374,7 @@ def join_study(
             f"but this job asks for {settings.direction}: use another study-name"
         )
     try:
-        retrying(lambda: fail_stale_trials(study), settings.db_retry_timeout, "failing stale trials", stop)
+        retry(lambda: fail_stale_trials(study), "failing stale trials")
     except db_errors as exc:
-        raise UserError(f"Cannot open the study on {db.url!r}: {describe(exc)}") from None
+        raise UserError(f"Cannot open the study on {db.shown}: {describe(exc)}") from None
     return study, rdb

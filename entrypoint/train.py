@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from sagemaker_training import environment
 
-from entrypoint import data, report, search, storage, usermodule
+from entrypoint import data, failure, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import (
@@ -25,7 +25,7 @@ from entrypoint.constants import (
     LOCAL_JOB_NAME,
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
-from entrypoint.dberrors import describe, retrying
+from entrypoint.dberrors import Retrier, describe
 from entrypoint.errors import UserError
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
@@ -51,6 +51,14 @@ class JobPaths:
             self.checkpoint_dir if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir() else None
         )
 
+    def folders(self) -> dict[str, Path | None]:
+        """The folders the job writes, by the name a failure gives them."""
+        return {
+            "model folder": self.model_dir,
+            "output data folder": self.output_data_dir,
+            "checkpoint folder": self.checkpoints,
+        }
+
 
 FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker's 120 s
 
@@ -58,6 +66,7 @@ FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker
 def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None = None) -> optuna.Study:
     """Join the study, run this job's trials, keep the best model, write the summary."""
     guard = guard or Guard()
+    failure.check_writable(paths.folders())  # before any trial: a read-only model_dir is found now
     if settings.install_requirements and paths.code_dir is not None:
         usermodule.install_requirements(paths.code_dir)
     spec = usermodule.load(settings.model_module, paths.code_dir or ".")
@@ -86,12 +95,10 @@ def _run_on(
     guard: Guard,
     spec: usermodule.ModelSpec,
 ) -> optuna.Study:
-    def db_call(fn, what):
-        return retrying(fn, settings.db_retry_timeout, what, guard.stop)
-
+    db_call = Retrier(settings.db_retry_timeout, guard.stop)  # one deadline per outage, job-wide
     seed = search.job_seed(settings.seed, job_name)
     sampler, pruner = search.make_sampler(settings, seed), search.make_pruner(settings)
-    study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop)
+    study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop, db_call)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
     progress.restore_model(paths.model_dir)
     objective = Objective(settings, dataset, job_name, seed, guard, db_call, spec)
@@ -114,25 +121,51 @@ def _run_on(
         mirror_dir=progress.model_dir,
     )
     logger.info(
-        "Job %s joins study '%s' on %r: %d of %d trials to run",
+        "Job %s joins study '%s' on %s: %d of %d trials to run",
         job_name,
         study.study_name,
-        db.url,
+        db.shown,
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
+    runner = TrialRunner(study, rdb, objective, [keeper], settings, guard, progress, db_call)
     try:
-        TrialRunner(study, rdb, objective, [keeper], settings, guard, progress).run()
+        runner.run()
     finally:
-        _wrap_up(study, db, paths, keeper)
+        _wrap_up(study, db, paths, keeper, db_call)
+    _check_outcome(runner, keeper, guard)
     return study
 
 
-def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper) -> None:
+def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -> None:
+    """A job that ran trials, some failed and none completed, fails. One that had nothing to run
+    does not, nor one whose trials were all pruned (other jobs found better: normal in a study)."""
+    if keeper.meta is not None or guard.stopping or (runner.ran and not runner.last_failure):
+        return
+    if runner.ran == 0:
+        logger.warning(
+            "This job had nothing to run (its n-trials, the study's max-trials or its timeout was "
+            "already used up): model_dir holds no model; the study's best model is in the "
+            "model.tar.gz of the job named on its best trial"
+        )
+        return
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(runner.states.items()))
+    raise UserError(
+        f"None of the {runner.ran} trials this job ran completed ({counts}); "
+        f"last failure: {runner.last_failure}"
+    )
+
+
+def _wrap_up(
+    study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper, retry: Retrier
+) -> None:
     """Summary files and closing lines; runs after success, failure and SIGTERM alike."""
     try:
-        best = retrying(
-            lambda: report.write(study, paths.output_data_dir), FINAL_DB_RETRY_S, "writing the report"
+        best = retry(  # also after SIGTERM, within the outage's deadline and FINAL_DB_RETRY_S
+            lambda: report.write(study, paths.output_data_dir),
+            "writing the report",
+            limit_s=FINAL_DB_RETRY_S,
+            stoppable=False,
         )
     except Exception as exc:  # the study may be unreachable; the model is already safe
         logger.error("Could not write the study summary: %s", describe(exc))
@@ -190,25 +223,45 @@ def _channel_names() -> list[str]:
 
 
 def main() -> None:
-    """Framework-mode entry point called by the sagemaker-training toolkit's ``train``."""
+    """Framework-mode entry point called by the sagemaker-training toolkit's ``train``.
+
+    Every failure ends here as one line in the failure file and a non-zero exit (failure.py).
+    """
     guard = Guard()
     guard.install()  # first: PID 1 drops a SIGTERM it has no handler for
+    output_dir = Path(environment.output_dir)
+    folders: dict[str, Path | None] = {"output folder": output_dir}
+    try:
+        paths = _paths()
+        folders = {**paths.folders(), "output folder": output_dir}
+        _main(guard, paths, output_dir)
+    except BaseException as exc:  # SystemExit too: the toolkit's finally would turn it into exit 0
+        failure.fail(exc, output_dir, folders)
+
+
+def _paths() -> JobPaths:
+    return JobPaths(
+        model_dir=Path(environment.model_dir),
+        output_data_dir=Path(environment.output_data_dir),
+        channels={name: environment.channel_path(name) for name in _channel_names()},
+        checkpoint_dir=Path(environment.base_dir) / CHECKPOINT_DIR,
+        code_dir=Path(environment.code_dir),
+    )
+
+
+def _main(guard: Guard, paths: JobPaths, output_dir: Path) -> None:
     # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
     # it logs every hyperparameter value that is not JSON.
     settings = settings_mod.load(environment.hyperparameters_file_dir)
     _refuse_several_hosts()
     if settings.model_module:
         usermodule.fetch_source(_submit_directory(), environment.code_dir)
+    # After the fetch: SDK v3's code channel is the source folder only when /opt/ml/code is empty.
+    paths = dataclasses.replace(
+        paths, code_dir=usermodule.source_folder(paths.code_dir, Path(environment.channel_path(CHANNEL_CODE)))
+    )
     # Outside SageMaker one fixed name, so that a local run with a seed repeats exactly (the
     # seed derives from it); give each of several local jobs on one study its own name.
     job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or LOCAL_JOB_NAME
-    paths = JobPaths(
-        model_dir=Path(environment.model_dir),
-        output_data_dir=Path(environment.output_data_dir),
-        channels={name: environment.channel_path(name) for name in _channel_names()},
-        checkpoint_dir=Path(environment.base_dir) / CHECKPOINT_DIR,
-        code_dir=usermodule.source_folder(
-            Path(environment.code_dir), Path(environment.channel_path(CHANNEL_CODE))
-        ),
-    )
+    failure.check_writable({"output folder": output_dir})  # where the failure file goes
     run(settings, paths, job_name, guard)

@@ -59,7 +59,7 @@ def read_secret(session: boto3.session.Session, secret_id: str) -> credentials.D
 
 
 def _where(db: storage.Database) -> str:
-    return db.url.render_as_string(hide_password=True)
+    return db.shown
 
 
 def _has_optuna_tables(db: storage.Database) -> bool:
@@ -117,5 +117,5 @@ def opened(settings: Settings, session: boto3.session.Session) -> Iterator[optun
     with rdb_storage(settings, session) as rdb:
         names = optuna.study.get_all_study_names(rdb)
         if settings.study_name not in names:
-            raise _unknown_study(settings.study_name, names, rdb.url)
+            raise _unknown_study(settings.study_name, names, storage.shown(rdb.url))
         yield optuna.load_study(study_name=settings.study_name, storage=rdb)

@@ -213,7 +213,8 @@ def test_trial_timeout_through_the_train_command(job_dir, moto_endpoint):
     base = job_dir({"n-trials": "2", "epochs": "10000", "trial-timeout": "2", "study-name": "spot"})
     (base / "checkpoints").mkdir()
     rc, _, err = finish(start_job(base, "slow", moto_endpoint))
-    assert rc == 0, err[-2000:]
+    assert rc == 1, err[-2000:]  # no trial of the job completed: a failed job (issue 15)
+    assert (base / "output" / "failure").read_text().startswith("None of the 2 trials this job ran completed")
     trials = embedded_study(base).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("trial-timeout" in t.user_attrs["fail_reason"] for t in trials)

@@ -1,0 +1,103 @@
+"""How a failed job ends: one line in ``/opt/ml/output/failure`` and a non-zero exit code.
+
+The training toolkit's ``train`` writes the failure file inside its ``except`` and exits from
+its ``finally`` with a code set only after that write: when the write fails (a full or
+read-only output folder) the job exits 0, and an exception whose ``errno`` is missing, 0 or a
+multiple of 256 also ends in exit 0. So the entry point catches every failure itself, writes
+the file itself, and hands the toolkit a ClientError (exit 1, the file left as written) only
+once the file exists; if it cannot be written, it says so on stderr and exits 1 at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+from entrypoint.constants import FAILURE_FILE
+from entrypoint.dberrors import describe
+from entrypoint.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+PROBE_BYTES = 4096  # one page: enough to meet a full disk, not enough to fill one
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def folder_error(label: str, folder: Path, exc: OSError) -> UserError:
+    return UserError(f"Cannot write to the {label} {folder}: {exc.strerror or exc}")
+
+
+def check_writable(folders: dict[str, Path | None]) -> None:
+    """Create each folder and write a page in it, so a full or read-only folder stops the job
+    before any trial runs, with the folder and the cause named."""
+    for label, folder in folders.items():
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-") as f:
+                f.write(bytes(PROBE_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise folder_error(label, folder, exc) from None
+
+
+def reason(exc: BaseException, folders: dict[str, Path | None]) -> tuple[str, bool]:
+    """The failure's one line, and whether it was expected: the user's mistake or a folder that
+    could not be written (True), or a bug's exception with its message (False)."""
+    if isinstance(exc, UserError):
+        return one_line(str(exc)), True
+    if isinstance(exc, OSError) and exc.filename:
+        path = Path(os.fsdecode(exc.filename)).absolute()
+        for label, folder in folders.items():
+            if folder is not None and path.is_relative_to(folder.absolute()):
+                return one_line(str(folder_error(label, folder, exc))), True
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted (SIGINT)", True
+    if isinstance(exc, SystemExit):
+        return (
+            f"sys.exit({exc.code!r}) was called before the job finished (the traceback is in the log)",
+            False,
+        )
+    return one_line(f"{describe(exc)} (an unexpected error: the traceback is in the log)"), False
+
+
+def write(message: str, output_dir: Path) -> bool:
+    """Write the failure file; on failure say why on stderr and return False."""
+    path = output_dir / FAILURE_FILE
+    try:
+        path.write_text(message + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(
+            f"Could not write the failure file {path} ({exc.strerror or exc}): the job fails with "
+            f"exit code {EXIT_FAILED} and this reason: {message}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
+
+
+def fail(exc: BaseException, output_dir: Path, folders: dict[str, Path | None]) -> NoReturn:
+    """End the job as failed, whatever the toolkit around us would do with ``exc``."""
+    message, expected = reason(exc, folders)
+    if not expected:
+        logger.error("Unexpected error", exc_info=exc)
+    if write(message, output_dir):
+        # The toolkit logs it, finds our file (it writes its own only when there is none) and exits 1.
+        raise UserError(message) from None
+    logger.error("Reporting training FAILURE: %s", message)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_FAILED)  # sys.exit would be overridden by the toolkit's finally (exit 0)
