@@ -30,6 +30,9 @@ demo: install
 	$(BIN)/python -m entrypoint.localjob $(DEMO_DIR) --digits $(DEMO_HPS)
 	SAGEMAKER_BASE_DIR=$(abspath $(DEMO_DIR)) SAGEMAKER_TRAINING_MODULE=entrypoint.train:main \
 		PYTHONUNBUFFERED=1 $(BIN)/train
+	@echo "--- plots, drawn from the study ($(DEMO_DIR)/output/data/plots)"
+	$(BIN)/sagemaker-optuna report --study chainer-mlp \
+		--storage sqlite:///$(abspath $(DEMO_DIR))/output/data/optuna-study.db --out $(DEMO_DIR)/output/data
 	@echo "--- best trial ($(DEMO_DIR)/output/data/best_trial.json)"; cat $(DEMO_DIR)/output/data/best_trial.json; echo
 	@echo "--- model folder ($(DEMO_DIR)/model)"; ls -l $(DEMO_DIR)/model; cat $(DEMO_DIR)/model/model.json; echo
 

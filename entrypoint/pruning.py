@@ -43,10 +43,16 @@ class MedianPruner(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         return self.decide(study, trial.intermediate_values)
 
-    def decide(self, study: optuna.Study, values: Mapping[int, float]) -> bool:
-        """The verdict for a trial whose intermediate values so far are ``values``."""
-        completed = self._completed.setdefault(study._study_id, trialdb.CompletedValues())
-        completed.refresh(study)
+    def completed(self, study: optuna.Study) -> trialdb.CompletedValues:
+        """The study's completed trials as this pruner knows them (refreshed by decide)."""
+        return self._completed.setdefault(study._study_id, trialdb.CompletedValues())
+
+    def decide(self, study: optuna.Study, values: Mapping[int, float], refresh: bool = True) -> bool:
+        """The verdict for a trial whose intermediate values so far are ``values``; ``refresh``
+        False when the caller has just refreshed ``completed(study)``."""
+        completed = self.completed(study)
+        if refresh:
+            completed.refresh(study)
         if completed.n_complete == 0 or completed.n_complete < self.n_startup_trials or not values:
             return False
         step = max(values)
@@ -100,9 +106,10 @@ class EpochReporter:
 
     def _should_prune(self, epoch: int, value: float) -> bool:
         trial, pruner = self._trial, self._trial.study.pruner
-        if isinstance(pruner, MedianPruner):  # one write, one read, our own values
-            self._db(lambda: trialdb.report(trial, epoch, value), "reporting an epoch")
-            return self._db(lambda: pruner.decide(trial.study, self._values), "asking the pruner")
+        if isinstance(pruner, MedianPruner):  # one write and one read in one transaction
+            completed = pruner.completed(trial.study)
+            self._db(lambda: trialdb.report(trial, epoch, value, completed), "reporting an epoch")
+            return pruner.decide(trial.study, self._values, refresh=False)
         self._db(lambda: trial.report(value, step=epoch), "reporting an epoch")
         if isinstance(pruner, optuna.pruners.NopPruner):
             return False  # should_prune would read the whole trial back to say no

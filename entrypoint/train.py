@@ -123,7 +123,12 @@ def _run_on(
 
 
 def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper) -> None:
-    """Summary files and closing lines; runs after success, failure and SIGTERM alike."""
+    """Summary files and closing lines; runs after success, failure and SIGTERM alike.
+
+    No plots here: drawing them takes seconds that a stopped job does not have. The study's
+    trials are already in Optuna's cache (the sampler read them), so the summary costs one
+    query. ``sagemaker-optuna report`` draws the plots from the study.
+    """
     try:
         best = retrying(
             lambda: report.write(study, paths.output_data_dir), FINAL_DB_RETRY_S, "writing the report"
@@ -131,13 +136,6 @@ def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper:
     except Exception as exc:  # the study may be unreachable; the model is already safe
         logger.error("Could not write the study summary: %s", describe(exc))
         best = None
-    if best is not None:
-        try:
-            from entrypoint import plots  # matplotlib and plotly: imported only at the end
-
-            plots.write(study, paths.output_data_dir)
-        except Exception as exc:  # never lose the job over a drawing; say why in the log
-            logger.error("Could not draw the study plots: %s", describe(exc), exc_info=True)
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
     if best is not None:

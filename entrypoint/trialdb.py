@@ -43,12 +43,15 @@ def _finished(trial_id: int) -> optuna.exceptions.UpdateFinishedTrialError:
     )
 
 
-def report(trial: optuna.Trial, step: int, value: float) -> None:
+def report(trial: optuna.Trial, step: int, value: float, completed: CompletedValues | None = None) -> None:
     """``trial.report(value, step)`` in one statement; raises UpdateFinishedTrialError when the
-    trial is no longer RUNNING, as Optuna does."""
+    trial is no longer RUNNING, as Optuna does. With ``completed``, its refresh rides in the same
+    transaction (three round trips for the whole epoch: insert, select, commit)."""
     rdb = rdb_of(trial.study)
     if rdb is None:
         trial.report(value, step)
+        if completed is not None:
+            completed.refresh(trial.study)
         return
     stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(float(value))
     row = sqlalchemy.select(
@@ -65,6 +68,8 @@ def report(trial: optuna.Trial, step: int, value: float) -> None:
     try:
         with rdb.engine.begin() as conn:
             written = conn.execute(insert).rowcount
+            if completed is not None:
+                completed.refresh_from(conn, trial.study._study_id)
     except sqlalchemy.exc.IntegrityError:
         return  # a retry after a lost commit: the value is there already
     if written == 0:
@@ -143,9 +148,11 @@ class CompletedValues:
                     self._seen.add(trial._trial_id)
                     self.add(trial.intermediate_values)
             return
-        self._refresh_rdb(rdb, study._study_id)
+        with rdb.engine.connect() as conn:
+            self.refresh_from(conn, study._study_id)
 
-    def _refresh_rdb(self, rdb: optuna.storages.RDBStorage, study_id: int) -> None:
+    def refresh_from(self, conn: sqlalchemy.Connection, study_id: int) -> None:
+        """Read what is new since the last refresh, on an open connection."""
         complete = TRIALS.c.state == TrialState.COMPLETE
         which = TRIALS.c.trial_id > self._newest
         if self._open:
@@ -163,8 +170,7 @@ class CompletedValues:
             )
             .where(TRIALS.c.study_id == study_id, which)
         )
-        with rdb.engine.connect() as conn:
-            rows = conn.execute(query).all()
+        rows = conn.execute(query).all()
         states: dict[int, TrialState] = {}
         values: dict[int, dict[int, float]] = {}
         for trial_id, state, step, stored, kind in rows:

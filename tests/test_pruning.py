@@ -136,3 +136,26 @@ def test_validation_accuracy_is_the_fraction_of_correct_examples(monkeypatch):
     assert accuracy == int((predicted == y).sum()) / len(y)
     chunk_means = [float((predicted[i : i + 1024] == y[i : i + 1024]).mean()) for i in range(0, len(y), 1024)]
     assert abs(np.mean(chunk_means) - accuracy) > 0.1
+
+
+def test_liar_tpe_samples_what_optunas_samples_reading_once_per_trial(tmp_path):
+    from entrypoint import objective, search
+
+    def run(sampler, url):
+        study = optuna.create_study(storage=url, sampler=sampler, direction="maximize")
+        running = study.ask()  # another job's running trial: a constant liar
+        objective.suggest_params(running)
+        for _ in range(14):
+            trial = study.ask()
+            params = objective.suggest_params(trial)
+            study.tell(trial, params.get("adam_alpha", 0.0) + params["n_layers"] / 10)
+        return [t.params for t in study.trials]
+
+    ours = run(
+        search.LiarTPESampler(seed=4, constant_liar=True, n_startup_trials=3), f"sqlite:///{tmp_path}/a.db"
+    )
+    theirs = run(
+        optuna.samplers.TPESampler(seed=4, constant_liar=True, n_startup_trials=3),
+        f"sqlite:///{tmp_path}/b.db",
+    )
+    assert ours == theirs
