@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/vs_sample.py [--seeds 0 1 2] [--trials 20] [--epochs 10]
                                              [--storages sqlite mariadb] [--sigterm 3]
 
-Both arms run as their own process on the bundled 8x8 digits (train/test as `make demo`),
+Both arms start as SageMaker starts them, with the toolkit's ``train`` command (ours in
+framework mode, the sample's script in script mode, as the AWS Chainer container runs it; its
+``pip install optuna`` at start is left out), on the bundled 8x8 digits (train/test as `make demo`),
 20 trials x 10 epochs, batch size 128, seeded TPE, one arm after the other for each seed and
 storage (interleaved, so that both see the same load):
   sample  the AWS sample's objective: Chainer's Trainer + StandardUpdater + Evaluator +
@@ -45,7 +47,7 @@ STUDY = "bench"
 BATCH = 128
 
 
-# --- the sample's job (run in its own process: `vs_sample.py --sample-job ...`) -----------------
+# --- the sample's job (its script, run by the toolkit in script mode) -------------------------
 
 
 def sample_job(storage: str, model_dir: str, data_dir: str, trials: int, epochs: int, seed: int) -> None:
@@ -116,6 +118,7 @@ def sample_job(storage: str, model_dir: str, data_dir: str, trials: int, epochs:
             trial.set_user_attr(key, value)
         return log_report_extension.log[-1]["validation/main/accuracy"]
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=storage,
         study_name=STUDY,
@@ -152,32 +155,44 @@ def job_folder(base: Path, hps: dict[str, str]) -> Path:
     return write_job_folder(base, hps, digits_channels())
 
 
+SAMPLE_SCRIPT = """import argparse, os, sys
+sys.path.insert(0, {folder!r})
+import vs_sample
+p = argparse.ArgumentParser()
+for key in ("storage", "trials", "epochs", "seed"):
+    p.add_argument("--" + key)
+a = p.parse_args()
+vs_sample.sample_job(a.storage, os.environ["SM_MODEL_DIR"], os.path.dirname(os.environ["SM_CHANNEL_TRAIN"]),
+                     int(a.trials), int(a.epochs), int(a.seed))
+"""
+
+
 def launch(arm: str, base: Path, storage: tuple[str, str], trials: int, epochs: int, seed: int):
-    """Start one arm; return the process and the Optuna URL its study lands in."""
+    """Lay out the job folder of one arm; return the toolkit's ``train`` command, its environment,
+    and the Optuna URL its study lands in. Both arms start as SageMaker starts them: ours in the
+    toolkit's framework mode, the sample's script in its script mode (a subprocess)."""
     kind, where = storage
-    hps = {"n-trials": str(trials), "epochs": str(epochs), "seed": str(seed), "study-name": STUDY}
-    hps["batch-size"] = str(BATCH)
     if kind == "mariadb":
-        hps["storage"] = f"mysql://root@127.0.0.1:3306/{where}"
         url = f"mysql+mysqlconnector://root@127.0.0.1:3306/{where}"
     else:
         url = f"sqlite:///{base / 'output' / 'data' / 'optuna-study.db'}"
-    job_folder(base, hps)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SAGEMAKER_BASE_DIR": str(base)}
+    env.pop("SAGEMAKER_TRAINING_MODULE", None)
     if arm == "ours":
+        hps = {"n-trials": str(trials), "epochs": str(epochs), "seed": str(seed), "study-name": STUDY}
+        hps["batch-size"] = str(BATCH)
+        if kind == "mariadb":
+            hps["storage"] = f"mysql://root@127.0.0.1:3306/{where}"
         env["SAGEMAKER_TRAINING_MODULE"] = "entrypoint.train:main"
-        argv = [str(VENV_BIN / "train")]
     else:
-        argv = [
-            sys.executable,
-            __file__,
-            "--sample-job",
-            url,
-            str(base / "model"),
-            str(base / "input" / "data"),
-        ]
-        argv += [str(trials), str(epochs), str(seed)]
-    return argv, env, url
+        code = base / "sample-code"
+        code.mkdir(parents=True)
+        (code / "sample_job.py").write_text(SAMPLE_SCRIPT.format(folder=str(Path(__file__).resolve().parent)))
+        hps = {"storage": url, "trials": str(trials), "epochs": str(epochs), "seed": str(seed)}
+        hps |= {"sagemaker_program": "sample_job.py", "sagemaker_submit_directory": str(code)}
+        env["SM_STUDIO_LOCAL_MODE"] = "true"  # no DNS wait for the host algo-1 on this machine
+    job_folder(base, hps)
+    return [str(VENV_BIN / "train")], env, url
 
 
 def measure(url: str, start: float, end: float) -> dict[str, float]:
@@ -251,11 +266,6 @@ def spread(values: list[float]) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--sample-job":
-        url, model_dir, data_dir, trials, epochs, seed = sys.argv[2:8]
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sample_job(url, model_dir, data_dir, int(trials), int(epochs), int(seed))
-        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -7,6 +7,7 @@ The toolkit's ``train`` command imports this module and calls :func:`main`. A
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -144,6 +145,10 @@ def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, keeper:
         print(f"model_trial={keeper.meta['trial_number']} model_value={keeper.meta['value']:.6g}")
     else:
         logger.warning("No trial of this job completed: model_dir holds no model")
+    # The process exits next. Python's final garbage collections walk every object that
+    # Chainer, Optuna and SQLAlchemy created (1.2-1.9 s measured under load); frozen objects
+    # are skipped. Objects created later (a caller that goes on, such as a test) are collected.
+    gc.freeze()
 
 
 def _submit_directory() -> str | None:
