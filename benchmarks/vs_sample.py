@@ -184,6 +184,7 @@ def launch(arm: str, base: Path, storage: tuple[str, str], trials: int, epochs: 
         if kind == "mariadb":
             hps["storage"] = f"mysql://root@127.0.0.1:3306/{where}"
         env["SAGEMAKER_TRAINING_MODULE"] = "entrypoint.train:main"
+        env["TRAINING_JOB_NAME"] = f"bench-seed{seed}"  # the sampler's seed derives from it
     else:
         code = base / "sample-code"
         code.mkdir(parents=True)
