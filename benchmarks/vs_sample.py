@@ -17,7 +17,9 @@ storage (interleaved, so that both see the same load):
           pruner), SAGEMAKER_BASE_DIR pointing at a job folder.
 MariaDB: a fresh database per run on the machine's server; SQLite: a fresh file.
 
-Measured from the study each arm leaves: wall clock (process start to exit), epochs run,
+Measured from the study each arm leaves: wall clock (process start to exit), CPU seconds of
+the job's processes (MariaDB's own not counted; far less sensitive to the machine's load than
+wall clock), epochs run,
 seconds per epoch run (trial durations / epochs), time from start until the best value so
 far reaches 95% of the arm's final best, and the wrap-up (last trial's end to exit).
 ``--sigterm N``: N runs of ours on MariaDB stopped by SIGTERM during a trial: SIGTERM to exit
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -225,12 +228,15 @@ def run(arm: str, storage_kind: str, trials: int, epochs: int, seed: int) -> dic
     try:
         with tempfile.TemporaryDirectory(prefix=f"vs-{arm}-") as tmp:
             argv, env, url = launch(arm, Path(tmp), (storage_kind, db), trials, epochs, seed)
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.time()
             done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
             end = time.time()
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             if done.returncode != 0:
                 raise RuntimeError(f"{arm} failed:\n{done.stderr[-3000:]}")
-            return measure(url, start, end)
+            cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+            return {**measure(url, start, end), "cpu": cpu}
     finally:
         if db is not None:
             drop_mariadb(db)
@@ -293,7 +299,7 @@ def main() -> None:
     print("storage | measure | ours | sample | ours / sample (median of per-seed ratios)")
     for kind in args.storages:
         ours, sample = results[(kind, "ours")], results[(kind, "sample")]
-        for key in ("wall", "to95", "epochs", "per_epoch", "wrapup", "best"):
+        for key in ("wall", "cpu", "to95", "epochs", "per_epoch", "wrapup", "best"):
             o, s = [r[key] for r in ours], [r[key] for r in sample]
             ratio = statistics.median(a / b for a, b in zip(o, s, strict=True))
             print(f"{kind} | {key} | {spread(o)} | {spread(s)} | {ratio:.2f}")

@@ -86,7 +86,8 @@ class Objective:
         finally:
             metrics = {field_name(k): v for k, v in report.last.items() if k != "epoch"}
             metrics[ATTR_EPOCHS] = int(report.last.get("epoch", 0))
-            self._db(lambda: trialdb.set_user_attrs(trial, metrics), "recording metrics")
+            # One transaction: the epochs' values the pruner kept back, and the metrics.
+            self._db(lambda: trialdb.record(trial, report.pending, metrics), "recording the trial")
         value = report.last[self._settings.metric_key]
         self.trained[trial.number] = predictor
         return value

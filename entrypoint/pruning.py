@@ -3,7 +3,8 @@
 Written here because optuna-integration 5 dropped its Chainer extension (and the objective no
 longer runs Chainer's Trainer). The median pruner is Optuna's rule (``MedianPruner``) over
 trials read once each (trialdb.CompletedValues), so that one epoch's report-and-prune costs
-the same in a study of 50 trials as in one of 5,000; any other pruner gets Optuna's own path.
+the same in a study of 50 trials as in one of 5,000, and the trial's own values are written
+once, when it ends; any other pruner gets Optuna's own path (a write per epoch).
 """
 
 from __future__ import annotations
@@ -43,16 +44,10 @@ class MedianPruner(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         return self.decide(study, trial.intermediate_values)
 
-    def completed(self, study: optuna.Study) -> trialdb.CompletedValues:
-        """The study's completed trials as this pruner knows them (refreshed by decide)."""
-        return self._completed.setdefault(study._study_id, trialdb.CompletedValues())
-
-    def decide(self, study: optuna.Study, values: Mapping[int, float], refresh: bool = True) -> bool:
-        """The verdict for a trial whose intermediate values so far are ``values``; ``refresh``
-        False when the caller has just refreshed ``completed(study)``."""
-        completed = self.completed(study)
-        if refresh:
-            completed.refresh(study)
+    def decide(self, study: optuna.Study, values: Mapping[int, float]) -> bool:
+        """The verdict for a trial whose intermediate values so far are ``values``."""
+        completed = self._completed.setdefault(study._study_id, trialdb.CompletedValues())
+        completed.refresh(study)
         if completed.n_complete == 0 or completed.n_complete < self.n_startup_trials or not values:
             return False
         step = max(values)
@@ -86,6 +81,7 @@ class EpochReporter:
         self._metric_key = metric_key
         self._emit = emit
         self._values: dict[int, float] = {}
+        self.pending: dict[int, float] = {}  # intermediate values for the caller to record
         self.last: dict[str, float] = {}  # the last epoch's entry (Chainer-style keys, and "epoch")
 
     def __call__(self, epoch: int, entry: Mapping[str, float]) -> None:
@@ -106,10 +102,11 @@ class EpochReporter:
 
     def _should_prune(self, epoch: int, value: float) -> bool:
         trial, pruner = self._trial, self._trial.study.pruner
-        if isinstance(pruner, MedianPruner):  # one write and one read in one transaction
-            completed = pruner.completed(trial.study)
-            self._db(lambda: trialdb.report(trial, epoch, value, completed), "reporting an epoch")
-            return pruner.decide(trial.study, self._values, refresh=False)
+        if isinstance(pruner, MedianPruner):
+            # Our values stay here until the trial ends (Objective writes them with its metrics,
+            # before the trial is told finished): the median rule reads completed trials only.
+            self.pending[epoch] = value
+            return self._db(lambda: pruner.decide(trial.study, self._values), "asking the pruner")
         self._db(lambda: trial.report(value, step=epoch), "reporting an epoch")
         if isinstance(pruner, optuna.pruners.NopPruner):
             return False  # should_prune would read the whole trial back to say no

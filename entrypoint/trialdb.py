@@ -1,10 +1,11 @@
 """Lean reads and writes of a trial's rows, for the calls a job makes every epoch and every trial.
 
-Optuna's RDB storage spends four round trips on one ``trial.report`` (read the trial, read the
-step, insert, commit) and three per ``set_user_attr``; ``trial.should_prune`` hands the pruner
-the whole study, which a median pruner then scans at every epoch. Here one epoch's value is
-one ``INSERT ... SELECT`` that writes only while the trial is RUNNING, all of a trial's metrics
-are one transaction, and :class:`CompletedValues` reads each finished trial once.
+Optuna's RDB storage spends four round trips (and, on SQLite, a commit to disk) on every
+``trial.report`` and three per ``set_user_attr``; ``trial.should_prune`` hands the pruner the
+whole study, which a median pruner then scans at every epoch. Here a trial's intermediate
+values and metrics are written once, in one transaction, before the trial is told finished
+(the median pruner of other jobs reads COMPLETE trials only), and :class:`CompletedValues`
+reads each finished trial once.
 
 Written by hand against Optuna's own table definitions (``optuna.storages._rdb.models``; Optuna
 is pinned): Optuna has no public batch write and no incremental read. Any other storage (the
@@ -43,49 +44,27 @@ def _finished(trial_id: int) -> optuna.exceptions.UpdateFinishedTrialError:
     )
 
 
-def report(trial: optuna.Trial, step: int, value: float, completed: CompletedValues | None = None) -> None:
-    """``trial.report(value, step)`` in one statement; raises UpdateFinishedTrialError when the
-    trial is no longer RUNNING, as Optuna does. With ``completed``, its refresh rides in the same
-    transaction (three round trips for the whole epoch: insert, select, commit)."""
+def record(trial: optuna.Trial, values: Mapping[int, float], attrs: Mapping[str, Any]) -> None:
+    """A RUNNING trial's intermediate values (step -> value) and user attributes, in one
+    transaction (three round trips, whatever their number); raises UpdateFinishedTrialError
+    when the trial is no longer RUNNING, as Optuna does."""
     rdb = rdb_of(trial.study)
     if rdb is None:
-        trial.report(value, step)
-        if completed is not None:
-            completed.refresh(trial.study)
-        return
-    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(float(value))
-    row = sqlalchemy.select(
-        sqlalchemy.literal(trial._trial_id, sqlalchemy.Integer),
-        sqlalchemy.literal(int(step), sqlalchemy.Integer),
-        sqlalchemy.literal(stored, VALUES.c.intermediate_value.type),
-        sqlalchemy.literal(kind, VALUES.c.intermediate_value_type.type),
-    ).where(TRIALS.c.trial_id == trial._trial_id, TRIALS.c.state == TrialState.RUNNING)
-    insert = (
-        VALUES.insert()
-        .from_select(["trial_id", "step", "intermediate_value", "intermediate_value_type"], row)
-        .execution_options(preserve_rowcount=True)  # MySQL drivers report -1 for INSERT otherwise
-    )
-    try:
-        with rdb.engine.begin() as conn:
-            written = conn.execute(insert).rowcount
-            if completed is not None:
-                completed.refresh_from(conn, trial.study._study_id)
-    except sqlalchemy.exc.IntegrityError:
-        return  # a retry after a lost commit: the value is there already
-    if written == 0:
-        raise _finished(trial._trial_id)
-
-
-def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    """Several user attributes of a RUNNING trial in one transaction (three round trips)."""
-    rdb = rdb_of(trial.study)
-    if rdb is None:
+        for step, value in values.items():
+            trial.report(value, step)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
     tid = trial._trial_id
-    rows = [{"trial_id": tid, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
-    keys = list(attrs)
+    value_rows = []
+    for step, value in values.items():
+        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(float(value))
+        value_rows.append(
+            {"trial_id": tid, "step": step, "intermediate_value": stored, "intermediate_value_type": kind}
+        )
+    attr_rows = [
+        {"trial_id": tid, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()
+    ]
     try:
         with rdb.engine.begin() as conn:
             state = conn.execute(
@@ -93,11 +72,17 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
             ).scalar_one()
             if state.is_finished():
                 raise _finished(tid)
-            # Replaces earlier values of the same keys (as set_user_attr does).
-            conn.execute(USER_ATTRS.delete().where(USER_ATTRS.c.trial_id == tid, USER_ATTRS.c.key.in_(keys)))
-            conn.execute(USER_ATTRS.insert(), rows)
+            # Replaces earlier rows of the same steps and keys (as report and set_user_attr do).
+            if value_rows:
+                conn.execute(VALUES.delete().where(VALUES.c.trial_id == tid, VALUES.c.step.in_(list(values))))
+                conn.execute(VALUES.insert(), value_rows)
+            if attr_rows:
+                conn.execute(
+                    USER_ATTRS.delete().where(USER_ATTRS.c.trial_id == tid, USER_ATTRS.c.key.in_(list(attrs)))
+                )
+                conn.execute(USER_ATTRS.insert(), attr_rows)
     except sqlalchemy.exc.IntegrityError:
-        return  # a retry after a lost commit: all rows are there (one transaction)
+        return  # a retry after a lost commit: every row is there (one transaction)
 
 
 class CompletedValues:

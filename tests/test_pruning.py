@@ -99,7 +99,7 @@ def test_refresh_reads_each_finished_trial_once(mysql_db):
     assert completed.n_complete == 31 and completed.count(1) == 31
 
 
-def test_lean_writes_refuse_a_finished_trial_and_replace_attributes(tmp_path, mysql_db, postgres_db):
+def test_a_trial_is_recorded_in_one_transaction_and_never_once_finished(tmp_path, mysql_db, postgres_db):
     postgres = optuna.storages.RDBStorage(
         f"postgresql+psycopg2://{postgres_db.user}@127.0.0.1:5432/{postgres_db.name}",
         engine_kwargs={"connect_args": {"password": postgres_db.password}},
@@ -108,17 +108,21 @@ def test_lean_writes_refuse_a_finished_trial_and_replace_attributes(tmp_path, my
         study = optuna.create_study(storage=url, study_name="w")
         trial = study.ask()
         trial.set_user_attr("loss", 9.0)
-        trialdb.report(trial, 1, 0.25)
-        trialdb.report(trial, 2, float("inf"))
-        trialdb.set_user_attrs(trial, {"loss": 0.5, "accuracy": 0.75, "epochs_run": 2})
+        commits = []
+        if kind != "memory":
+            sqlalchemy.event.listen(
+                trialdb.rdb_of(study).engine, "commit", lambda conn, c=commits: c.append(1)
+            )
+        trialdb.record(trial, {1: 0.25, 2: float("inf")}, {"loss": 0.5, "accuracy": 0.75, "epochs_run": 2})
+        assert len(commits) == (0 if kind == "memory" else 1)
         study.tell(trial, 0.75)
         frozen = study.trials[0]
         assert frozen.intermediate_values == {1: 0.25, 2: float("inf")}, kind
         assert frozen.user_attrs == {"loss": 0.5, "accuracy": 0.75, "epochs_run": 2}, kind
         with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-            trialdb.report(trial, 3, 0.5)
+            trialdb.record(trial, {3: 0.5}, {})
         with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-            trialdb.set_user_attrs(trial, {"loss": 1.0})
+            trialdb.record(trial, {}, {"loss": 1.0})
 
 
 def test_validation_accuracy_is_the_fraction_of_correct_examples(monkeypatch):
