@@ -102,12 +102,12 @@ class EpochReporter:
 
     def _should_prune(self, epoch: int, value: float) -> bool:
         trial, pruner = self._trial, self._trial.study.pruner
-        if isinstance(pruner, MedianPruner):
+        if isinstance(pruner, (MedianPruner, optuna.pruners.NopPruner)):
             # Our values stay here until the trial ends (Objective writes them with its metrics,
             # before the trial is told finished): the median rule reads completed trials only.
             self.pending[epoch] = value
+            if isinstance(pruner, optuna.pruners.NopPruner):
+                return False
             return self._db(lambda: pruner.decide(trial.study, self._values), "asking the pruner")
         self._db(lambda: trial.report(value, step=epoch), "reporting an epoch")
-        if isinstance(pruner, optuna.pruners.NopPruner):
-            return False  # should_prune would read the whole trial back to say no
         return self._db(trial.should_prune, "asking the pruner")
