@@ -30,6 +30,9 @@ demo: install
 	$(BIN)/python -m entrypoint.localjob $(DEMO_DIR) --digits $(DEMO_HPS)
 	SAGEMAKER_BASE_DIR=$(abspath $(DEMO_DIR)) SAGEMAKER_TRAINING_MODULE=entrypoint.train:main \
 		PYTHONUNBUFFERED=1 $(BIN)/train
+	@echo "--- plots, drawn from the study ($(DEMO_DIR)/output/data/plots)"
+	$(BIN)/sagemaker-optuna report --study chainer-mlp \
+		--storage sqlite:///$(abspath $(DEMO_DIR))/output/data/optuna-study.db --out $(DEMO_DIR)/output/data
 	@echo "--- what the job left ($(DEMO_DIR)); the same seed gives the same study and model every run"
 	@$(BIN)/python -m entrypoint.demo $(DEMO_DIR)
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/pruning.py [--trials 30] [--epochs 20] [--seeds 0 1 2]
 
 Runs the real objective (the Chainer MLP, our pruning extension) on the bundled 8x8 digits,
-on an in-memory study, with the same sampler seed for each arm.
+on an in-memory study named after the seed, with the same sampler seed for each arm.
 """
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ from entrypoint.objective import Objective
 def run_arm(dataset: data.Dataset, pruner: str, trials: int, epochs: int, seed: int) -> dict[str, float]:
     s = settings.parse({"pruner": pruner, "epochs": str(epochs), "seed": str(seed)})
     study = optuna.create_study(
-        direction="maximize", sampler=search.make_sampler(s, seed), pruner=search.make_pruner(s)
+        # Named: Hyperband picks each trial's bracket from a hash of the study name, so an
+        # unnamed (randomly named) study would change the hyperband arm on every run.
+        study_name=f"pruning-bench-seed{seed}",
+        direction="maximize",
+        sampler=search.make_sampler(s, seed),
+        pruner=search.make_pruner(s),
     )
     objective = Objective(s, dataset, f"bench-{pruner}", seed)
 

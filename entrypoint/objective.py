@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -10,14 +9,12 @@ import chainer
 import chainer.links as L
 import numpy as np
 import optuna
-from chainer import training
-from chainer.training import extensions
 
-from entrypoint import usermodule
+from entrypoint import loop, trialdb, usermodule
 from entrypoint.constants import ATTR_EPOCHS, ATTR_JOB_NAME
 from entrypoint.data import Dataset
 from entrypoint.dberrors import direct
-from entrypoint.pruning import OptunaReport
+from entrypoint.pruning import EpochReporter, field_name
 from entrypoint.settings import Settings
 from entrypoint.stopping import Guard
 from entrypoint.usermodule import ModelSpec
@@ -79,35 +76,18 @@ class Objective:
         model = L.Classifier(predictor)
         optimizer = self._spec.make_optimizer(params, model)
         batch_size = min(self._settings.batch_size, len(data.train.y))
-        train_iter = chainer.iterators.SerialIterator(
-            chainer.datasets.TupleDataset(data.train.x, data.train.y), batch_size
-        )
-        test_iter = chainer.iterators.SerialIterator(
-            chainer.datasets.TupleDataset(data.test.x, data.test.y),
-            self._settings.batch_size,
-            repeat=False,
-            shuffle=False,
-        )
-        report = OptunaReport(trial, self._settings.metric_key, db=self._db)
-        with tempfile.TemporaryDirectory(prefix="chainer-trainer-") as out:
-            # Chainer's Trainer insists on an output folder; nothing we use writes into it.
-            trainer = training.Trainer(
-                training.updaters.StandardUpdater(train_iter, optimizer),
-                (self._settings.epochs, "epoch"),
-                out=out,
+        report = EpochReporter(trial, self._settings.metric_key, db=self._db)
+        check = self._guard.check if self._guard is not None else (lambda: None)
+        try:
+            # SIGTERM and the trial deadline end the trial at the next iteration (check).
+            loop.train(
+                model, optimizer, data.train, data.test, self._settings.epochs, batch_size, report, check
             )
-            trainer.extend(extensions.Evaluator(test_iter, model))
-            trainer.extend(extensions.LogReport(log_name=None))
-            trainer.extend(report)
-            if self._guard is not None:  # SIGTERM ends the trial at the next iteration
-                trainer.extend(lambda _: self._guard.check(), trigger=(1, "iteration"), name="StopCheck")
-            try:
-                trainer.run(show_loop_exception_msg=False)
-            finally:
-                metrics = {key.replace("main/", "").replace("/", "_"): v for key, v in report.last.items()}
-                metrics[ATTR_EPOCHS] = int(report.last.get("epoch", 0))
-                for key, v in metrics.items():
-                    self._db(lambda k=key, v=v: trial.set_user_attr(k, v), "recording metrics")
+        finally:
+            metrics = {field_name(k): v for k, v in report.last.items() if k != "epoch"}
+            metrics[ATTR_EPOCHS] = int(report.last.get("epoch", 0))
+            # One transaction: the epochs' values the pruner kept back, and the metrics.
+            self._db(lambda: trialdb.record(trial, report.pending, metrics), "recording the trial")
         value = report.last[self._settings.metric_key]
         self.trained[trial.number] = predictor
         return value

@@ -7,6 +7,7 @@ The image's ``train`` command (entrypoint/cli.py) imports this module and calls 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -159,7 +160,12 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
 def _wrap_up(
     study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper, retry: Retrier
 ) -> None:
-    """Summary files and closing lines; runs after success, failure and SIGTERM alike."""
+    """Summary files and closing lines; runs after success, failure and SIGTERM alike.
+
+    No plots here: drawing them takes seconds that a stopped job does not have. The study's
+    trials are already in Optuna's cache (the sampler read them), so the summary costs one
+    query. ``sagemaker-optuna report`` draws the plots from the study.
+    """
     try:
         best = retry(  # also after SIGTERM, within the outage's deadline and FINAL_DB_RETRY_S
             lambda: report.write(study, paths.output_data_dir),
@@ -170,13 +176,6 @@ def _wrap_up(
     except Exception as exc:  # the study may be unreachable; the model is already safe
         logger.error("Could not write the study summary: %s", describe(exc))
         best = None
-    if best is not None:
-        try:
-            from entrypoint import plots  # matplotlib and plotly: imported only at the end
-
-            plots.write(study, paths.output_data_dir)
-        except Exception as exc:  # never lose the job over a drawing; say why in the log
-            logger.error("Could not draw the study plots: %s", describe(exc), exc_info=True)
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
     if best is not None:
@@ -185,6 +184,10 @@ def _wrap_up(
         print(f"model_trial={keeper.meta['trial_number']} model_value={keeper.meta['value']:.6g}")
     else:
         logger.warning("No trial of this job completed: model_dir holds no model")
+    # The process exits next. Python's final garbage collections walk every object that
+    # Chainer, Optuna and SQLAlchemy created (1.2-1.9 s measured under load); frozen objects
+    # are skipped. Objects created later (a caller that goes on, such as a test) are collected.
+    gc.freeze()
 
 
 def _submit_directory() -> str | None:

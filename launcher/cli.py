@@ -21,6 +21,7 @@ from launcher import aws, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod
 from launcher import launch as launch_mod
+from launcher import report as report_mod
 from launcher import study as study_mod
 from launcher.constants import (
     DEFAULT_ENDPOINT_TIMEOUT_S,
@@ -198,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", help="model execution role ARN (default: the training job's role)")
     p.add_argument("--no-verify", action="store_true", help="do not read model.json from model.tar.gz")
     p.set_defaults(handler=cmd_deploy)
+
+    p = sub.add_parser(
+        "report",
+        parents=[common, study],
+        help="draw the study's plots and write trials.csv and best_trial.json into a folder",
+        description=report_mod.__doc__,
+    )
+    p.add_argument("--out", type=Path, default=Path("study-report"), help="folder (default study-report)")
+    p.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -367,6 +377,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     doc = {"trial": found.trial_number, "value": found.value, **done.as_dict()}
     _print(args, doc, _lines(doc))
     return EXIT_OK if not args.wait or done.status == ENDPOINT_IN_SERVICE else EXIT_FAILED
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    session = aws.session(args.region, args.profile)
+    settings = study_mod.settings(args.study, _study_options(args))
+    with study_mod.opened(settings, session) as study:
+        written = report_mod.write(study, args.out)
+    _print(args, [str(p) for p in written], "\n".join(str(p) for p in written))
+    return EXIT_OK
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ def wait_for_training(load_study, min_complete):
     def ready():
         trials = load_study().trials
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        # A running trial with its parameters: it trains (its epoch values are written when it ends).
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
         return len(complete) >= min_complete and running
 
     services.wait_for(ready, 180, "a completed trial and one in training")

@@ -3,7 +3,6 @@ import pytest
 
 from entrypoint import data, settings
 from entrypoint.objective import Objective
-from entrypoint.pruning import OptunaReport
 
 from .conftest import npz
 
@@ -67,9 +66,3 @@ def test_pruning_extension_stops_a_trial_at_the_epoch_boundary(dataset):
     assert sorted(trial.intermediate_values) == [1, 2]
     assert trial.user_attrs["epochs_run"] == 2
     assert objective.trained == {}  # a pruned trial never offers its weights
-
-
-def test_report_extension_runs_after_log_report():
-    from chainer.training import extensions
-
-    assert OptunaReport.priority < extensions.LogReport.priority

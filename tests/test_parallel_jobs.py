@@ -107,7 +107,7 @@ def test_trial_of_a_killed_job_is_failed_by_heartbeat_and_rerun(shared_job, mysq
         study = study_of(mysql_db)
         with study._storage._backend.engine.connect() as conn:
             beats = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
-        return beats and any(t.state == TrialState.RUNNING and t.intermediate_values for t in study.trials)
+        return beats and any(t.state == TrialState.RUNNING and t.params for t in study.trials)
 
     services.wait_for(beating, 120, "a trial in training that has beaten")
     os.killpg(doomed.pid, signal.SIGKILL)  # the instance is lost: no clean-up runs

@@ -39,8 +39,29 @@ def test_full_run_on_the_embedded_storage(job_dir):
     assert best["number"] == meta["trial_number"]
     assert f"best_trial={best['number']}" in result.stdout
     assert not (base / "output" / "failure").exists()
-    plots = base / "output" / "data" / "plots"
+    assert not (base / "output" / "data" / "plots").exists()  # drawn by `sagemaker-optuna report`
+    storage = f"sqlite:///{base / 'output' / 'data' / EMBEDDED_STORAGE_FILE}"
+    drawn = subprocess.run(
+        [
+            str(VENV_BIN / "sagemaker-optuna"),
+            "report",
+            "--study",
+            "cli",
+            "--storage",
+            storage,
+            "--out",
+            str(base / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    plots = base / "r" / "plots"
     names = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+    assert str(plots / "optimization_history.png") in drawn.stdout.splitlines()
+    with open(base / "r" / "trials.csv") as f:
+        assert [int(row["number"]) for row in csv.DictReader(f)] == [0, 1, 2]
     for name in names:
         assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "plotly.min.js" in (plots / f"{name}.html").read_text()
