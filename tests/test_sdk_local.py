@@ -212,9 +212,54 @@ def sdk_v2_job(sdk_env, engine, channels, tmp_path, x_test, **extra) -> tuple[di
 # --- SDK v2: Estimator in local mode --------------------------------------------------------
 
 
+# Batch transform with AssembleWith=Line, both split types, CSV and JSON lines in and out.
+TRANSFORMS = [
+    ("text/csv", "text/csv", "Line", "SingleRecord"),
+    ("text/csv", "text/csv", None, "MultiRecord"),
+    ("application/jsonlines", "application/jsonlines", "Line", "MultiRecord"),
+    ("application/jsonlines", "application/jsonlines", None, "MultiRecord"),
+]
+
+
+def transform_jobs(x: np.ndarray, folder: Path) -> list[dict]:
+    """One input folder per job: the rows of x as CSV or JSON lines, one record per line."""
+    jobs = []
+    for number, (content_type, accept, split_type, strategy) in enumerate(TRANSFORMS):
+        job_in, job_out = folder / f"in-{number}", folder / f"out-{number}"
+        job_in.mkdir(parents=True)
+        job_out.mkdir()
+        if content_type == "text/csv":
+            text = "\n".join(",".join(f"{v:.6g}" for v in row) for row in x) + "\n"
+        else:
+            text = "\n".join(json.dumps([float(v) for v in row]) for row in x) + "\n"
+        (job_in / "records.txt").write_text(text)
+        jobs.append(
+            {
+                "input": str(job_in),
+                "output": str(job_out),
+                "content_type": content_type,
+                "accept": accept,
+                "split_type": split_type,
+                "strategy": strategy,
+            }
+        )
+    return jobs
+
+
+def assembled_labels(text: str, accept: str) -> list[int]:
+    """The labels of an assembled output file, which must hold one line per record and no blank line."""
+    assert text.endswith("\n") and not text.endswith("\n\n"), repr(text[-40:])
+    lines = text[:-1].split("\n")
+    assert all(line.strip() for line in lines), f"blank line in the assembled output: {text!r}"
+    if accept == "text/csv":
+        return [int(line.split(",", 1)[0]) for line in lines]
+    return [json.loads(line)["label"] for line in lines]
+
+
 @pytest.mark.container
 def test_sdk_v2_builtin_model_fit_deploy_predict(engine, image, sdk_env, channels, digits, tmp_path):
     x_test = digits["test"][0][:16]
+    jobs = transform_jobs(x_test, tmp_path / "transform")
     answer, model_dir, meta = sdk_v2_job(
         sdk_env,
         engine,
@@ -224,12 +269,19 @@ def test_sdk_v2_builtin_model_fit_deploy_predict(engine, image, sdk_env, channel
         image=image,
         job="sdk-v2-builtin",
         hyperparameters={"study-name": "sdk-v2", "n-trials": 2, "epochs": 3, "seed": 1},
+        transforms=jobs,
     )
     assert meta["job_name"] == "sdk-v2-builtin" and meta["study_name"] == "sdk-v2"
     assert meta.get("model_module") is None
     assert "best_trial=" in meta["log"]
     predictions = np.asarray(answer["predictions"])
-    np.testing.assert_allclose(predictions, expected_probabilities(model_dir, x_test), rtol=1e-5, atol=1e-6)
+    expected = expected_probabilities(model_dir, x_test)
+    np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-6)
+    assert len(answer["transforms"]) == len(TRANSFORMS)
+    for job, outputs in zip(jobs, answer["transforms"], strict=True):
+        assert list(outputs) == ["records.txt.out"], (job, outputs)
+        labels = assembled_labels(outputs["records.txt.out"], job["accept"])
+        assert labels == expected.argmax(axis=1).tolist(), (job, labels)
 
 
 @pytest.mark.container

@@ -2,11 +2,15 @@
 
 python v2_local.py '{"image": ..., "channels": {...}, "output": ..., "root": ..., "port": ...,
                      "hyperparameters": {...}, "source_dir": null | "...", "entry_point": ...,
-                     "predict": null | "x.npy"}'
+                     "predict": null | "x.npy",
+                     "transforms": [{"input": dir, "output": dir, "content_type": ..., "accept": ...,
+                                     "split_type": "Line" | null, "strategy": ...}, ...]}'
+Each transform is a batch transform job with AssembleWith=Line; its output files are returned.
 """
 
 import json
 import sys
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -42,4 +46,19 @@ if args.get("predict"):
         result["predictions"] = np.asarray(predictor.predict(np.load(args["predict"]))).tolist()
     finally:
         predictor.delete_endpoint()
-print("RESULT " + json.dumps(result), flush=True)
+for job in args.get("transforms", []):
+    transformer = estimator.transformer(
+        instance_count=1,
+        instance_type="local",
+        strategy=job["strategy"],
+        assemble_with="Line",
+        accept=job["accept"],
+        output_path=f"file://{job['output']}",
+    )
+    transformer.transform(
+        f"file://{job['input']}", content_type=job["content_type"], split_type=job["split_type"]
+    )
+    transformer.wait()
+    outputs = {p.name: p.read_text() for p in sorted(Path(job["output"]).iterdir())}
+    result.setdefault("transforms", []).append(outputs)
+print("\nRESULT " + json.dumps(result), flush=True)  # a line of its own after the containers' output
