@@ -196,7 +196,10 @@ def launch(arm: str, base: Path, storage: tuple[str, str], trials: int, epochs: 
         hps |= {"sagemaker_program": "sample_job.py", "sagemaker_submit_directory": str(code)}
         env["SM_STUDIO_LOCAL_MODE"] = "true"  # no DNS wait for the host algo-1 on this machine
     job_folder(base, hps)
-    return [str(VENV_BIN / "train")], env, url
+    if arm == "ours":  # the image's `train` (entrypoint.cli)
+        return [str(VENV_BIN / "train")], env, url
+    # The toolkit's own `train` (ours replaces it on PATH): the sample's job runs in its script mode.
+    return [str(VENV_BIN / "python"), "-m", "sagemaker_training.cli.train"], env, url
 
 
 def measure(url: str, start: float, end: float) -> dict[str, float]:

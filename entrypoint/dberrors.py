@@ -155,11 +155,6 @@ class Retrier:
             self._outage_deadline = None
 
 
-def retrying(fn: Callable[[], T], timeout_s: float, what: str, stop: threading.Event | None = None) -> T:
-    """One call with its own deadline (a :class:`Retrier` used once)."""
-    return Retrier(timeout_s, stop)(fn, what)
-
-
 def direct(fn: Callable[[], T], what: str) -> T:
     """A database call without retries (the default where no job-wide policy is given)."""
     return fn()

@@ -74,8 +74,9 @@ def reason(exc: BaseException, folders: dict[str, Path | None]) -> tuple[str, bo
 def write(message: str, output_dir: Path) -> bool:
     """Write the failure file; on failure say why on stderr and return False."""
     path = output_dir / FAILURE_FILE
-    try:
-        path.write_text(message + "\n", encoding="utf-8")
+    try:  # one line, no newline: what SageMaker shows as the FailureReason
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(message, encoding="utf-8")
     except OSError as exc:
         print(
             f"Could not write the failure file {path} ({exc.strerror or exc}): the job fails with "

@@ -65,24 +65,22 @@ def record(trial: optuna.Trial, values: Mapping[int, float], attrs: Mapping[str,
     attr_rows = [
         {"trial_id": tid, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()
     ]
-    try:
-        with rdb.engine.begin() as conn:
-            state = conn.execute(
-                sqlalchemy.select(TRIALS.c.state).where(TRIALS.c.trial_id == tid).with_for_update()
-            ).scalar_one()
-            if state.is_finished():
-                raise _finished(tid)
-            # Replaces earlier rows of the same steps and keys (as report and set_user_attr do).
-            if value_rows:
-                conn.execute(VALUES.delete().where(VALUES.c.trial_id == tid, VALUES.c.step.in_(list(values))))
-                conn.execute(VALUES.insert(), value_rows)
-            if attr_rows:
-                conn.execute(
-                    USER_ATTRS.delete().where(USER_ATTRS.c.trial_id == tid, USER_ATTRS.c.key.in_(list(attrs)))
-                )
-                conn.execute(USER_ATTRS.insert(), attr_rows)
-    except sqlalchemy.exc.IntegrityError:
-        return  # a retry after a lost commit: every row is there (one transaction)
+    # A retry after a lost commit deletes and inserts again, so it never meets its own rows.
+    with rdb.engine.begin() as conn:
+        state = conn.execute(
+            sqlalchemy.select(TRIALS.c.state).where(TRIALS.c.trial_id == tid).with_for_update()
+        ).scalar_one()
+        if state.is_finished():
+            raise _finished(tid)
+        # Replaces earlier rows of the same steps and keys (as report and set_user_attr do).
+        if value_rows:
+            conn.execute(VALUES.delete().where(VALUES.c.trial_id == tid, VALUES.c.step.in_(list(values))))
+            conn.execute(VALUES.insert(), value_rows)
+        if attr_rows:
+            conn.execute(
+                USER_ATTRS.delete().where(USER_ATTRS.c.trial_id == tid, USER_ATTRS.c.key.in_(list(attrs)))
+            )
+            conn.execute(USER_ATTRS.insert(), attr_rows)
 
 
 class CompletedValues:

@@ -153,7 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--hyperparameters", type=Path, help="a JSON object of hyperparameters")
     p.add_argument("--instance-type", required=True, help="e.g. ml.m5.large")
-    p.add_argument("--instance-count", type=_positive_int, default=1, help="instances per job (default 1)")
     p.add_argument("--volume-size", type=_positive_int, default=DEFAULT_VOLUME_GB, help="GB per instance")
     p.add_argument("--max-runtime", type=_positive_int, default=DEFAULT_MAX_RUNTIME_S, help="seconds per job")
     p.add_argument("--subnet", action="append", default=[], help="VPC subnet id; repeat")
@@ -261,7 +260,6 @@ def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
         channels=channels,
         instance_type=args.instance_type,
         jobs=args.jobs,
-        instance_count=args.instance_count,
         volume_gb=args.volume_size,
         max_runtime_s=args.max_runtime,
         subnets=tuple(args.subnet),
@@ -380,7 +378,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    session = aws.session(args.region, args.profile)
+    session = _session(args)
     settings = study_mod.settings(args.study, _study_options(args))
     with study_mod.opened(settings, session) as study:
         written = report_mod.write(study, args.out)

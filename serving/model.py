@@ -88,7 +88,7 @@ def _read_meta(model_dir: Path) -> dict[str, Any]:
         problem = f"format_version {meta['format_version']!r}, this server reads {MODEL_FORMAT_VERSION}"
         raise ModelLoadError(meta_path, problem)
     weights = meta["weights_file"]
-    if not isinstance(weights, str) or not weights or Path(weights).name != weights:
+    if not isinstance(weights, str) or weights in ("", ".", "..") or Path(weights).name != weights:
         raise ModelLoadError(meta_path, f"weights_file {weights!r} is not a file name in the model folder")
     return meta
 

@@ -65,6 +65,9 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:  # the child becomes the gunicorn master and never returns here
             code = 1
+            # Not the supervisor's handlers: a stop signal before gunicorn installs its own ends it.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
             try:
                 from serving.server import ServeApplication
 
