@@ -27,21 +27,21 @@ lock: $(BIN)/uv
 
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(BIN)/python -m entrypoint.localjob $(DEMO_DIR) --digits $(DEMO_HPS)
+	$(BIN)/python -m devtools.localjob $(DEMO_DIR) --digits $(DEMO_HPS)
 	SAGEMAKER_BASE_DIR=$(abspath $(DEMO_DIR)) SAGEMAKER_TRAINING_MODULE=entrypoint.train:main \
 		PYTHONUNBUFFERED=1 $(BIN)/train
 	@echo "--- plots, drawn from the study ($(DEMO_DIR)/output/data/plots)"
 	$(BIN)/sagemaker-optuna report --study chainer-mlp \
 		--storage sqlite:///$(abspath $(DEMO_DIR))/output/data/optuna-study.db --out $(DEMO_DIR)/output/data
 	@echo "--- what the job left ($(DEMO_DIR)); the same seed gives the same study and model every run"
-	@$(BIN)/python -m entrypoint.demo $(DEMO_DIR)
+	@$(BIN)/python -m devtools.demo $(DEMO_DIR)
 
 # Serve the demo model locally (training it first if needed) and send it five test digits.
 # `serve` runs nginx in front of gunicorn: nginx must be installed (`make engine` does it).
 .PHONY: serve-demo
 serve-demo: install
 	@test -f $(DEMO_DIR)/model/model.json || $(MAKE) demo
-	$(BIN)/python -m serving.demo_client $(DEMO_DIR)/model
+	$(BIN)/python -m devtools.demo_client $(DEMO_DIR)/model
 
 # As root on a Debian-like machine (CI, a fresh VM) the engine, nginx and docker-compose are set
 # up first, so that this one command runs every layer; otherwise the tests that need them skip
@@ -166,7 +166,7 @@ image-vars:
 # A 3-trial job on the digits, run exactly as SageMaker runs it (and with no network at all).
 smoke: image
 	rm -rf $(SMOKE_DIR)
-	$(BIN)/python -m entrypoint.localjob $(SMOKE_DIR) --digits $(SMOKE_HPS)
+	$(BIN)/python -m devtools.localjob $(SMOKE_DIR) --digits $(SMOKE_HPS)
 	$(ENGINE) run --rm --network=none -v $(abspath $(SMOKE_DIR)):/opt/ml $(IMAGE) train
 	ls -l $(SMOKE_DIR)/model
 	cat $(SMOKE_DIR)/output/data/best_trial.json; echo

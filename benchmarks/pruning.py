@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +22,10 @@ import numpy as np
 import optuna
 
 from entrypoint import data, search, settings
-from entrypoint.localjob import digits_channels
 from entrypoint.objective import Objective
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ ships in no package: the repository
+from devtools.localjob import digits_channels  # noqa: E402
 
 
 def run_arm(dataset: data.Dataset, pruner: str, trials: int, epochs: int, seed: int) -> dict[str, float]:

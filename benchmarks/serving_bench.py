@@ -32,6 +32,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,9 +44,11 @@ import numpy as np
 
 from serving import constants as C
 from serving import content_types
-from serving.localmodel import DEFAULT_PARAMS, write_model
-from serving.localserver import LOCALHOST, LocalServer
-from serving.stress import BatchLoad, SlowClients, ping_latencies
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ ships in no package: the repository
+from devtools.localmodel import DEFAULT_PARAMS, write_model  # noqa: E402
+from devtools.localserver import LOCALHOST, LocalServer  # noqa: E402
+from devtools.stress import BatchLoad, SlowClients, ping_latencies  # noqa: E402
 
 N_IMAGES, SIDE, N_CLASSES = 5, 28, 10
 CONCURRENCIES = (1, 8)

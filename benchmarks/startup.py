@@ -20,10 +20,12 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from entrypoint.localjob import digits_channels, write_job_folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ ships in no package: the repository
+from devtools.localjob import digits_channels, write_job_folder  # noqa: E402
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 TRIAL_STARTED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*Trial 0 started", re.M)

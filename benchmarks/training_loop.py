@@ -31,7 +31,8 @@ import optuna
 from chainer import training
 from chainer.training import extensions
 
-from entrypoint import network, objective, search, settings
+from core import network
+from entrypoint import objective, search, settings
 from entrypoint.data import Dataset, Split
 from entrypoint.stopping import Guard
 

@@ -153,7 +153,10 @@ def drop_mariadb(name: str) -> None:
 
 
 def job_folder(base: Path, hps: dict[str, str]) -> Path:
-    from entrypoint.localjob import digits_channels, write_job_folder
+    sys.path.insert(
+        0, str(Path(__file__).resolve().parents[1])
+    )  # devtools/ ships in no package: the repository
+    from devtools.localjob import digits_channels, write_job_folder
 
     return write_job_folder(base, hps, digits_channels())
 

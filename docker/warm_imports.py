@@ -8,6 +8,7 @@ This warm-up keeps the start fast for a fraction of the size. Run with bytecode 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -15,16 +16,34 @@ from pathlib import Path
 
 import numpy as np
 
+from entrypoint.constants import CHANNEL_TEST, CHANNEL_TRAIN
+
+
+def write_tiny_job(base: Path) -> None:
+    """/opt/ml's layout for a one-trial, one-epoch job on 64 random rows (devtools/localjob.py is
+    not in the image)."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"n-trials": "1", "epochs": "1"}))
+    host = {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}
+    (config / "resourceconfig.json").write_text(json.dumps(host))
+    channels = (CHANNEL_TRAIN, CHANNEL_TEST)
+    mode = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
+    (config / "inputdataconfig.json").write_text(json.dumps(dict.fromkeys(channels, mode)))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 16), dtype=np.float32), rng.integers(0, 3, 64)
+    for channel in channels:
+        (base / "input" / "data" / channel).mkdir(parents=True)
+        np.savez(base / "input" / "data" / channel / "data.npz", x=x, y=y)
+    for sub in ("model", "output/data"):
+        (base / sub).mkdir(parents=True)
+
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SAGEMAKER_BASE_DIR"] = tmp  # read by the toolkit when it is first imported
         os.environ["SAGEMAKER_TRAINING_MODULE"] = "entrypoint.train:main"  # as the final image sets
-        from entrypoint.localjob import write_job_folder
-
-        rng = np.random.default_rng(0)
-        x, y = rng.random((64, 16), dtype=np.float32), rng.integers(0, 3, 64)
-        write_job_folder(tmp, {"n-trials": "1", "epochs": "1"}, {"train": (x, y), "test": (x, y)})
+        write_tiny_job(Path(tmp))
         from sagemaker_training.cli import train
 
         try:

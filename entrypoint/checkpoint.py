@@ -12,15 +12,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from entrypoint.constants import CHECKPOINT_MODEL_DIR, CHECKPOINT_PROGRESS_FILE, MODEL_META_FILE
-from entrypoint.keeper import read_meta, write_atomically
+from core import artifact
+from core.artifact import write_atomically
+from entrypoint.constants import CHECKPOINT_MODEL_DIR, CHECKPOINT_PROGRESS_FILE
 
 logger = logging.getLogger(__name__)
-
-
-def is_file_name(name: object) -> bool:
-    """True for a plain file name: the check serving applies to model.json's weights_file."""
-    return isinstance(name, str) and bool(name) and name not in (".", "..") and Path(name).name == name
 
 
 class Progress:
@@ -78,29 +74,23 @@ class Progress:
     def restore_model(self, model_dir: Path) -> bool:
         """Copy the checkpointed best model into an empty model_dir (a restarted spot job)."""
         source = self.model_dir
-        if source is None or read_meta(model_dir) is not None:
+        if source is None or (model_dir / artifact.META_FILE).exists():
             return False
         try:
-            meta = read_meta(source) if source.is_dir() else None
-        except (ValueError, OSError) as exc:
+            # The checks serving applies: among them, weights_file is a name in the folder,
+            # never a path that leaves it.
+            record = artifact.read(source) if source.is_dir() else None
+        except artifact.ArtifactError as exc:
             logger.warning("Checkpointed model unreadable (%s): not restored", exc)
             return False
-        if not isinstance(meta, dict):
+        if record is None or (record.job_name, record.study_name) != (self.job_name, self.study_name):
             return False
-        if (meta.get("job_name"), meta.get("study_name")) != (self.job_name, self.study_name):
-            return False
-        weights = meta.get("weights_file")
-        if not is_file_name(weights):
-            # The check serving applies: a name in the folder, never a path that leaves it.
-            logger.warning(
-                "Checkpointed model.json: weights_file %r is not a file name: not restored", weights
-            )
-            return False
-        if not (source / weights).is_file():
-            logger.warning("Checkpointed model names %s, which is missing: not restored", weights)
+        if not (source / record.weights_file).is_file():
+            logger.warning("Checkpointed model names %s, which is missing: not restored", record.weights_file)
             return False
         model_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / weights, model_dir / weights)
-        shutil.copy2(source / MODEL_META_FILE, model_dir / MODEL_META_FILE)  # last: the commit point
-        logger.info("Restored the best model (trial %s) from the checkpoint", meta.get("trial_number"))
+        shutil.copy2(source / record.weights_file, model_dir / record.weights_file)
+        # model.json last: the commit point.
+        shutil.copy2(source / artifact.META_FILE, model_dir / artifact.META_FILE)
+        logger.info("Restored the best model (trial %s) from the checkpoint", record.trial_number)
         return True

@@ -19,11 +19,6 @@ CHANNEL_CODE = "code"  # SDK v3's SourceCode delivers source_dir here (/opt/ml/i
 FEATURE_ARRAY_NAMES = ("x", "X", "features")
 LABEL_ARRAY_NAMES = ("y", "Y", "labels")
 
-# Files written to model_dir; the JSON is the commit point of a model (see keeper.py).
-MODEL_META_FILE = "model.json"
-MODEL_WEIGHTS_PATTERN = "trial-{number}.npz"
-MODEL_FORMAT_VERSION = 1
-
 # Managed spot checkpoints (/opt/ml/checkpoints, synced to checkpoint_s3_uri).
 CHECKPOINT_DIR = "checkpoints"  # under the base dir (/opt/ml)
 CHECKPOINT_PROGRESS_FILE = "progress.json"

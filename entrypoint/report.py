@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core import ranking
 from entrypoint.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
 
 
@@ -32,8 +33,9 @@ def _row(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best trial by the keeper's rule (core/ranking.py), so it is the model kept."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return study.best_trial if complete else None
+    return ranking.best(study.direction.name, complete, lambda t: t.value)
 
 
 def write(study: optuna.Study, output_data_dir: str | Path) -> FrozenTrial | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 from sagemaker_training import environment
 
+from core.artifact import ModelSource
 from entrypoint import data, failure, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
@@ -110,15 +111,15 @@ def _run_on(
         paths.model_dir,
         study.direction,
         objective.trained,
-        describe=lambda trial: {
-            "study_name": study.study_name,
-            "job_name": job_name,
-            "n_features": dataset.n_features,
-            "n_classes": dataset.n_classes,
-            "objective_metric": settings.objective_metric,
-            "direction": settings.direction,
-            "model_module": spec.module_name,
-        },
+        source=ModelSource(
+            study_name=study.study_name,
+            job_name=job_name,
+            n_features=dataset.n_features,
+            n_classes=dataset.n_classes,
+            objective_metric=settings.objective_metric,
+            direction=settings.direction,
+            model_module=spec.module_name,
+        ),
         mirror_dir=progress.model_dir,
     )
     logger.info(
@@ -141,7 +142,7 @@ def _run_on(
 def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -> None:
     """A job that ran trials, some failed and none completed, fails. One that had nothing to run
     does not, nor one whose trials were all pruned (other jobs found better: normal in a study)."""
-    if keeper.meta is not None or guard.stopping or (runner.ran and not runner.last_failure):
+    if keeper.record is not None or guard.stopping or (runner.ran and not runner.last_failure):
         return
     if runner.ran == 0:
         logger.warning(
@@ -180,8 +181,8 @@ def _wrap_up(
         storage.copy_embedded(db, paths.output_data_dir)
     if best is not None:
         print(f"best_trial={best.number} best_value={best.value:.6g} params={best.params}")
-    if keeper.meta is not None:
-        print(f"model_trial={keeper.meta['trial_number']} model_value={keeper.meta['value']:.6g}")
+    if keeper.record is not None:
+        print(f"model_trial={keeper.record.trial_number} model_value={keeper.record.value:.6g}")
     else:
         logger.warning("No trial of this job completed: model_dir holds no model")
     # The process exits next. Python's final garbage collections walk every object that

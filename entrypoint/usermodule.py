@@ -11,17 +11,14 @@ and may define:
     make_optimizer(params, model) -> chainer.Optimizer  (default: ours, or Adam)
 
 Training packs the source folder into ``model_dir/code/`` so that ``serve`` rebuilds the
-same network from the stored parameters. Plug-ins by lookup with a default, as in the
-inference toolkit: no registry.
+same network from the stored parameters (importing it is core/usercode.py's, shared with
+serving). Plug-ins by lookup with a default, as in the inference toolkit: no registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -29,10 +26,9 @@ from typing import Any
 
 import chainer
 
-from entrypoint import network
+from core import network, usercode
+from core.artifact import CODE_DIR
 from entrypoint.errors import UserError
-
-REQUIRED = ("suggest_params", "build_network")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,33 +61,14 @@ def builtin() -> ModelSpec:
     return ModelSpec(suggest_params, network.build_network, make_optimizer)
 
 
-def import_module(name: str, folder: str | Path) -> ModuleType:
-    """Import ``name`` (a module or package) from ``folder``, with errors naming both."""
-    folder = str(Path(folder).resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name or name.startswith(f"{exc.name}."):
-            raise UserError(
-                f"Cannot import model-module '{name}': no {name}.py or package {name}/ in {folder}"
-            ) from None
-        raise UserError(
-            f"Cannot import model-module '{name}': it needs '{exc.name}', which the image lacks"
-        ) from None
-    except Exception as exc:
-        raise UserError(f"Cannot import model-module '{name}': {type(exc).__name__}: {exc}") from exc
-
-
 def load(name: str | None, folder: str | Path) -> ModelSpec:
     """The user's module from ``folder``, or the built-in MLP when ``name`` is None."""
     if name is None:
         return builtin()
-    module = import_module(name, folder)
-    missing = [fn for fn in REQUIRED if not callable(getattr(module, fn, None))]
-    if missing:
-        raise UserError(f"model-module '{name}' lacks {' and '.join(f'{m}()' for m in missing)}")
+    try:
+        module = usercode.load_module(name, folder)
+    except usercode.UserCodeError as exc:
+        raise UserError(str(exc)) from exc.__cause__
     return ModelSpec(
         suggest_params=module.suggest_params,
         build_network=module.build_network,
@@ -127,8 +104,8 @@ def pack(spec: ModelSpec, model_dir: str | Path) -> str | None:
     if spec.module is None:
         return None
     root = source_root(spec.module)
-    target = Path(model_dir) / "code"
-    tmp = Path(model_dir) / ".code.tmp"
+    target = Path(model_dir) / CODE_DIR
+    tmp = Path(model_dir) / f".{CODE_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".git")
     own = Path(model_dir).resolve()
@@ -145,16 +122,6 @@ def pack(spec: ModelSpec, model_dir: str | Path) -> str | None:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return spec.module.__name__
-
-
-def network_builder(
-    meta: dict[str, Any], model_dir: str | Path
-) -> Callable[[dict[str, Any], int, int], chainer.Link]:
-    """For serving: the network function a model was trained with (ours or the packed module)."""
-    name = meta.get("model_module")
-    if not name:
-        return network.build_network
-    return load(name, Path(model_dir) / "code").build_network
 
 
 def source_folder(code_dir: Path, code_channel: Path) -> Path:

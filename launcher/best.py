@@ -2,8 +2,9 @@
 
 Each job keeps its own best trial's model in its model.tar.gz, so the study's best model is
 in the archive of the job named on the best trial (user attribute ``job_name``). The archive's
-``model.json`` is read to confirm it holds that trial (or one with the same value: a job keeps
-the first of equal trials).
+``model.json`` is read to confirm it holds that very trial: the best trial is chosen by the
+keeper's own rule (core/ranking.py: a finite value, the earliest of equals), so it is the
+model its job kept.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core import ranking
+from core.artifact import ModelRecord
 from entrypoint.constants import ATTR_JOB_NAME
 from entrypoint.errors import UserError
 from launcher import artifacts, jobs
@@ -46,22 +49,25 @@ class BestModel:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best COMPLETE trial; a study without one is a user error."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    """The best COMPLETE trial by core/ranking.py's rule; a study without one is a user error."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
         raise UserError(f"Study '{study.study_name}' has no completed trial yet")
-    return study.best_trial
+    best = ranking.best(study.direction.name, complete, lambda t: t.value)
+    if best is None:  # every value is infinite: no job kept a model of them
+        raise UserError(f"Study '{study.study_name}' has no completed trial with a finite value")
+    return best
 
 
-def _check_meta(meta: dict[str, Any], trial: FrozenTrial, study_name: str, url: str) -> int:
-    held, value = meta.get("trial_number"), meta.get("value")
-    if meta.get("study_name") != study_name:
-        raise UserError(f"{url} holds a model of study '{meta.get('study_name')}', not of '{study_name}'")
-    if held != trial.number and value != trial.value:
+def _check_record(record: ModelRecord, trial: FrozenTrial, study_name: str, url: str) -> int:
+    if record.study_name != study_name:
+        raise UserError(f"{url} holds a model of study '{record.study_name}', not of '{study_name}'")
+    if record.trial_number != trial.number:
         raise UserError(
-            f"{url} holds trial {held} (value {value}), not the study's best trial {trial.number} "
-            f"(value {trial.value})"
+            f"{url} holds trial {record.trial_number} (value {record.value}), not the study's best "
+            f"trial {trial.number} (value {trial.value})"
         )
-    return int(held)
+    return record.trial_number
 
 
 def find(study: optuna.Study, sagemaker: Any, s3: Any | None) -> BestModel:
@@ -80,7 +86,7 @@ def find(study: optuna.Study, sagemaker: Any, s3: Any | None) -> BestModel:
     url = jobs.check_wrote_model(job)
     held = None
     if s3 is not None:
-        held = _check_meta(artifacts.read_model_meta(s3, url, job_name), trial, study.study_name, url)
+        held = _check_record(artifacts.read_model_record(s3, url, job_name), trial, study.study_name, url)
     return BestModel(
         study_name=study.study_name,
         direction=study.direction.name.lower(),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import optuna
 
-from entrypoint import plots
 from entrypoint import report as summary
 from entrypoint.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
+from launcher import plots
 
 
 def write(study: optuna.Study, out: str | Path) -> list[Path]:

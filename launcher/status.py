@@ -1,5 +1,7 @@
 """``status``: a study's trials by state, its best trial so far, and what each job contributed.
 
+"Best" is core/ranking.py's rule, the keeper's: a finite value, the earliest of equals.
+
 Read from the study's database only; with ``describe_jobs`` each job's SageMaker status and
 FailureReason are added (one DescribeTrainingJob per job).
 """
@@ -12,16 +14,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core import ranking
 from entrypoint.constants import ATTR_JOB_NAME
 from launcher import jobs
 
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 NO_JOB = None  # trials not run by a training job (e.g. enqueued by hand)
 UNKNOWN_JOB = "not found"  # a job name SageMaker does not know (expired, other region, local run)
-
-
-def _better(direction: optuna.study.StudyDirection, a: float, b: float | None) -> bool:
-    return b is None or (a > b if direction == optuna.study.StudyDirection.MAXIMIZE else a < b)
 
 
 def _trial(trial: FrozenTrial | None) -> dict[str, Any] | None:
@@ -46,9 +45,9 @@ def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]
         entry["trials"] += 1
         entry[trial.state.name] += 1
         if trial.state == TrialState.COMPLETE and trial.value is not None:
-            if _better(study.direction, trial.value, entry["best"]):
+            if ranking.is_better(study.direction.name, trial.value, entry["best"]):
                 entry["best"] = trial.value
-            if best is None or _better(study.direction, trial.value, best.value):
+            if ranking.is_better(study.direction.name, trial.value, None if best is None else best.value):
                 best = trial
     if sagemaker is not None:
         for name, entry in per_job.items():

@@ -67,14 +67,14 @@ def preflight(config: ServeConfig) -> None:
     if handlers.overridden():
         log.info("user hooks from %s: %s", handlers.source, ", ".join(handlers.overridden()))
     if handlers.model_fn is DEFAULTS["model_fn"]:
-        meta = handlers.model_fn(str(config.model_dir)).meta
+        record = handlers.model_fn(str(config.model_dir)).record
         log.info(
             "model %s: trial %s of study %r, %s=%s",
             config.model_dir,
-            meta.get("trial_number"),
-            meta.get("study_name"),
-            meta.get("objective_metric"),
-            meta.get("value"),
+            record.trial_number,
+            record.study_name,
+            record.objective_metric,
+            record.value,
         )
     front = f"nginx, {config.workers} workers x {config.threads} threads"
     if config.proxy == C.PROXY_NONE:

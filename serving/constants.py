@@ -1,5 +1,7 @@
 """Every external name the serving side reads, in one place."""
 
+from core.artifact import CODE_DIR
+
 # Environment variables set by SageMaker hosting / batch transform, named as the
 # sagemaker-inference toolkit names them so that users' habits carry over.
 ENV_BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -25,7 +27,7 @@ NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")  # looked up on PATH 
 SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
-USER_CODE_DIR = "code"  # <model_dir>/code holds the user's SAGEMAKER_PROGRAM
+USER_CODE_DIR = CODE_DIR  # <model_dir>/code holds the user's SAGEMAKER_PROGRAM (and a packed model-module)
 DEFAULT_PROGRAM = "inference.py"  # used when present and SAGEMAKER_PROGRAM is unset
 
 BIND_HOST = "0.0.0.0"

@@ -1,13 +1,13 @@
 """model_dir -> the trained network (built by training's own function) and its forward pass.
 
-The function is the one training used: ``entrypoint.network.build_network``, or the user's
-``model-module`` that training packed into ``<model_dir>/code`` (``usermodule.network_builder``).
+model.json is read and checked by core/artifact.py; the network function is the one training
+used (core/usercode.py: ``core.network.build_network``, or the user's ``model-module`` that
+training packed into ``<model_dir>/code``); the weights are read by core/network.py, unpickled
+never. Nothing here imports Optuna or the training toolkit.
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,82 +15,68 @@ from typing import Any
 import chainer
 import numpy as np
 
-from entrypoint import usermodule
-from entrypoint.constants import MODEL_FORMAT_VERSION, MODEL_META_FILE
-from entrypoint.errors import UserError
-from entrypoint.keeper import read_meta
-from serving.constants import USER_CODE_DIR
+from core import artifact, network, usercode
+from core.artifact import ModelRecord
 from serving.errors import ModelLoadError
 from serving.forward import Forward, chainer_forward, numpy_forward
-
-REQUIRED_META_KEYS = ("format_version", "weights_file", "params", "n_features", "n_classes")
 
 
 @dataclass(frozen=True)
 class Model:
-    """A loaded network, its forward pass and the model.json it came from."""
+    """A loaded network, its forward pass and the model.json record it came from."""
 
     network: chainer.Link
-    meta: dict[str, Any]
+    record: ModelRecord
     forward: Forward
 
     @property
     def n_features(self) -> int:
-        return int(self.meta["n_features"])
+        return self.record.n_features
 
     @property
     def n_classes(self) -> int:
-        return int(self.meta["n_classes"])
+        return self.record.n_classes
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """model.json as a dict: what a user's hooks received before the typed record."""
+        return self.record.to_dict()
 
 
 def load_model(model_dir: str | Path) -> Model:
     """Read model.json, rebuild its network and load its weights; any problem names the file."""
     model_dir = Path(model_dir)
-    meta = _read_meta(model_dir)
-    meta_path = model_dir / MODEL_META_FILE
+    record = read_record(model_dir)
+    meta_path = model_dir / artifact.META_FILE
     try:  # training's own function: ours, or the model-module it packed into <model_dir>/code
-        build_network = usermodule.network_builder(meta, model_dir)
-    except UserError as e:
-        raise ModelLoadError(model_dir / USER_CODE_DIR, str(e)) from e
+        build_network = usercode.network_builder(record, model_dir)
+    except usercode.UserCodeError as e:
+        raise ModelLoadError(model_dir / artifact.CODE_DIR, str(e)) from e
     try:
-        network = build_network(meta["params"], int(meta["n_features"]), int(meta["n_classes"]))
+        net = build_network(record.params, record.n_features, record.n_classes)
     except Exception as e:  # KeyError, TypeError, ValueError... also from a user's build_network
         raise ModelLoadError(meta_path, f"params do not describe a network ({type(e).__name__}: {e})") from e
-    weights_path = model_dir / meta["weights_file"]
+    weights_path = model_dir / record.weights_file
     try:
-        # chainer.serializers.load_npz, minus its allow_pickle=True: weights are plain arrays.
-        with np.load(weights_path, allow_pickle=False) as npz:
-            chainer.serializers.NpzDeserializer(npz, strict=True).load(network)
+        network.load_weights(weights_path, net)
     except FileNotFoundError:
-        raise ModelLoadError(weights_path, f"missing (named by {MODEL_META_FILE})") from None
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
-        problem = f"corrupt or does not match {MODEL_META_FILE} ({type(e).__name__}: {e})"
+        raise ModelLoadError(weights_path, f"missing (named by {artifact.META_FILE})") from None
+    except network.WEIGHTS_ERRORS as e:
+        problem = f"corrupt or does not match {artifact.META_FILE} ({type(e).__name__}: {e})"
         raise ModelLoadError(weights_path, problem) from e
-    return Model(network=network, meta=meta, forward=numpy_forward(network) or chainer_forward(network))
+    return Model(network=net, record=record, forward=numpy_forward(net) or chainer_forward(net))
 
 
-def _read_meta(model_dir: Path) -> dict[str, Any]:
-    meta_path = model_dir / MODEL_META_FILE
+def read_record(model_dir: Path) -> ModelRecord:
+    """model_dir's committed record; a missing or invalid model.json is a ModelLoadError."""
     try:
-        meta = read_meta(model_dir)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(meta_path, f"not valid JSON ({e})") from e
-    except OSError as e:
-        raise ModelLoadError(meta_path, f"unreadable ({e.strerror})") from e
-    if meta is None:
-        raise ModelLoadError(meta_path, "missing: the folder holds no model (is model.tar.gz unpacked here?)")
-    if not isinstance(meta, dict):
-        raise ModelLoadError(meta_path, "not a JSON object")
-    missing = [key for key in REQUIRED_META_KEYS if key not in meta]
-    if missing:
-        raise ModelLoadError(meta_path, f"lacks {', '.join(missing)}")
-    if meta["format_version"] != MODEL_FORMAT_VERSION:
-        problem = f"format_version {meta['format_version']!r}, this server reads {MODEL_FORMAT_VERSION}"
-        raise ModelLoadError(meta_path, problem)
-    weights = meta["weights_file"]
-    if not isinstance(weights, str) or weights in ("", ".", "..") or Path(weights).name != weights:
-        raise ModelLoadError(meta_path, f"weights_file {weights!r} is not a file name in the model folder")
-    return meta
+        record = artifact.read(model_dir)
+    except artifact.ArtifactError as e:
+        raise ModelLoadError(e.path, e.problem) from e
+    if record is None:
+        problem = "missing: the folder holds no model (is model.tar.gz unpacked here?)"
+        raise ModelLoadError(model_dir / artifact.META_FILE, problem)
+    return record
 
 
 def predict_probabilities(model: Model, x: np.ndarray) -> np.ndarray:

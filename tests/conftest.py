@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from entrypoint.localjob import digits_channels, write_job_folder
+from devtools.localjob import digits_channels, write_job_folder
 
 VENV_BIN = Path(sys.executable).parent
 

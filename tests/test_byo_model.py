@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from core import artifact, usercode
 from entrypoint import usermodule
 from entrypoint.errors import UserError
 from tests import services
@@ -41,7 +42,7 @@ def test_example_conv_net_trains_and_is_packed_with_the_model(job_dir, moto_endp
     assert (base / "model" / "code" / "conv_digits.py").read_text() == (
         EXAMPLE / "conv_digits.py"
     ).read_text()
-    build = usermodule.network_builder(meta, base / "model")
+    build = usercode.network_builder(artifact.read(base / "model"), base / "model")
     import chainer
     import numpy as np
 
@@ -125,7 +126,7 @@ def test_module_name_hyperparameter_is_validated():
 
 def test_example_is_served_by_the_real_serve_command(job_dir, moto_endpoint, digits, tmp_path):
     """Train the conv net with `train`, then serve model_dir with `serve`: no extra code."""
-    from serving.localserver import LocalServer
+    from devtools.localserver import LocalServer
 
     base = with_code(job_dir({"model-module": "conv_digits", "n-trials": "2", "epochs": "8", "seed": "4"}))
     rc, _, err = finish(start_job(base, "byo-serve", moto_endpoint))
@@ -164,8 +165,10 @@ def test_a_module_inside_a_package_is_served_with_its_package_and_helpers(tmp_pa
     assert {p.name for p in (model_dir / "code").iterdir()} == {"byo_pkg", "byo_helpers.py"}
     check = (
         "import sys, numpy as np\n"
-        "from entrypoint import usermodule\n"
-        f"net = usermodule.network_builder({{'model_module': 'byo_pkg.net'}}, {str(model_dir)!r})({{}}, 4, 3)\n"
+        "from core import usercode\n"
+        "from core.artifact import ModelRecord\n"
+        "record = ModelRecord('trial-0.npz', {}, 4, 3, model_module='byo_pkg.net')\n"
+        f"net = usercode.network_builder(record, {str(model_dir)!r})({{}}, 4, 3)\n"
         "assert net(np.zeros((2, 4), dtype=np.float32)).shape == (2, 3)\n"
         "assert 'model/code' in sys.modules['byo_helpers'].__file__\n"
     )

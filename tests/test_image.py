@@ -29,9 +29,9 @@ import pytest
 import sqlalchemy
 import yaml
 
+from core.network import build_network
+from devtools.localjob import write_job_folder
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from entrypoint.localjob import write_job_folder
-from entrypoint.network import build_network
 from tests import services
 
 from .conftest import VENV_BIN

@@ -84,7 +84,7 @@ def study_table(base: Path) -> list[dict]:
 
 def test_a_local_run_with_a_seed_repeats_exactly(tmp_path, small_digits):
     """No TRAINING_JOB_NAME (a local run): same seed, same study, same model."""
-    from entrypoint.localjob import write_job_folder
+    from devtools.localjob import write_job_folder
 
     hps = {"n-trials": "4", "epochs": "2", "seed": "1"}
     runs = []

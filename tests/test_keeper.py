@@ -5,11 +5,14 @@ import numpy as np
 import optuna
 import pytest
 
-from entrypoint.keeper import BestModelKeeper, read_meta
-from entrypoint.network import build_network
+from core import artifact
+from core.artifact import ModelSource
+from core.network import build_network
+from entrypoint.keeper import BestModelKeeper
 
 MAX, MIN = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
 PARAMS = {"n_layers": 1, "n_units_l0": 8}
+SOURCE = ModelSource("s", "j", n_features=4, n_classes=3, objective_metric="accuracy", direction="maximize")
 
 
 def finished(study, value, state=optuna.trial.TrialState.COMPLETE):
@@ -26,9 +29,9 @@ def net(fill):
 
 
 def weights_of(model_dir):
-    meta = read_meta(model_dir)
+    record = artifact.read(model_dir)
     target = build_network(PARAMS, 4, 3)
-    chainer.serializers.load_npz(model_dir / meta["weights_file"], target)
+    chainer.serializers.load_npz(model_dir / record.weights_file, target)
     return float(next(target.params()).array.flat[0])
 
 
@@ -36,9 +39,7 @@ def weights_of(model_dir):
 def keeper_for(tmp_path):
     def make(direction=MAX):
         models = {}
-        keeper = BestModelKeeper(
-            tmp_path / "model", direction, models, describe=lambda t: {"n_features": 4, "n_classes": 3}
-        )
+        keeper = BestModelKeeper(tmp_path / "model", direction, models, SOURCE)
         return keeper, models
 
     return make
@@ -71,7 +72,7 @@ def test_minimize_direction(keeper_for, tmp_path):
     offer(keeper, models, study, 0.5, 1.0)
     offer(keeper, models, study, 0.2, 2.0)
     offer(keeper, models, study, 0.3, 3.0)
-    assert read_meta(tmp_path / "model")["trial_number"] == 1
+    assert artifact.read(tmp_path / "model").trial_number == 1
 
 
 def test_failed_pruned_and_nan_trials_are_never_kept(keeper_for, tmp_path):
@@ -83,7 +84,7 @@ def test_failed_pruned_and_nan_trials_are_never_kept(keeper_for, tmp_path):
         keeper(study, trial)
         assert trial.number not in models
     assert keeper.is_better(float("nan")) is False
-    assert read_meta(tmp_path / "model") is None
+    assert artifact.read(tmp_path / "model") is None
 
 
 def test_crash_while_writing_weights_keeps_the_previous_model(keeper_for, tmp_path, monkeypatch):
@@ -113,11 +114,11 @@ def test_crash_between_weights_and_commit_is_cleaned_on_restart(keeper_for, tmp_
             raise KeyboardInterrupt  # the process dies between the two renames
         real_replace(src, dst)
 
-    monkeypatch.setattr("entrypoint.keeper.os.replace", crash_on_commit)
+    monkeypatch.setattr("core.artifact.os.replace", crash_on_commit)
     with pytest.raises(KeyboardInterrupt):
         offer(keeper, models, study, 0.9, 2.0)
     monkeypatch.undo()
-    assert read_meta(tmp_path / "model")["trial_number"] == 0 and weights_of(tmp_path / "model") == 1.0
+    assert artifact.read(tmp_path / "model").trial_number == 0 and weights_of(tmp_path / "model") == 1.0
     restarted, _ = keeper_for(MAX)
     assert restarted.best_value == 0.5
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "trial-0.npz"]

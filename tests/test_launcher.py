@@ -23,7 +23,7 @@ import boto3
 import optuna
 import pytest
 
-from entrypoint.localjob import write_job_folder
+from devtools.localjob import write_job_folder
 from launcher import cli, names
 from launcher.constants import METRIC_DEFINITIONS
 from tests import services
@@ -437,6 +437,16 @@ def test_job_that_wrote_no_model(fleet):
     assert deployed.code == 1 and "wrote no model" in deployed.err
 
 
+# What else a model.json needs to be read (core/artifact.py); the cases vary the rest.
+VALID_MODEL_JSON = {
+    "format_version": 1,
+    "weights_file": "trial-0.npz",
+    "params": {},
+    "n_features": 64,
+    "n_classes": 10,
+}
+
+
 def _tar_gz(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -467,7 +477,9 @@ def test_archive_that_does_not_hold_the_best_model(fleet, meta, archive, message
     name = f"mismatch-{uuid.uuid4().hex[:6]}"
     _ask_tell_study(fleet.db, name, [(job, 0.9)])
     if meta is not None:
-        archive = _tar_gz({"./model.json": json.dumps({"study_name": name, **meta}).encode()})
+        archive = _tar_gz(
+            {"./model.json": json.dumps({**VALID_MODEL_JSON, "study_name": name, **meta}).encode()}
+        )
     key = f"output/{job}/output/model.tar.gz"
     boto3.client("s3", region_name=services.REGION).put_object(Bucket=fleet.bucket, Key=key, Body=archive)
     result = run_cli("best", *fleet.study_args(name))

@@ -45,7 +45,7 @@ def study_of(db, name="shared"):
 @pytest.fixture
 def shared_job(aws, mysql_db, job_dir, tmp_path, small_digits, moto_endpoint):
     """Return a function that lays out job folders that all join study 'shared' in mysql_db."""
-    from entrypoint.localjob import write_job_folder
+    from devtools.localjob import write_job_folder
 
     secret = aws({"username": mysql_db.user, "password": mysql_db.password, "engine": "mysql"})
 

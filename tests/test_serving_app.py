@@ -13,12 +13,12 @@ import falcon.testing
 import numpy as np
 import pytest
 
-from entrypoint.localjob import digits_channels
+from devtools.localjob import digits_channels
+from devtools.localmodel import write_model
 from serving import constants as C
 from serving.app import create_app
 from serving.config import ServeConfig
 from serving.handlers import load_handlers
-from serving.localmodel import write_model
 from serving.model import load_model, predict_probabilities
 
 N_FEATURES, N_CLASSES = 64, 10

@@ -15,14 +15,14 @@ import socket
 import numpy as np
 import pytest
 
-from entrypoint.localjob import digits_channels
+from devtools.localjob import digits_channels
+from devtools.localmodel import write_model
+from devtools.localserver import LOCALHOST, LocalServer
+from devtools.stress import BatchLoad, SlowClients, ping_latencies
 from serving import constants as C
 from serving.errors import StartupError
-from serving.localmodel import write_model
-from serving.localserver import LOCALHOST, LocalServer
 from serving.model import load_model, predict_probabilities
 from serving.nginx import nginx_binary
-from serving.stress import BatchLoad, SlowClients, ping_latencies
 from tests import services
 
 N_FEATURES, N_CLASSES = 64, 10

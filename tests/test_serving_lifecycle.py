@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devtools.localjob import digits_channels, write_job_folder
+from devtools.localmodel import write_model
+from devtools.localserver import LocalServer, request
 from entrypoint import usermodule
-from entrypoint.localjob import digits_channels, write_job_folder
 from serving import constants as C
 from serving.config import ServeConfig
 from serving.errors import StartupError
-from serving.localmodel import write_model
-from serving.localserver import LocalServer, request
 from serving.model import load_model, predict_probabilities
 from serving.server import gunicorn_options
 from tests import services
@@ -449,7 +449,7 @@ def test_serves_the_model_the_train_command_wrote(tmp_path, nginx_installed):
 
 @pytest.mark.parametrize("victim", ["nginx", "gunicorn"])
 def test_serve_exits_1_when_nginx_or_gunicorn_dies(model_dir, tmp_path, victim):
-    from serving.localserver import _children, _command
+    from devtools.localserver import _children, _command
 
     server = LocalServer(model_dir, tmp_path / "log", env={C.ENV_WORKERS: "1"})
     with server:

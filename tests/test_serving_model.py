@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
 import numpy as np
 import pytest
 
-from entrypoint.network import build_network
+from core.network import build_network
+from devtools.localmodel import DEFAULT_PARAMS, write_model
 from serving.forward import chainer_forward, numpy_forward
-from serving.localmodel import DEFAULT_PARAMS, write_model
 from serving.model import load_model, predict_probabilities
 
 
@@ -39,10 +43,33 @@ def test_loaded_model_predicts_like_the_network_written(tmp_path):
     network = write_model(tmp_path, 784, 10)
     model = load_model(tmp_path)
     assert (model.n_features, model.n_classes) == (784, 10)
-    assert model.meta["params"] == DEFAULT_PARAMS and model.meta["weights_file"] == "trial-0.npz"
+    assert model.record.params == DEFAULT_PARAMS and model.record.weights_file == "trial-0.npz"
+    assert model.meta == model.record.to_dict()  # the dict user hooks may read
     x = np.random.default_rng(1).random((9, 784), dtype=np.float32)
     with chainer.using_config("train", False):
         reference = F.softmax(network(x)).array
     probs = predict_probabilities(model, x)
     np.testing.assert_allclose(probs, reference, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_serving_workers_import_neither_optuna_nor_the_training_toolkit(tmp_path):
+    """A worker (the falcon app, the server, the model loader) loads a model in a fresh process
+    without Optuna, sagemaker-training or the training package: serving depends on core only."""
+    write_model(tmp_path / "model", 8, 3)
+    check = (
+        "import sys\n"
+        "import serving.app, serving.handlers, serving.model, serving.server\n"
+        f"serving.model.load_model({str(tmp_path / 'model')!r})\n"
+        "roots = {name.partition('.')[0] for name in sys.modules}\n"
+        "print(sorted(roots & {'optuna', 'sagemaker_training', 'entrypoint', 'launcher', 'devtools'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -14,6 +14,7 @@ import chainer
 import numpy as np
 import optuna
 
+from core.artifact import ModelSource
 from entrypoint import usermodule
 from entrypoint.keeper import BestModelKeeper
 
@@ -50,20 +51,16 @@ def write_model(
     finally:
         np.random.set_state(rng_state)
     study.tell(trial, 0.0)
-    keeper = BestModelKeeper(
-        model_dir,
-        study.direction,
-        {trial.number: network},
-        describe=lambda _: {
-            "study_name": LOCAL_NAME,
-            "job_name": LOCAL_NAME,
-            "n_features": n_features,
-            "n_classes": n_classes,
-            "objective_metric": "accuracy",
-            "direction": "maximize",
-            "model_module": spec.module_name,
-        },
+    source = ModelSource(
+        study_name=LOCAL_NAME,
+        job_name=LOCAL_NAME,
+        n_features=n_features,
+        n_classes=n_classes,
+        objective_metric="accuracy",
+        direction="maximize",
+        model_module=spec.module_name,
     )
+    keeper = BestModelKeeper(model_dir, study.direction, {trial.number: network}, source)
     keeper(study, study.trials[-1])
     usermodule.pack(spec, model_dir)
     return network

@@ -14,8 +14,8 @@ import threading
 import time
 from collections import Counter
 
+from devtools.localserver import LOCALHOST
 from serving import constants as C
-from serving.localserver import LOCALHOST
 
 TICK_SECONDS = 1.0
 SLOW_BODY_BYTES = 5 * C.MB  # declared by each slow-body connection, sent a kilobyte per tick

@@ -1,5 +1,5 @@
-"""The study -> plots in the output data folder: static PNG (matplotlib) and interactive HTML
-(plotly), drawn by Optuna's own visualization modules from the whole study.
+"""The study -> plots in a folder: static PNG (matplotlib) and interactive HTML (plotly), drawn
+by Optuna's own visualization modules from the whole study (``sagemaker-optuna report`` only).
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ PLOTS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
-def write(study: optuna.Study, output_data_dir: str | Path) -> list[Path]:
+def write(study: optuna.Study, out: str | Path) -> list[Path]:
     """Draw every plot the study has enough trials for; return the files written.
 
     A plot that cannot be drawn (too few completed trials for importances, say) is skipped
-    with a log line: the plots must never cost the job its model or its summary.
+    with a log line: a missing plot must never cost the report its summary files.
     """
     import matplotlib
 
-    matplotlib.use("Agg")  # no display in a training container
+    matplotlib.use("Agg")  # files only, also on a machine without a display
     import matplotlib.pyplot as plt
 
-    folder = Path(output_data_dir) / PLOTS_DIR
+    folder = Path(out) / PLOTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     trials = study.get_trials(deepcopy=False)

@@ -1,6 +1,6 @@
 """Lay out a local folder the way SageMaker lays out /opt/ml, for demos, smoke tests and tests.
 
-python -m entrypoint.localjob BASE_DIR --digits n-trials=10 epochs=5
+python -m devtools.localjob BASE_DIR --digits n-trials=10 epochs=5
 SAGEMAKER_BASE_DIR=BASE_DIR train
 """
 

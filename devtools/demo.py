@@ -1,6 +1,6 @@
 """`make demo`'s last step: what the job left in its /opt/ml-like folder, in a few lines.
 
-python -m entrypoint.demo build/demo
+python -m devtools.demo build/demo
 
 Reads only the job's outputs (trials.csv, model_dir) and the test channel, and classifies the
 test digits with the saved model the way `serve` loads it.
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core import artifact
 from entrypoint import data
-from entrypoint.constants import CHANNEL_TEST, MODEL_META_FILE, TRIALS_CSV_FILE
+from entrypoint.constants import CHANNEL_TEST, TRIALS_CSV_FILE
 
 
 def summary(base: Path) -> list[str]:
@@ -26,13 +27,15 @@ def summary(base: Path) -> list[str]:
         trials = list(csv.DictReader(f))
     states = collections.Counter(t["state"] for t in trials)
     epochs = sum(int(t.get("user_attrs_epochs_run") or 0) for t in trials)
-    meta = json.loads((base / "model" / MODEL_META_FILE).read_text())
+    record = artifact.read(base / "model")
+    if record is None:
+        raise SystemExit(f"{base / 'model'} holds no model: did the job complete a trial?")
     lines = [
-        f"Study '{meta['study_name']}': {len(trials)} trials ("
+        f"Study '{record.study_name}': {len(trials)} trials ("
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
         + f"), {epochs} epochs run in all",
-        f"Model in {base / 'model'}: trial {meta['trial_number']} only, validation "
-        f"{meta['objective_metric']} {meta['value']:.4f}, params {json.dumps(meta['params'])}",
+        f"Model in {base / 'model'}: trial {record.trial_number} only, validation "
+        f"{record.objective_metric} {record.value:.4f}, params {json.dumps(record.params)}",
     ]
     from serving.model import load_model, predict_probabilities  # the way `serve` loads it
 

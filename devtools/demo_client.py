@@ -1,6 +1,6 @@
 """`make serve-demo`: serve a model locally and send it five test digits, as the AWS sample does.
 
-python -m serving.demo_client build/demo/model
+python -m devtools.demo_client build/demo/model
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from entrypoint.localjob import digits_channels
+from devtools.localjob import digits_channels
+from devtools.localserver import LocalServer
 from serving import content_types
 from serving.constants import ENV_WORKERS, ROUTE_INVOCATIONS
-from serving.localserver import LocalServer
 
 N_IMAGES = 5
 SHADES = " .:-=+*#%@"  # 8x8 pixels in [0, 1] -> characters

@@ -1,0 +1,1 @@
+"""Demo, test and benchmark helpers: run from the repository, never shipped in the image."""
