@@ -98,23 +98,23 @@ class ModelRecord:
         return cls.from_dict(doc, where)
 
 
-# Optional fields -> the JSON types they may have (besides null).
-_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
-    "model_module": (str,),
-    "trial_number": (int,),
-    "value": (int, float),
-    "study_name": (str,),
-    "job_name": (str,),
-    "objective_metric": (str,),
-    "direction": (str,),
+# Optional fields -> the JSON types they may have (besides null), and how a message names them.
+_OPTIONAL_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model_module": ((str,), "a string"),
+    "trial_number": ((int,), "an integer"),
+    "value": ((int, float), "a number"),
+    "study_name": ((str,), "a string"),
+    "job_name": ((str,), "a string"),
+    "objective_metric": ((str,), "a string"),
+    "direction": ((str,), "a string"),
 }
 
 
 def _check_optional(fields: dict[str, Any], where: str | Path) -> None:
-    for key, types in _OPTIONAL_TYPES.items():
+    for key, (types, described) in _OPTIONAL_TYPES.items():
         value = fields.get(key)
         if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
-            raise ArtifactError(where, f"{key} {value!r} is not a {types[0].__name__}")
+            raise ArtifactError(where, f"{key} {value!r} is not {described}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -93,9 +93,9 @@ def test_unknown_keys_are_kept_not_refused(tmp_path):
         ({"params": [1, 2]}, "params is list, not an object"),
         ({"n_features": "4"}, "n_features '4' is not a positive integer"),
         ({"n_classes": 0}, "n_classes 0 is not a positive integer"),
-        ({"trial_number": "7"}, "trial_number '7' is not a int"),
-        ({"value": True}, "value True is not a int"),
-        ({"model_module": 3}, "model_module 3 is not a str"),
+        ({"trial_number": "7"}, "trial_number '7' is not an integer"),
+        ({"value": True}, "value True is not a number"),
+        ({"model_module": 3}, "model_module 3 is not a string"),
     ],
 )
 def test_invalid_records_are_refused_naming_the_file_and_the_problem(tmp_path, change, problem):
@@ -222,3 +222,27 @@ def test_core_depends_on_no_training_serving_or_launcher_code():
             else:
                 continue
             assert not roots & forbidden, f"{path.name} imports {roots & forbidden}"
+
+
+def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path):
+    """One rule everywhere: of equal values the earliest trial, never an infinite one."""
+    import optuna
+
+    from entrypoint import report
+    from entrypoint.keeper import BestModelKeeper
+    from launcher import best, status
+
+    study = optuna.create_study(direction="maximize")
+    models: dict[int, chainer.Link] = {}
+    keeper = BestModelKeeper(tmp_path, study.direction, models, SOURCE)
+    for value, job in [(0.5, "a"), (math.inf, "a"), (0.9, "a"), (0.9, "b"), (0.7, "b")]:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"job_name": job}))
+        trial = study.trials[-1]
+        models[trial.number] = network.build_network(PARAMS, 4, 3)
+        keeper(study, trial)
+    assert artifact.read(tmp_path).trial_number == 2
+    assert best.best_trial(study).number == 2
+    assert report.best_trial(study).number == 2
+    summary = status.summary(study)
+    assert summary["best"]["trial"] == 2
+    assert [(job["job"], job["best"]) for job in summary["jobs"]] == [("a", 0.9), ("b", 0.9)]
