@@ -46,7 +46,7 @@ class Model:
 def load_model(model_dir: str | Path) -> Model:
     """Read model.json, rebuild its network and load its weights; any problem names the file."""
     model_dir = Path(model_dir)
-    record = read_record(model_dir)
+    record = _read_record(model_dir)
     meta_path = model_dir / artifact.META_FILE
     try:  # training's own function: ours, or the model-module it packed into <model_dir>/code
         build_network = usercode.network_builder(record, model_dir)
@@ -67,7 +67,7 @@ def load_model(model_dir: str | Path) -> Model:
     return Model(network=net, record=record, forward=numpy_forward(net) or chainer_forward(net))
 
 
-def read_record(model_dir: Path) -> ModelRecord:
+def _read_record(model_dir: Path) -> ModelRecord:
     """model_dir's committed record; a missing or invalid model.json is a ModelLoadError."""
     try:
         record = artifact.read(model_dir)
