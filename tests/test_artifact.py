@@ -14,6 +14,8 @@ import pytest
 from core import artifact, network, ranking, usercode
 from core.artifact import ArtifactError, ModelRecord, ModelSource
 
+pytestmark = pytest.mark.unit
+
 CORE = Path(__file__).parents[1] / "core"
 SOURCE = ModelSource(
     study_name="s",

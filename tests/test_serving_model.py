@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import chainer
 import chainer.functions as F
 import chainer.links as L
@@ -51,25 +47,3 @@ def test_loaded_model_predicts_like_the_network_written(tmp_path):
     probs = predict_probabilities(model, x)
     np.testing.assert_allclose(probs, reference, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
-
-
-def test_serving_workers_import_neither_optuna_nor_the_training_toolkit(tmp_path):
-    """A worker (the falcon app, the server, the model loader) loads a model in a fresh process
-    without Optuna, sagemaker-training or the training package: serving depends on core only."""
-    write_model(tmp_path / "model", 8, 3)
-    check = (
-        "import sys\n"
-        "import serving.app, serving.handlers, serving.model, serving.server\n"
-        f"serving.model.load_model({str(tmp_path / 'model')!r})\n"
-        "roots = {name.partition('.')[0] for name in sys.modules}\n"
-        "print(sorted(roots & {'optuna', 'sagemaker_training', 'entrypoint', 'launcher', 'devtools'}))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", check],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
