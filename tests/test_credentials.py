@@ -14,6 +14,7 @@ from tests import services
 PASSWORD = services.HARD_PASSWORD
 
 
+@pytest.mark.unit
 def test_rds_format_is_read_in_full():
     doc = {
         "username": "admin",
@@ -35,11 +36,13 @@ def test_rds_format_is_read_in_full():
     assert PASSWORD not in repr(creds)
 
 
+@pytest.mark.unit
 def test_sample_format_has_only_username_and_password():
     creds = credentials.parse_secret("s", json.dumps({"username": "u", "password": "p"}))
     assert (creds.host, creds.port, creds.dbname, creds.engine) == (None, None, None, None)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body, fragment",
     [
@@ -58,16 +61,19 @@ def test_malformed_secrets_name_the_secret_and_never_the_content(body, fragment)
     assert PASSWORD not in str(info.value) and "p@ss" not in str(info.value)
 
 
+@pytest.mark.services
 def test_fetch_through_secrets_manager(aws):
     name = aws({"username": "u", "password": PASSWORD})
     assert credentials.fetch(name, services.REGION).password == PASSWORD
 
 
+@pytest.mark.services
 def test_missing_secret(aws):
     with pytest.raises(UserError, match="Secret 'no/such/secret' does not exist in this region"):
         credentials.fetch("no/such/secret", services.REGION)
 
 
+@pytest.mark.services
 def test_no_region(aws, monkeypatch):
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.delenv("AWS_REGION", raising=False)
@@ -75,6 +81,7 @@ def test_no_region(aws, monkeypatch):
         credentials.fetch("x", None)
 
 
+@pytest.mark.services
 def test_access_denied_with_iam_enforced(tmp_path, monkeypatch):
     """A moto server that enforces IAM, and a user without secretsmanager:GetSecretValue."""
     port = services.free_port()

@@ -29,7 +29,7 @@ from cfnlint.decode import decode
 from moto.cloudformation.parsing import resource_class_from_type
 
 from tests import services
-from tests.test_launcher import run_cli
+from tests.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "infra" / "optuna-hpo.yaml"
@@ -69,11 +69,13 @@ def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.process
 def test_cfn_lint_has_no_error_or_warning(tools):
     result = _run(tools / "cfn-lint", TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.process
 def test_checkov_has_no_failed_check_and_every_skip_has_a_reason(tools):
     result = _run(
         tools / "checkov", "--file", TEMPLATE, "--framework", "cloudformation",
@@ -87,12 +89,14 @@ def test_checkov_has_no_failed_check_and_every_skip_has_a_reason(tools):
             assert len(skip.get("comment", "")) > 30, skip
 
 
+@pytest.mark.process
 def test_parliament_finds_nothing_in_any_policy(tools):
     result = _run(tools / "python", "infra/check_policies.py", TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 policy variants of 3 policies checked" in result.stdout
 
 
+@pytest.mark.process
 def test_parliament_check_reports_a_bad_policy(tools, tmp_path):
     bad = TEMPLATE.read_text().replace("secretsmanager:GetSecretValue", "secretsmanager:GetSecretValues")
     (tmp_path / "bad.yaml").write_text(bad)
@@ -100,6 +104,7 @@ def test_parliament_check_reports_a_bad_policy(tools, tmp_path):
     assert result.returncode == 1 and "UNKNOWN_ACTION" in result.stdout, result.stdout
 
 
+@pytest.mark.unit
 def test_no_star_action_and_star_resources_only_where_iam_allows_nothing_else():
     text = TEMPLATE.read_text()
     assert not re.search(r"Action:\s*['\"]?\*", text) and '"*"' not in re.findall(r"- ['\"]?\*['\"]?$", text)
@@ -157,6 +162,7 @@ def _moto_template(template: dict[str, Any], secret_arn: str, repository: str) -
     return {**body, "Resources": resources, "Outputs": replace(template["Outputs"])}
 
 
+@pytest.mark.unit
 def test_moto_lacks_exactly_the_listed_resource_types():
     kinds = {r["Type"] for r in _template()["Resources"].values()}
     assert {k for k in kinds if resource_class_from_type(k) is None} == MOTO_LACKS
@@ -257,6 +263,7 @@ def stack(world):
     return name, world.deploy(name)
 
 
+@pytest.mark.services
 def test_stack_outputs_name_the_stack_resources(world, stack):
     name, out = stack
     ec2 = world.client(world.admin, "ec2")
@@ -314,6 +321,7 @@ def test_stack_outputs_name_the_stack_resources(world, stack):
     assert out["DatabaseEndpoint"] == DB_HOST and out["DatabasePort"] == "3306"
 
 
+@pytest.mark.unit
 def test_egress_rules():
     """The jobs reach only the database port, S3 and the endpoints; the database and the
     endpoints reach nothing (checked in the template: moto ignores egress rules)."""
@@ -340,6 +348,7 @@ def test_egress_rules():
     assert egress_resources == ["JobsToAwsApis"]
 
 
+@pytest.mark.unit
 def test_bucket_repository_and_database_properties():
     """What moto's CloudFormation does not apply, checked in the template."""
     resources = _template()["Resources"]
@@ -374,6 +383,7 @@ def test_bucket_repository_and_database_properties():
     assert given <= documented and {"AWS_ACCOUNT_ID", "IMAGE_REPO_NAME"} <= given
 
 
+@pytest.mark.services
 def test_existing_vpc_and_subnets_are_used_and_nothing_is_added_to_them(world):
     ec2 = world.client(world.admin, "ec2")
     vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
@@ -401,6 +411,7 @@ def test_existing_vpc_and_subnets_are_used_and_nothing_is_added_to_them(world):
     assert sorted(r.rsplit("/", 1)[1] for r in interfaces["Resource"] if ":subnet/" in r) == sorted(subnets)
 
 
+@pytest.mark.services
 def test_two_stacks_in_one_account_do_not_collide(world, stack):
     _, first = stack
     second = world.deploy(f"optuna-{uuid.uuid4().hex[:6]}")
@@ -408,6 +419,7 @@ def test_two_stacks_in_one_account_do_not_collide(world, stack):
         assert first[key] != second[key], key
 
 
+@pytest.mark.services
 def test_execution_role_reads_the_stack_secret_and_no_other(world, stack):
     _, out = stack
     other = world.client(world.admin, "secretsmanager").create_secret(
@@ -422,6 +434,7 @@ def test_execution_role_reads_the_stack_secret_and_no_other(world, stack):
         secrets.get_secret_value(SecretId=other)
 
 
+@pytest.mark.services
 def test_build_role_pushes_to_its_repository_and_no_other(world, stack):
     name, out = stack
     other = world.client(world.admin, "ecr").create_repository(repositoryName=f"other-{uuid.uuid4().hex[:6]}")
@@ -442,6 +455,7 @@ def test_build_role_pushes_to_its_repository_and_no_other(world, stack):
         )
 
 
+@pytest.mark.services
 def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, monkeypatch):
     name, out = stack
     for key, value in services.aws_env(world.url).items():
@@ -483,6 +497,7 @@ def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, m
     assert missing.code == 1 and "No stack 'no-such-stack'" in missing.err, missing.err
 
 
+@pytest.mark.services
 def test_status_and_best_with_stack_read_its_secret(world, mysql_db, monkeypatch):
     """A stack whose secret stand-in holds a real MariaDB database: --stack is all they need."""
     name = f"optuna-{uuid.uuid4().hex[:6]}"

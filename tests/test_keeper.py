@@ -8,6 +8,8 @@ import pytest
 from entrypoint.keeper import BestModelKeeper, read_meta
 from entrypoint.network import build_network
 
+pytestmark = pytest.mark.unit
+
 MAX, MIN = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
 PARAMS = {"n_layers": 1, "n_units_l0": 8}
 

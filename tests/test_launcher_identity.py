@@ -15,7 +15,9 @@ import optuna
 import pytest
 
 from tests import services
-from tests.test_launcher import run_cli
+from tests.cli import run_cli
+
+pytestmark = pytest.mark.services
 
 PROFILE_REGION = "eu-west-1"  # services.REGION (the environment's default) is us-east-1
 

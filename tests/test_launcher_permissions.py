@@ -14,7 +14,9 @@ import optuna
 import pytest
 
 from tests import services
-from tests.test_launcher import IMAGE, ROLE, _launch_args, run_cli
+from tests.cli import IMAGE, ROLE, launch_args, run_cli
+
+pytestmark = pytest.mark.services
 
 ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key: before IAM is enforced
 
@@ -122,7 +124,7 @@ DESCRIBE_JOB = "sagemaker:DescribeTrainingJob"
 
 def test_launch_without_create_training_job(world):
     world()
-    result = run_cli(*_launch_args(world.bucket, "s"), "--job-prefix", "denied")
+    result = run_cli(*launch_args(world.bucket, "s"), "--job-prefix", "denied")
     assert result.code == 1
     assert "Not allowed to sagemaker:CreateTrainingJob" in result.err, result.err
 
