@@ -54,7 +54,7 @@ def wait_for(check, timeout: float, what: str) -> None:
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout} s")
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling pace
 
 
 @contextlib.contextmanager

@@ -17,7 +17,16 @@ from entrypoint.checkpoint import Progress
 from entrypoint.runner import TrialRunner
 from entrypoint.stopping import Guard
 from tests import services
-from tests.jobs import FINISHED, finish, job_on_private_db, npz, start_job, study_of, wait_for_training
+from tests.jobs import (
+    FINISHED,
+    Followed,
+    finish,
+    job_on_private_db,
+    npz,
+    start_job,
+    study_of,
+    wait_for_training,
+)
 
 
 def embedded_study(base):
@@ -78,13 +87,14 @@ def test_database_restart_mid_run_loses_and_doubles_nothing(
     private_mariadb, private_db, moto_endpoint, aws, job_dir
 ):
     base, proc = job_on_private_db(private_db, aws, job_dir, moto_endpoint, "outage", n_trials=4, retry_s=120)
+    job = Followed(proc)
     private_mariadb.stop()
-    try:
-        time.sleep(10)
+    try:  # the database stays away until the job has met the outage (fails if the job died of it)
+        job.wait_for_stderr("Database unavailable", 120)
         assert proc.poll() is None, "the job died with the database"
     finally:
         private_mariadb.start()
-    rc, out, err = finish(proc)
+    rc, out, err = job.finish()
     assert rc == 0, err[-3000:]
     assert "Database unavailable" in err
     trials = study_of(private_db).trials
@@ -172,7 +182,7 @@ def test_a_hanging_trial_is_ended_by_its_time_limit(tmp_path, guard):
     def objective(trial):
         trial.suggest_float("x", 0, 1)
         if trial.number == 0:
-            time.sleep(3600)  # hangs
+            time.sleep(3600)  # the scenario: a trial that hangs, ended by trial-timeout
         return 1.0
 
     study, runner = runner_for(tmp_path, objective, guard, **{"n-trials": "2", "trial-timeout": "1"})
@@ -247,9 +257,17 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
         db = storage.resolve(s, "/nonexistent-output")
         study, rdb = storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
 
+        def no_connection_left() -> bool:
+            cursor = root.cursor()
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (private_db.user,)
+            )
+            return cursor.fetchone()[0] == 0
+
         def objective(trial):
             x = trial.suggest_float("x", 0, 1)
-            time.sleep(2)  # the pooled connection idles past wait_timeout
+            # The pooled connection idles past wait_timeout, until the server has closed it.
+            services.wait_for(no_connection_left, 30, "the server closing the idle pooled connection")
             return x
 
         runner = TrialRunner(study, rdb, objective, [], s, guard, Progress(None, "s", "job"))
@@ -275,8 +293,8 @@ def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
 
     def objective(trial):
         x = trial.suggest_float("x", 0, 1)
-        if trial.number == 1:
-            time.sleep(2.5)  # longer than the interval: beats
+        if trial.number == 1:  # longer than the interval: runs until its first beat
+            services.wait_for(lambda: beats(trial._trial_id), 30, "a heartbeat of the long trial")
         seen[trial.number] = beats(trial._trial_id)
         return x
 

@@ -28,7 +28,17 @@ from entrypoint.checkpoint import Progress
 from entrypoint.dberrors import describe
 from entrypoint.errors import UserError
 from tests import services
-from tests.jobs import FINISHED, VENV_BIN, finish, job_on_private_db, npz, start_job, study_of, train_env
+from tests.jobs import (
+    FINISHED,
+    VENV_BIN,
+    finish,
+    job_on_private_db,
+    npz,
+    start_job,
+    study_of,
+    train_env,
+    wait_for_a_beating_trial,
+)
 
 # --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
 
@@ -414,13 +424,7 @@ def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_
         shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
     )
 
-    def beating():
-        study = study_of(mysql_db)
-        with study._storage._backend.engine.connect() as conn:
-            beats = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
-        return beats and any(t.state == TrialState.RUNNING and t.params for t in study.trials)
-
-    services.wait_for(beating, 120, "a trial in training that has beaten")
+    wait_for_a_beating_trial(mysql_db)
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait(timeout=30)
     # Well within the grace period, another job reaches the study's cap and ends.

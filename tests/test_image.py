@@ -86,7 +86,7 @@ def test_buildspec_is_a_codebuild_0_2_spec_that_pushes_the_commit_tag():
     assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11"}
     assert spec["phases"]["build"]["commands"] == ["make image"]
     pre_build = "\n".join(spec["phases"]["pre_build"]["commands"])
-    assert "make test" in pre_build and "make login" in pre_build
+    assert "make unit" in pre_build and "make login" in pre_build
     assert "CODEBUILD_RESOLVED_SOURCE_VERSION" in pre_build
     assert any("make push" in c for c in spec["phases"]["post_build"]["commands"])
     assert spec["artifacts"]["files"] == ["build/imageDetail.json"]
@@ -272,7 +272,7 @@ def test_serve_answers_ping_and_classifies_digits(engine: Engine, image: str, em
             if running != "true" or time.monotonic() > deadline:
                 logs = engine("logs", name, check=False)
                 pytest.fail(f"serve did not answer /ping (running={running}):\n{tail(logs)}")
-            time.sleep(0.5)
+            time.sleep(0.5)  # polling pace
         x, y = digits["test"]
         x, y = x[:20], y[:20]
         status, body = http(f"{url}/invocations", json.dumps({"instances": x.tolist()}).encode(), timeout=60)
@@ -347,8 +347,8 @@ def test_buildspec_pushes_an_image_that_pulls_back_and_trains(
         "AWS_DEFAULT_REGION": services.REGION,
         "IMAGE_REPO_NAME": repo,
         "REGISTRY": registry,
-        # Only this module's quick tests: the whole suite would run this test again.
-        "UNIT_TEST_ARGS": "tests/test_image.py -m 'not container' -q",
+        # Only this module's unit tests (`make unit` adds -m unit): quick, and never this test again.
+        "UNIT_TEST_ARGS": "tests/test_image.py -q",
         "DOCKER_PUSH_FLAGS": "--tls-verify=false" if engine.is_podman else "",
         "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),

@@ -5,14 +5,19 @@ import json
 import os
 import signal
 import threading
-import time
 
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 from tests import services
-from tests.jobs import FINISHED, finish, start_job, study_of
+from tests.jobs import (
+    FINISHED,
+    finish,
+    start_job,
+    study_of,
+    wait_for_a_beating_trial,
+    wait_for_heartbeat_to_lapse,
+)
 
 
 @pytest.mark.process
@@ -57,17 +62,11 @@ def test_trial_of_a_killed_job_is_failed_by_heartbeat_and_rerun(shared_job, mysq
         shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
     )
 
-    def beating():  # in training, with a heartbeat written (the first comes within an interval)
-        study = study_of(mysql_db)
-        with study._storage._backend.engine.connect() as conn:
-            beats = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
-        return beats and any(t.state == TrialState.RUNNING and t.params for t in study.trials)
-
-    services.wait_for(beating, 120, "a trial in training that has beaten")
+    wait_for_a_beating_trial(mysql_db)
     os.killpg(doomed.pid, signal.SIGKILL)  # the instance is lost: no clean-up runs
     doomed.wait(timeout=30)
     lost = study_of(mysql_db).trials[0]
-    time.sleep(4)  # past the grace period
+    wait_for_heartbeat_to_lapse(mysql_db, lost, grace_s=3)  # past the grace period
     rc, _, err = finish(
         start_job(shared_job("survivor", **{"n-trials": "2", **beat}), "survivor", moto_endpoint)
     )

@@ -269,7 +269,12 @@ def predict_fn(data, model):
         raise RuntimeError("secret internal detail")
     if marker in (-2, -3):
         Path(os.environ["TEST_STARTED_FILE"]).touch()
-        time.sleep(2 if marker == -2 else 30)
+    if marker == -2:  # in flight until the test creates the release file (at most 30 s)
+        release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 30
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if marker == -3:  # the scenario: slower than SAGEMAKER_MODEL_SERVER_TIMEOUT (3 s)
+        time.sleep(30)
     return default_predict_fn(data, model)
 """
 
@@ -307,6 +312,7 @@ def custom_model_server(model_dir, tmp_path):
         C.ENV_TIMEOUT: "3",
         C.ENV_DEFAULT_ACCEPT: "text/csv",
         "TEST_STARTED_FILE": str(tmp_path / "started"),
+        "TEST_RELEASE_FILE": str(tmp_path / "release"),
     }
     server = LocalServer(model_dir, tmp_path / "log", env=env)
     with server:
@@ -339,13 +345,8 @@ def test_a_request_over_the_timeout_loses_its_worker_not_the_server(custom_model
     status, _, body = request(server.port, "POST", C.ROUTE_INVOCATIONS, rows(-3.0), {"Content-Type": NPY})
     assert status == 504 and b"SAGEMAKER_MODEL_SERVER_TIMEOUT" in body  # nginx's answer at the timeout
     assert time.monotonic() - t0 < 15  # SAGEMAKER_MODEL_SERVER_TIMEOUT=3, not the request's 30 s
-    deadline = time.monotonic() + 30
-    while "WORKER TIMEOUT" not in server.log() and time.monotonic() < deadline:  # the watchdog's restart
-        time.sleep(0.05)
-    assert "WORKER TIMEOUT" in server.log()
-    deadline = time.monotonic() + 30
-    while server.ready_workers() < 3 and time.monotonic() < deadline:  # a fresh worker replaced it
-        time.sleep(0.05)
+    services.wait_for(lambda: "WORKER TIMEOUT" in server.log(), 30, "the watchdog's restart of the worker")
+    services.wait_for(lambda: server.ready_workers() >= 3, 30, "a fresh worker replacing it")
     assert server.ready_workers() == 3
     for _ in range(4):
         assert server.request("POST", C.ROUTE_INVOCATIONS, rows(0.0), Content_Type=NPY)[0] == 200
@@ -363,26 +364,35 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(custom_model_server, t
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    started = tmp_path / "started"
-    deadline = time.monotonic() + 10
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert started.exists()
+    services.wait_for((tmp_path / "started").exists, 10, "the request reaching predict_fn")
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(OSError):  # no new connections while draining
-        request(server.port, "GET", C.ROUTE_PING, timeout=2)
+
+    def refused() -> bool:
+        try:
+            request(server.port, "GET", C.ROUTE_PING, timeout=2)
+        except OSError:
+            return True
+        return False
+
+    # No new connections while draining: the request stays in flight until the release file.
+    services.wait_for(refused, 10, "serve refusing new connections after SIGTERM")
+    assert thread.is_alive()
+    (tmp_path / "release").touch()
     thread.join(10)
     assert answer["result"][0] == 200
     assert server.proc.wait(EXIT_SECONDS) == 0
 
 
 SLOW_MODEL = """
-import time
+import os, time
+from pathlib import Path
 from serving.handlers import model_fn as default_model_fn
 
-def model_fn(model_dir):
-    time.sleep(2)
+def model_fn(model_dir):  # loads until the test creates the release file (at most 60 s)
+    Path(os.environ["TEST_LOADING_FILE"]).touch()
+    release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     return default_model_fn(model_dir)
 """
 
@@ -390,21 +400,23 @@ def model_fn(model_dir):
 @pytest.mark.process
 def test_ping_is_not_200_while_the_model_loads(model_dir, tmp_path):
     add_code(model_dir, "inference.py", SLOW_MODEL)
-    server = LocalServer(model_dir, tmp_path / "log", env={C.ENV_WORKERS: "1"}).start()
+    loading, release = tmp_path / "loading", tmp_path / "release"
+    env = {C.ENV_WORKERS: "1", "TEST_LOADING_FILE": str(loading), "TEST_RELEASE_FILE": str(release)}
+    server = LocalServer(model_dir, tmp_path / "log", env=env).start()
+
+    def ping() -> int | None:
+        try:
+            return request(server.port, "GET", C.ROUTE_PING, timeout=0.3)[0]
+        except OSError:  # refused before gunicorn binds, timed out while the worker loads
+            return None
+
     try:
-        not_ready = 0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                status = request(server.port, "GET", C.ROUTE_PING, timeout=0.3)[0]
-            except OSError:  # refused before gunicorn binds, timed out while the worker loads
-                status = None
-            if status == 200:
-                assert server.ready_workers() == 1  # the worker had logged its model as loaded
-                break
-            not_ready += 1
-            time.sleep(0.05)  # polling pace (nginx answers 503 at once while the worker loads)
-        assert status == 200 and not_ready >= 3  # ~2 s of loading, polled every <= 0.3 s
+        services.wait_for(loading.exists, 60, "the worker starting to load the model")
+        not_ready = [ping() for _ in range(3)]  # nginx answers 503 at once while the worker loads
+        assert 200 not in not_ready, not_ready
+        release.touch()
+        services.wait_for(lambda: ping() == 200, 30, "/ping answering 200 once the model is loaded")
+        assert server.ready_workers() == 1  # the worker had logged its model as loaded
     finally:
         assert server.stop() == 0
 
