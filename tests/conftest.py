@@ -13,7 +13,7 @@ import pytest
 
 from entrypoint.localjob import digits_channels, write_job_folder
 from tests import services
-from tests.aws import create_secret, use_moto
+from tests.moto_setup import create_secret, use_moto
 
 # Each layer may use what the layers before it use; a test is marked with the first that fits.
 LAYERS = {

@@ -1,8 +1,6 @@
 """Secrets Manager credentials, against a real moto server over HTTP (boto3 is not mocked)."""
 
 import json
-import os
-import subprocess
 
 import boto3
 import pytest
@@ -10,6 +8,7 @@ import pytest
 from entrypoint import credentials
 from entrypoint.errors import UserError
 from tests import services
+from tests.moto_setup import ADMIN_SETUP_CALLS, iam_user, key_env, use_moto
 
 PASSWORD = services.HARD_PASSWORD
 
@@ -84,35 +83,15 @@ def test_no_region(aws, monkeypatch):
 @pytest.mark.services
 def test_access_denied_with_iam_enforced(tmp_path, monkeypatch):
     """A moto server that enforces IAM, and a user without secretsmanager:GetSecretValue."""
-    port = services.free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen(
-        [str(services.VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        services.wait_for(
-            lambda: __import__("urllib.request").request.urlopen(f"{url}/moto-api/", timeout=1), 30, "moto"
-        )
-        for key, value in services.aws_env(url).items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", url)
-        iam = boto3.client("iam", region_name=services.REGION)
-        iam.create_user(UserName="no-secrets")
-        key = iam.create_access_key(UserName="no-secrets")["AccessKey"]
+    with services.moto_server(iam_after=ADMIN_SETUP_CALLS) as url:
+        use_moto(monkeypatch, url, AWS_ENDPOINT_URL_IAM=url)
+        keys = iam_user(boto3.client("iam", region_name=services.REGION), "no-secrets", None)
         boto3.client("secretsmanager", region_name=services.REGION).create_secret(
             Name="locked", SecretString="{}"
         )
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        use_moto(monkeypatch, url, **key_env(keys))
         with pytest.raises(
             UserError,
             match="Secret 'locked' cannot be read: the training role lacks secretsmanager:GetSecretValue",
         ):
             credentials.fetch("locked", services.REGION)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

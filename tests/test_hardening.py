@@ -39,6 +39,7 @@ from tests.jobs import (
     train_env,
     wait_for_a_beating_trial,
 )
+from tests.moto_setup import use_moto
 
 # --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
 
@@ -156,8 +157,7 @@ def test_a_binary_secret_is_said_to_be_binary(moto_endpoint, monkeypatch):
 
     from entrypoint import credentials
 
-    for key, value in services.aws_env(moto_endpoint).items():
-        monkeypatch.setenv(key, value)
+    use_moto(monkeypatch, moto_endpoint)
     client = boto3.client("secretsmanager", region_name=services.REGION)
     client.create_secret(Name="test/bin-secret", SecretBinary=b"\x00\x01s3cr3t")
     with pytest.raises(UserError) as info:

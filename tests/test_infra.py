@@ -13,23 +13,28 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
-import sys
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import boto3
-import optuna
 import pytest
 from cfnlint.decode import decode
 from moto.cloudformation.parsing import resource_class_from_type
 
 from tests import services
 from tests.cli import run_cli
+from tests.moto_setup import (
+    ADMIN_SETUP_CALLS,
+    allow,
+    create_secret,
+    create_training_job,
+    iam_user,
+    key_env,
+    use_moto,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "infra" / "optuna-hpo.yaml"
@@ -46,7 +51,6 @@ MOTO_LACKS = {
 }
 NEEDS_THE_CLUSTER = {"DatabaseInstance"}  # moto would create a stand-alone aurora-mysql instance
 DB_HOST = "optuna-hpo-cluster.cluster-abc.us-east-1.rds.amazonaws.com"  # stand-in: DatabaseCluster
-ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key: before IAM is enforced
 
 
 def _template() -> dict[str, Any]:
@@ -168,14 +172,6 @@ def test_moto_lacks_exactly_the_listed_resource_types():
     assert {k for k in kinds if resource_class_from_type(k) is None} == MOTO_LACKS
 
 
-def _user(iam, name: str, policy: dict | str) -> dict[str, str]:
-    iam.create_user(UserName=name)
-    doc = policy if isinstance(policy, str) else json.dumps(policy)
-    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=doc)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
-
-
 class World:
     """A moto server enforcing IAM (with resource ARNs for Secrets Manager and ECR), an admin."""
 
@@ -184,8 +180,7 @@ class World:
         plain = boto3.session.Session(
             region_name=services.REGION, aws_access_key_id="x", aws_secret_access_key="x"
         )
-        admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        self.admin_keys = _user(plain.client("iam", endpoint_url=url), "admin", admin)
+        self.admin_keys = iam_user(plain.client("iam", endpoint_url=url), "admin", allow("*"))
         self.admin = self.session(self.admin_keys)
 
     def session(self, keys: dict[str, str]) -> boto3.session.Session:
@@ -194,15 +189,18 @@ class World:
     def client(self, session: boto3.session.Session, service: str):
         return session.client(service, endpoint_url=self.url)
 
+    def use_as_admin(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point boto3 in this test (CloudFormation included) at the server, as the admin."""
+        use_moto(monkeypatch, self.url, AWS_ENDPOINT_URL_CLOUDFORMATION=self.url, **key_env(self.admin_keys))
+
     def deploy(self, name: str, secret_doc: dict | None = None, **parameters: str) -> dict[str, str]:
         """Deploy the stack (with stand-ins); return its outputs."""
-        secret = self.client(self.admin, "secretsmanager").create_secret(
-            Name=f"{name}-db",
-            SecretString=json.dumps(
-                secret_doc or {"username": "optuna", "password": "p", "host": DB_HOST, "port": 3306}
-            ),
+        secret_arn = create_secret(
+            self.client(self.admin, "secretsmanager"),
+            f"{name}-db",
+            secret_doc or {"username": "optuna", "password": "p", "host": DB_HOST, "port": 3306},
         )
-        body = _moto_template(_template(), secret["ARN"], f"{name}-image")
+        body = _moto_template(_template(), secret_arn, f"{name}-image")
         cloudformation = self.client(self.admin, "cloudformation")
         cloudformation.create_stack(
             StackName=name,
@@ -235,26 +233,13 @@ class World:
             doc = ast.literal_eval(doc)  # moto stores a stack's inline policy as a Python repr
         # ... and keeps an `Fn::If` that chose AWS::NoValue as a None statement.
         doc["Statement"] = [statement for statement in doc["Statement"] if statement is not None]
-        return self.session(_user(iam, f"u-{uuid.uuid4().hex[:8]}", doc))
+        return self.session(iam_user(iam, f"u-{uuid.uuid4().hex[:8]}", doc))
 
 
 @pytest.fixture(scope="module")
 def world():
-    port = services.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.moto_resource_auth", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(ADMIN_SETUP_CALLS)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        services.wait_for(lambda: urllib.request.urlopen(f"{url}/moto-api/", timeout=1), 30, "moto")
+    with services.moto_server(iam_after=ADMIN_SETUP_CALLS, resource_auth=True) as url:
         yield World(url)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -458,11 +443,7 @@ def test_build_role_pushes_to_its_repository_and_no_other(world, stack):
 @pytest.mark.services
 def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, monkeypatch):
     name, out = stack
-    for key, value in services.aws_env(world.url).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", world.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", world.admin_keys["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", world.admin_keys["aws_secret_access_key"])
+    world.use_as_admin(monkeypatch)
     data = out["DataS3Uri"]
     result = run_cli(
         "launch", "--stack", name, "--study", "infra", "--jobs", "2", "--json",
@@ -501,39 +482,17 @@ def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, m
 def test_status_and_best_with_stack_read_its_secret(world, mysql_db, monkeypatch):
     """A stack whose secret stand-in holds a real MariaDB database: --stack is all they need."""
     name = f"optuna-{uuid.uuid4().hex[:6]}"
-    doc = {
-        "username": mysql_db.user,
-        "password": mysql_db.password,
-        "host": mysql_db.host,
-        "port": mysql_db.port,
-        "dbname": mysql_db.name,
-        "engine": "mysql",
-    }
-    out = world.deploy(name, doc)
+    out = world.deploy(name, mysql_db.secret_document(engine="mysql"))
     job = f"job-{uuid.uuid4().hex[:6]}"
-    world.client(world.admin, "sagemaker").create_training_job(
-        TrainingJobName=job,
-        AlgorithmSpecification={
-            "TrainingImage": f"{out['ImageRepositoryUri']}:latest",
-            "TrainingInputMode": "File",
-        },
-        RoleArn=out["ExecutionRoleArn"],
-        OutputDataConfig={"S3OutputPath": out["OutputS3Uri"]},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
-        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    create_training_job(
+        world.client(world.admin, "sagemaker"),
+        job,
+        f"{out['ImageRepositoryUri']}:latest",
+        out["ExecutionRoleArn"],
+        out["OutputS3Uri"],
     )
-    url = f"mysql+mysqlconnector://{mysql_db.user}@{mysql_db.host}:{mysql_db.port}/{mysql_db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": mysql_db.password}})
-    study = optuna.create_study(study_name="stacked", storage=storage, direction="maximize")
-    trial = study.ask()
-    trial.set_user_attr("job_name", job)
-    study.tell(trial, 0.75)
-    storage.engine.dispose()
-    for key, value in services.aws_env(world.url).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", world.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", world.admin_keys["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", world.admin_keys["aws_secret_access_key"])
+    mysql_db.study_with_trials("stacked", [(job, 0.75)])
+    world.use_as_admin(monkeypatch)
 
     status = run_cli("status", "--stack", name, "--study", "stacked", "--json")
     assert status.code == 0, status.err

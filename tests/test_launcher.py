@@ -29,6 +29,7 @@ from launcher.constants import METRIC_DEFINITIONS
 from tests import services
 from tests.cli import IMAGE, ROLE, STUDY, launch_args, run_cli
 from tests.jobs import VENV_BIN, train_env
+from tests.moto_setup import create_secret
 
 
 @dataclasses.dataclass
@@ -69,19 +70,8 @@ def fleet(aws_env, small_digits, tmp_path_factory):
     sagemaker = boto3.client("sagemaker", region_name=services.REGION)
     with services.mysql_database() as db:
         secret = f"test/launcher/{uuid.uuid4().hex[:8]}"
-        boto3.client("secretsmanager", region_name=services.REGION).create_secret(
-            Name=secret,
-            SecretString=json.dumps(
-                {
-                    "username": db.user,
-                    "password": db.password,
-                    "engine": "mariadb",
-                    "host": db.host,
-                    "port": db.port,
-                    "dbname": db.name,
-                }
-            ),
-        )
+        secrets = boto3.client("secretsmanager", region_name=services.REGION)
+        create_secret(secrets, secret, db.secret_document(engine="mariadb"))
         launched = run_cli(
             *launch_args(bucket, secret),
             "--jobs", "2",
@@ -112,9 +102,7 @@ def fleet(aws_env, small_digits, tmp_path_factory):
 
 
 def _study(db: services.MySqlDatabase, name: str = STUDY) -> optuna.Study:
-    url = f"mysql+mysqlconnector://{db.user}@{db.host}:{db.port}/{db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": db.password}})
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=db.optuna_storage())
 
 
 # --- launch ------------------------------------------------------------------------------------
@@ -315,10 +303,8 @@ def test_unknown_study_lists_the_studies_there(fleet):
 def test_database_without_optuna_tables_is_not_touched(aws_env):
     with services.mysql_database() as empty:
         secret = f"test/launcher/{uuid.uuid4().hex[:8]}"
-        doc = {"username": empty.user, "password": empty.password, "host": empty.host, "dbname": empty.name}
-        boto3.client("secretsmanager", region_name=services.REGION).create_secret(
-            Name=secret, SecretString=json.dumps(doc)
-        )
+        secrets = boto3.client("secretsmanager", region_name=services.REGION)
+        create_secret(secrets, secret, empty.credentials(host=empty.host, dbname=empty.name))
         result = run_cli("status", "--study", STUDY, "--db-secret", secret, "--db-port", str(empty.port))
         assert result.code == 1 and "holds no Optuna studies (wrong database or --db-name?)" in result.err
         with contextlib.closing(empty.connect()) as conn, contextlib.closing(conn.cursor()) as cur:
@@ -380,27 +366,12 @@ def test_best_names_the_model_of_the_best_trial(fleet):
     assert text.code == 0 and doc["model_data_url"] in text.out
 
 
-def _ask_tell_study(db, name, job_names_and_values):
-    url = f"mysql+mysqlconnector://{db.user}@{db.host}:{db.port}/{db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": db.password}})
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    for job_name, value in job_names_and_values:
-        trial = study.ask()
-        if job_name:
-            trial.set_user_attr("job_name", job_name)
-        if value is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, value)
-    storage.engine.dispose()
-
-
 @pytest.mark.process
 def test_job_that_wrote_no_model(fleet):
     """moto reports every job Completed with a ModelArtifacts URI; here nothing was uploaded."""
     launched = run_cli(*launch_args(fleet.bucket, fleet.secret), "--job-prefix", "empty", "--json").json()
     job = launched["jobs"][0]["job"]
-    _ask_tell_study(fleet.db, "no-model", [(job, 0.9)])
+    fleet.db.study_with_trials("no-model", [(job, 0.9)])
     result = run_cli("best", *fleet.study_args("no-model"))
     assert result.code == 1
     assert (
@@ -440,7 +411,7 @@ def test_archive_that_does_not_hold_the_best_model(fleet, meta, archive, message
         0
     ]["job"]
     name = f"mismatch-{uuid.uuid4().hex[:6]}"
-    _ask_tell_study(fleet.db, name, [(job, 0.9)])
+    fleet.db.study_with_trials(name, [(job, 0.9)])
     if meta is not None:
         archive = _tar_gz({"./model.json": json.dumps({"study_name": name, **meta}).encode()})
     key = f"output/{job}/output/model.tar.gz"
@@ -452,18 +423,18 @@ def test_archive_that_does_not_hold_the_best_model(fleet, meta, archive, message
 
 @pytest.mark.process
 def test_best_trial_of_an_unknown_job_or_no_job(fleet):
-    _ask_tell_study(fleet.db, "ghost", [("ghost-job", 0.9)])
+    fleet.db.study_with_trials("ghost", [("ghost-job", 0.9)])
     result = run_cli("best", *fleet.study_args("ghost"))
     assert result.code == 1
     assert "Best trial 0 was run by job 'ghost-job': No training job 'ghost-job' in this region" in result.err
-    _ask_tell_study(fleet.db, "by-hand", [(None, 0.9)])
+    fleet.db.study_with_trials("by-hand", [(None, 0.9)])
     result = run_cli("best", *fleet.study_args("by-hand"))
     assert result.code == 1 and "names no training job" in result.err
 
 
 @pytest.mark.process
 def test_study_without_completed_trials(fleet):
-    _ask_tell_study(fleet.db, "all-failed", [("x", None), ("x", None)])
+    fleet.db.study_with_trials("all-failed", [("x", None), ("x", None)])
     result = run_cli("best", *fleet.study_args("all-failed"))
     assert result.code == 1 and "has no completed trial yet" in result.err
     result = run_cli("status", *fleet.study_args("all-failed"), "--json")

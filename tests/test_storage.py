@@ -16,7 +16,7 @@ def open_study(s):
 
 
 def secret_for(aws, db, **extra):
-    return aws({"username": db.user, "password": db.password, **extra})
+    return aws(db.credentials(**extra))
 
 
 def run_one_trial(study):
