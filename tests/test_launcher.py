@@ -29,7 +29,7 @@ from launcher.constants import METRIC_DEFINITIONS
 from tests import services
 from tests.cli import IMAGE, ROLE, STUDY, launch_args, run_cli
 from tests.jobs import VENV_BIN, train_env
-from tests.moto_setup import create_secret
+from tests.moto_setup import create_secret, use_moto
 
 
 @dataclasses.dataclass
@@ -56,8 +56,7 @@ def _upload_model(s3, model_dir: Path, uri: str) -> None:
 @pytest.fixture(scope="module")
 def aws_env(moto_endpoint):
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in services.aws_env(moto_endpoint).items():
-            mp.setenv(key, value)
+        use_moto(mp, moto_endpoint)
         yield moto_endpoint
 
 
