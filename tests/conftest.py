@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,9 @@ from entrypoint.localjob import digits_channels, write_job_folder
 from tests import services
 from tests.moto_setup import create_secret, use_moto
 
-# Each layer may use what the layers before it use; a test is marked with the first that fits.
-LAYERS = {
-    "unit": "in process only: no subprocess, no socket, no service (seconds; `make unit`)",
-    "services": "in process against MariaDB, PostgreSQL or a moto server",
-    "process": "runs `train`, `serve` or another program in a child process",
-    "container": "builds the image and runs it with a container engine (docker/setup-engine.sh)",
-}
+# The markers registered in pyproject.toml, which says what each means. Each layer may use what
+# the layers before it use; a test is marked with the first that fits.
+LAYERS = ("unit", "services", "process", "container")
 # Fixtures that start or reach a service: a unit test requesting one is refused at collection.
 SERVICE_FIXTURES = {
     "moto_endpoint", "aws", "mysql_db", "postgres_db", "private_mariadb", "private_db", "shared_job",
@@ -38,23 +35,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         layers = sorted({mark.name for mark in item.iter_markers() if mark.name in LAYERS})
         if len(layers) != 1:
             problems.append(
-                f"{item.nodeid}: marked {layers or 'with no layer'}; mark it with one of {list(LAYERS)}"
+                f"{item.nodeid}: marked {layers or 'with no layer'}; mark it with one of {', '.join(LAYERS)}"
             )
         elif layers == ["unit"] and SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             used = sorted(SERVICE_FIXTURES & set(item.fixturenames))
             problems.append(f"{item.nodeid}: a unit test that uses {', '.join(used)}; mark it services")
     if problems:
         raise pytest.UsageError(
-            "Tests without exactly one layer (tests/conftest.py):\n" + "\n".join(problems)
+            "Each test needs exactly one layer, and a unit test no service (tests/conftest.py):\n"
+            + "\n".join(problems)
         )
 
 
-def _refuse_process(self, args, *rest, **kwargs):
+def _refuse_process(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
     raise AssertionError(f"a unit test started a process ({args!r}): mark the test `process`")
 
 
-def _refuse_connect(connect):
-    def guarded(self: socket.socket, address):
+def _refuse_connect(
+    connect: Callable[[socket.socket, object], object],
+) -> Callable[[socket.socket, object], object]:
+    """Wrap socket.connect (or connect_ex): network addresses refused, Unix sockets allowed."""
+
+    def guarded(self: socket.socket, address: object) -> object:
         if self.family in (socket.AF_INET, socket.AF_INET6):
             raise AssertionError(f"a unit test opened a connection to {address!r}: mark the test `services`")
         return connect(self, address)

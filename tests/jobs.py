@@ -83,7 +83,9 @@ class Followed:
         deadline = time.monotonic() + timeout
         while text not in self.stderr():
             if self.proc.poll() is not None:
-                self.finish(timeout=10)
+                self.finish(timeout=10)  # everything it wrote is read now
+                if text in self.stderr():
+                    return
                 raise AssertionError(f"the job ended ({self.proc.returncode}) before logging {text!r}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"the job did not log {text!r} within {timeout} s")
