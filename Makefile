@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 DEMO_DIR ?= build/demo
 DEMO_HPS ?= n-trials=10 epochs=10 seed=1
 
-.PHONY: install demo test lint clean lock engine wheelhouse debs image image-vars smoke login push sdk sdk-lock
+.PHONY: install demo test unit lint clean lock engine wheelhouse debs image image-vars smoke login push sdk sdk-lock
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,14 @@ serve-demo: install
 	@test -f $(DEMO_DIR)/model/model.json || $(MAKE) demo
 	$(BIN)/python -m devtools.demo_client $(DEMO_DIR)/model
 
-# As root on a Debian-like machine (CI, a fresh VM) the engine, nginx and docker-compose are set
-# up first, so that this one command runs every layer; otherwise the tests that need them skip
-# (and fail when CI is set). SETUP_ENGINE=no skips the set-up (the buildspec's unit step).
+# The fast layer (README.md, "Testing"): in-process tests only, no service, subprocess, SDK venv or
+# engine needed; seconds. The buildspec's unit step runs it. PYTEST_ARGS narrows it further.
+unit: install
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+# Every layer. As root on a Debian-like machine (CI, a fresh VM) the engine, nginx and
+# docker-compose are set up first, so that this one command runs every layer; otherwise the tests
+# that need them skip (and fail when CI is set). SETUP_ENGINE=no skips the set-up.
 SETUP_ENGINE ?= auto
 test: install sdk
 	@if [ "$(SETUP_ENGINE)" = auto ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -1,19 +1,79 @@
-"""Shared fixtures: real data on disk, a real /opt/ml-like folder per test."""
+"""Shared fixtures (real data on disk, a real /opt/ml-like folder per test, real services) and
+the test layers: every test is marked with exactly one of LAYERS, and a unit test can reach
+no process, no socket and no service fixture."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
+import socket
+import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from devtools.localjob import digits_channels, write_job_folder
+from tests import services
+from tests.moto_setup import create_secret, use_moto
 
-VENV_BIN = Path(sys.executable).parent
+# The markers registered in pyproject.toml, which says what each means. Each layer may use what
+# the layers before it use; a test is marked with the first that fits.
+LAYERS = ("unit", "services", "process", "container")
+# Fixtures that start or reach a service: a unit test requesting one is refused at collection.
+SERVICE_FIXTURES = {
+    "moto_endpoint", "aws", "mysql_db", "postgres_db", "private_mariadb", "private_db", "shared_job",
+    "engine", "image",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: an unmarked test fails every run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse, as a collection error, a test with no layer, with two, or a unit test that asks
+    for a service."""
+    problems = []
+    for item in items:
+        layers = sorted({mark.name for mark in item.iter_markers() if mark.name in LAYERS})
+        if len(layers) != 1:
+            problems.append(
+                f"{item.nodeid}: marked {layers or 'with no layer'}; mark it with one of {', '.join(LAYERS)}"
+            )
+        elif layers == ["unit"] and SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            used = sorted(SERVICE_FIXTURES & set(item.fixturenames))
+            problems.append(f"{item.nodeid}: a unit test that uses {', '.join(used)}; mark it services")
+    if problems:
+        raise pytest.UsageError(
+            "Each test needs exactly one layer, and a unit test no service (tests/conftest.py):\n"
+            + "\n".join(problems)
+        )
+
+
+def _refuse_process(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+    raise AssertionError(f"a unit test started a process ({args!r}): mark the test `process`")
+
+
+def _refuse_connect(
+    connect: Callable[[socket.socket, object], object],
+) -> Callable[[socket.socket, object], object]:
+    """Wrap socket.connect (or connect_ex): network addresses refused, Unix sockets allowed."""
+
+    def guarded(self: socket.socket, address: object) -> object:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError(f"a unit test opened a connection to {address!r}: mark the test `services`")
+        return connect(self, address)
+
+    return guarded
+
+
+@pytest.fixture(autouse=True)
+def unit_isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a unit test, starting a process or connecting over the network fails the test, so the
+    unit layer runs where no service is (the buildspec's unit step). Hand-written: the plug-ins
+    that do this (pytest-socket) cover sockets only and would be one more dependency."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    monkeypatch.setattr(subprocess.Popen, "__init__", _refuse_process)
+    monkeypatch.setattr(socket.socket, "connect", _refuse_connect(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _refuse_connect(socket.socket.connect_ex))
 
 
 @pytest.fixture(scope="session")
@@ -41,27 +101,7 @@ def job_dir(tmp_path, small_digits):
     return make
 
 
-def train_env(base_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment the image gives the toolkit's `train`, pointed at a local folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
-    env.update(
-        SAGEMAKER_BASE_DIR=str(base_dir),
-        SAGEMAKER_TRAINING_MODULE="entrypoint.train:main",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    return env
-
-
-def npz(path: Path, **arrays: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return path
-
-
 # --- real services (see tests/services.py) -------------------------------------------------
-
-from tests import services  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -76,14 +116,12 @@ def aws(moto_endpoint, monkeypatch):
     """Point boto3 (here and in child processes) at the moto server; return a secret writer."""
     import boto3
 
-    for key, value in services.aws_env(moto_endpoint).items():
-        monkeypatch.setenv(key, value)
+    use_moto(monkeypatch, moto_endpoint)
     client = boto3.client("secretsmanager", region_name=services.REGION)
 
-    def put_secret(doc) -> str:
+    def put_secret(doc: dict | str) -> str:
         name = f"test/optuna/{uuid.uuid4().hex[:8]}"
-        body = doc if isinstance(doc, str) else json.dumps(doc)
-        client.create_secret(Name=name, SecretString=body)
+        create_secret(client, name, doc)
         return name
 
     return put_secret
@@ -118,18 +156,41 @@ def private_db(private_mariadb):
         yield db
 
 
-# --- the image, built once per session for tests/test_image.py and tests/test_sdk_local.py ------
+@pytest.fixture
+def shared_job(aws, mysql_db, tmp_path, small_digits):
+    """Return a function that lays out job folders that all join study 'shared' in mysql_db."""
+    secret = aws(mysql_db.credentials(engine="mysql"))
+
+    def make(
+        name: str, db: services.MySqlDatabase = mysql_db, secret_name: str | None = None, **hps: str
+    ) -> Path:
+        base = {
+            "host": "127.0.0.1",
+            "db-port": str(db.port),
+            "db-name": db.name,
+            "db-secret": secret_name or secret,
+            "region-name": services.REGION,
+            "study-name": "shared",
+            "epochs": "1",
+            "seed": "11",
+        }
+        return write_job_folder(tmp_path / name, {**base, **hps}, small_digits)
+
+    return make
+
+
+# --- the image, built once per session for the container tests (tests/engine.py) ---------------
 
 
 @pytest.fixture(scope="session")
 def engine():
-    from tests.test_image import find_engine
+    from tests.engine import find_engine
 
     return find_engine()
 
 
 @pytest.fixture(scope="session")
 def image(engine):
-    from tests.test_image import build_image
+    from tests.engine import build_image
 
     yield from build_image(engine)

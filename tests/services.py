@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mysql.connector
+import optuna
 import psycopg2
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
@@ -52,15 +54,31 @@ def wait_for(check, timeout: float, what: str) -> None:
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout} s")
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling pace
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """A real moto server over HTTP on a free port; yields its endpoint URL."""
+def moto_server(iam_after: int | None = None, resource_auth: bool = False) -> Iterator[str]:
+    """A real moto server over HTTP on a free port; yields its endpoint URL.
+
+    ``iam_after``: enforce IAM on every call after that many unauthenticated ones (moto's
+    INITIAL_NO_AUTH_ACTION_COUNT: the calls that make the first user and its keys).
+    ``resource_auth``: also check the Resource of Secrets Manager and ECR calls
+    (tests/moto_resource_auth.py).
+    """
     port = free_port()
+    command = (
+        [sys.executable, "-m", "tests.moto_resource_auth"]
+        if resource_auth
+        else [str(VENV_BIN / "moto_server")]
+    )
+    env = dict(os.environ)
+    if iam_after is not None:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(iam_after)
     proc = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [*command, "-H", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -108,6 +126,41 @@ class MySqlDatabase:
         return mysql.connector.connect(
             host=self.host, port=self.port, user=self.user, password=self.password, database=self.name
         )
+
+    @property
+    def url(self) -> str:
+        """Its SQLAlchemy URL, without the password (MariaDB only)."""
+        return f"mysql+mysqlconnector://{self.user}@{self.host}:{self.port}/{self.name}"
+
+    def optuna_storage(self) -> optuna.storages.RDBStorage:
+        """Optuna's storage on it, the password passed apart from the URL as the jobs do."""
+        return optuna.storages.RDBStorage(
+            self.url, engine_kwargs={"connect_args": {"password": self.password}}
+        )
+
+    def credentials(self, **extra) -> dict:
+        """A secret in the AWS sample's form: user name and password (and `extra` fields)."""
+        return {"username": self.user, "password": self.password, **extra}
+
+    def secret_document(self, **extra) -> dict:
+        """A secret in the RDS form, which also names the host, port and database."""
+        return self.credentials(host=self.host, port=self.port, dbname=self.name, **extra)
+
+    def study_with_trials(self, name: str, trials: list[tuple[str | None, float | None]]) -> None:
+        """Create study `name` (maximize) holding one trial per (job name, value); None fails it."""
+        storage = self.optuna_storage()
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+            for job_name, value in trials:
+                trial = study.ask()
+                if job_name:
+                    trial.set_user_attr("job_name", job_name)
+                if value is None:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(trial, value)
+        finally:
+            storage.engine.dispose()
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from core import artifact, usercode
 from entrypoint import usermodule
 from entrypoint.errors import UserError
 from tests import services
-from tests.test_parallel_jobs import finish, start_job
+from tests.jobs import finish, start_job
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
 
@@ -31,6 +31,7 @@ def with_code(base: Path, files: dict[str, str] | None = None) -> Path:
     return base
 
 
+@pytest.mark.process
 def test_example_conv_net_trains_and_is_packed_with_the_model(job_dir, moto_endpoint):
     base = with_code(job_dir({"model-module": "conv_digits", "n-trials": "2", "epochs": "3", "seed": "2"}))
     rc, out, err = finish(start_job(base, "byo", moto_endpoint))
@@ -52,6 +53,7 @@ def test_example_conv_net_trains_and_is_packed_with_the_model(job_dir, moto_endp
         assert net(np.zeros((2, 64), dtype=np.float32)).shape == (2, 10)
 
 
+@pytest.mark.process
 def test_source_dir_from_s3_as_the_sdk_uploads_it(job_dir, aws, moto_endpoint):
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -74,6 +76,7 @@ def test_source_dir_from_s3_as_the_sdk_uploads_it(job_dir, aws, moto_endpoint):
     assert json.loads((base / "model" / "model.json").read_text())["model_module"] == "conv_digits"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "module, files, fragment",
     [
@@ -99,6 +102,7 @@ def test_bad_user_modules_fail_clearly(job_dir, moto_endpoint, module, files, fr
     assert fragment in failure and "Traceback" not in failure
 
 
+@pytest.mark.process
 def test_requirements_are_installed_only_when_asked(job_dir, moto_endpoint):
     unavailable = "--no-index\nthis-package-does-not-exist-anywhere==0.0.0\n"
     base = with_code(
@@ -117,6 +121,7 @@ def test_requirements_are_installed_only_when_asked(job_dir, moto_endpoint):
     assert "pip install -r requirements.txt failed" in (base / "output" / "failure").read_text()
 
 
+@pytest.mark.unit
 def test_module_name_hyperparameter_is_validated():
     from entrypoint import settings
 
@@ -124,6 +129,7 @@ def test_module_name_hyperparameter_is_validated():
         settings.parse({"model-module": "../evil"})
 
 
+@pytest.mark.process
 def test_example_is_served_by_the_real_serve_command(job_dir, moto_endpoint, digits, tmp_path):
     """Train the conv net with `train`, then serve model_dir with `serve`: no extra code."""
     from devtools.localserver import LocalServer
@@ -147,6 +153,7 @@ def test_example_is_served_by_the_real_serve_command(job_dir, moto_endpoint, dig
     assert accuracy > 0.6, accuracy
 
 
+@pytest.mark.process
 def test_a_module_inside_a_package_is_served_with_its_package_and_helpers(tmp_path):
     src, model_dir = tmp_path / "src", tmp_path / "model"
     (src / "byo_pkg").mkdir(parents=True)
@@ -178,6 +185,7 @@ def test_a_module_inside_a_package_is_served_with_its_package_and_helpers(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.unit
 def test_a_module_found_outside_the_source_folder_is_refused(tmp_path):
     elsewhere, source = tmp_path / "elsewhere", tmp_path / "source"
     for folder in (elsewhere, source):

@@ -1,8 +1,6 @@
 """Secrets Manager credentials, against a real moto server over HTTP (boto3 is not mocked)."""
 
 import json
-import os
-import subprocess
 
 import boto3
 import pytest
@@ -10,10 +8,12 @@ import pytest
 from entrypoint import credentials
 from entrypoint.errors import UserError
 from tests import services
+from tests.moto_setup import ADMIN_SETUP_CALLS, iam_user, key_env, use_moto
 
 PASSWORD = services.HARD_PASSWORD
 
 
+@pytest.mark.unit
 def test_rds_format_is_read_in_full():
     doc = {
         "username": "admin",
@@ -35,11 +35,13 @@ def test_rds_format_is_read_in_full():
     assert PASSWORD not in repr(creds)
 
 
+@pytest.mark.unit
 def test_sample_format_has_only_username_and_password():
     creds = credentials.parse_secret("s", json.dumps({"username": "u", "password": "p"}))
     assert (creds.host, creds.port, creds.dbname, creds.engine) == (None, None, None, None)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body, fragment",
     [
@@ -58,16 +60,19 @@ def test_malformed_secrets_name_the_secret_and_never_the_content(body, fragment)
     assert PASSWORD not in str(info.value) and "p@ss" not in str(info.value)
 
 
+@pytest.mark.services
 def test_fetch_through_secrets_manager(aws):
     name = aws({"username": "u", "password": PASSWORD})
     assert credentials.fetch(name, services.REGION).password == PASSWORD
 
 
+@pytest.mark.services
 def test_missing_secret(aws):
     with pytest.raises(UserError, match="Secret 'no/such/secret' does not exist in this region"):
         credentials.fetch("no/such/secret", services.REGION)
 
 
+@pytest.mark.services
 def test_no_region(aws, monkeypatch):
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.delenv("AWS_REGION", raising=False)
@@ -75,37 +80,18 @@ def test_no_region(aws, monkeypatch):
         credentials.fetch("x", None)
 
 
+@pytest.mark.services
 def test_access_denied_with_iam_enforced(tmp_path, monkeypatch):
     """A moto server that enforces IAM, and a user without secretsmanager:GetSecretValue."""
-    port = services.free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen(
-        [str(services.VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        services.wait_for(
-            lambda: __import__("urllib.request").request.urlopen(f"{url}/moto-api/", timeout=1), 30, "moto"
-        )
-        for key, value in services.aws_env(url).items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", url)
-        iam = boto3.client("iam", region_name=services.REGION)
-        iam.create_user(UserName="no-secrets")
-        key = iam.create_access_key(UserName="no-secrets")["AccessKey"]
+    with services.moto_server(iam_after=ADMIN_SETUP_CALLS) as url:
+        use_moto(monkeypatch, url, AWS_ENDPOINT_URL_IAM=url)
+        keys = iam_user(boto3.client("iam", region_name=services.REGION), "no-secrets", None)
         boto3.client("secretsmanager", region_name=services.REGION).create_secret(
             Name="locked", SecretString="{}"
         )
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        use_moto(monkeypatch, url, **key_env(keys))
         with pytest.raises(
             UserError,
             match="Secret 'locked' cannot be read: the training role lacks secretsmanager:GetSecretValue",
         ):
             credentials.fetch("locked", services.REGION)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

@@ -3,8 +3,9 @@ import pytest
 
 from entrypoint import data
 from entrypoint.errors import UserError
+from tests.jobs import npz
 
-from .conftest import npz
+pytestmark = pytest.mark.unit
 
 
 def channels(tmp_path):

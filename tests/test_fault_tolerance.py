@@ -17,8 +17,16 @@ from entrypoint.checkpoint import Progress
 from entrypoint.runner import TrialRunner
 from entrypoint.stopping import Guard
 from tests import services
-from tests.conftest import npz
-from tests.test_parallel_jobs import FINISHED, finish, start_job, study_of
+from tests.jobs import (
+    FINISHED,
+    Followed,
+    finish,
+    job_on_private_db,
+    npz,
+    start_job,
+    study_of,
+    wait_for_training,
+)
 
 
 def embedded_study(base):
@@ -27,38 +35,7 @@ def embedded_study(base):
     )
 
 
-def wait_for_training(load_study, min_complete):
-    def ready():
-        trials = load_study().trials
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        # A running trial with its parameters: it trains (its epoch values are written when it ends).
-        running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
-        return len(complete) >= min_complete and running
-
-    services.wait_for(ready, 180, "a completed trial and one in training")
-
-
-def job_on_private_db(private_db, aws, job_dir, moto_endpoint, name, n_trials, retry_s):
-    """Start a job on the private MariaDB and wait until it has a completed trial and one in training."""
-    secret = aws({"username": private_db.user, "password": private_db.password})
-    hps = {
-        "host": "127.0.0.1",
-        "db-port": str(private_db.port),
-        "db-name": private_db.name,
-        "db-secret": secret,
-        "region-name": services.REGION,
-        "study-name": "shared",
-        "n-trials": str(n_trials),
-        "epochs": "60",
-        "pruner": "none",
-        "db-retry-timeout": str(retry_s),
-    }
-    base = job_dir(hps)
-    proc = start_job(base, name, moto_endpoint)
-    wait_for_training(lambda: study_of(private_db), 1)
-    return base, proc
-
-
+@pytest.mark.process
 def test_sigterm_then_spot_restart_resumes_the_budget(job_dir, moto_endpoint):
     base = job_dir({"study-name": "spot", "n-trials": "4", "epochs": "150", "pruner": "none", "seed": "3"})
     (base / "checkpoints").mkdir()
@@ -105,17 +82,19 @@ def test_sigterm_then_spot_restart_resumes_the_budget(job_dir, moto_endpoint):
     assert sorted(p.name for p in (base / "model").iterdir()) == ["model.json", meta["weights_file"]]
 
 
+@pytest.mark.process
 def test_database_restart_mid_run_loses_and_doubles_nothing(
     private_mariadb, private_db, moto_endpoint, aws, job_dir
 ):
     base, proc = job_on_private_db(private_db, aws, job_dir, moto_endpoint, "outage", n_trials=4, retry_s=120)
+    job = Followed(proc)
     private_mariadb.stop()
-    try:
-        time.sleep(10)
+    try:  # the database stays away until the job has met the outage (fails if the job died of it)
+        job.wait_for_stderr("Database unavailable", 120)
         assert proc.poll() is None, "the job died with the database"
     finally:
         private_mariadb.start()
-    rc, out, err = finish(proc)
+    rc, out, err = job.finish()
     assert rc == 0, err[-3000:]
     assert "Database unavailable" in err
     trials = study_of(private_db).trials
@@ -127,6 +106,7 @@ def test_database_restart_mid_run_loses_and_doubles_nothing(
     }
 
 
+@pytest.mark.process
 def test_database_gone_for_good_fails_clearly_and_keeps_the_model(
     private_mariadb, private_db, moto_endpoint, aws, job_dir
 ):
@@ -146,6 +126,7 @@ def test_database_gone_for_good_fails_clearly_and_keeps_the_model(
     assert (base / "model" / meta["weights_file"]).is_file()
 
 
+@pytest.mark.process
 def test_diverging_trials_fail_with_a_reason_then_stop_the_job(job_dir, moto_endpoint, small_digits):
     x, y = small_digits["train"]
     base = job_dir({"n-trials": "5", "epochs": "2", "max-consecutive-failures": "2", "study-name": "spot"})
@@ -181,6 +162,7 @@ def runner_for(tmp_path, objective, guard, **hps):
     return study, TrialRunner(study, storage, objective, [], s, guard, Progress(None, "s", "job"))
 
 
+@pytest.mark.unit
 def test_a_failing_trial_is_recorded_and_the_job_goes_on(tmp_path, guard):
     def objective(trial):
         x = trial.suggest_float("x", 0, 1)
@@ -195,11 +177,12 @@ def test_a_failing_trial_is_recorded_and_the_job_goes_on(tmp_path, guard):
     assert study.trials[1].user_attrs["fail_reason"] == "MemoryError: out of memory in trial 1"
 
 
+@pytest.mark.unit
 def test_a_hanging_trial_is_ended_by_its_time_limit(tmp_path, guard):
     def objective(trial):
         trial.suggest_float("x", 0, 1)
         if trial.number == 0:
-            time.sleep(3600)  # hangs
+            time.sleep(3600)  # the scenario: a trial that hangs, ended by trial-timeout
         return 1.0
 
     study, runner = runner_for(tmp_path, objective, guard, **{"n-trials": "2", "trial-timeout": "1"})
@@ -210,6 +193,7 @@ def test_a_hanging_trial_is_ended_by_its_time_limit(tmp_path, guard):
     assert "ran longer than trial-timeout (1 s)" in study.trials[0].user_attrs["fail_reason"]
 
 
+@pytest.mark.process
 def test_trial_timeout_through_the_train_command(job_dir, moto_endpoint):
     base = job_dir({"n-trials": "2", "epochs": "10000", "trial-timeout": "2", "study-name": "spot"})
     (base / "checkpoints").mkdir()
@@ -223,6 +207,7 @@ def test_trial_timeout_through_the_train_command(job_dir, moto_endpoint):
     assert not (base / "model" / "model.json").exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("then", ["report", "raise"])
 def test_a_trial_taken_over_by_another_job_is_left_to_it(tmp_path, guard, caplog, then):
     """After a long outage another job's stale sweep may fail a trial that is still running here."""
@@ -246,6 +231,7 @@ def test_a_trial_taken_over_by_another_job_is_left_to_it(tmp_path, guard, caplog
     assert "Trial 0 was ended by another job (FAIL)" in caplog.text
 
 
+@pytest.mark.services
 def test_connections_closed_by_the_server_while_idle_are_replaced(
     private_mariadb, private_db, aws, guard, caplog
 ):
@@ -271,9 +257,17 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
         db = storage.resolve(s, "/nonexistent-output")
         study, rdb = storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
 
+        def no_connection_left() -> bool:
+            cursor = root.cursor()
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (private_db.user,)
+            )
+            return cursor.fetchone()[0] == 0
+
         def objective(trial):
             x = trial.suggest_float("x", 0, 1)
-            time.sleep(2)  # the pooled connection idles past wait_timeout
+            # The pooled connection idles past wait_timeout, until the server has closed it.
+            services.wait_for(no_connection_left, 30, "the server closing the idle pooled connection")
             return x
 
         runner = TrialRunner(study, rdb, objective, [], s, guard, Progress(None, "s", "job"))
@@ -284,6 +278,7 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3
 
 
+@pytest.mark.unit
 def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
     from entrypoint.storage import HeartbeatStorage
 
@@ -298,8 +293,8 @@ def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
 
     def objective(trial):
         x = trial.suggest_float("x", 0, 1)
-        if trial.number == 1:
-            time.sleep(2.5)  # longer than the interval: beats
+        if trial.number == 1:  # longer than the interval: runs until its first beat
+            services.wait_for(lambda: beats(trial._trial_id), 30, "a heartbeat of the long trial")
         seen[trial.number] = beats(trial._trial_id)
         return x
 

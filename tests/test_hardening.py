@@ -28,8 +28,18 @@ from entrypoint.checkpoint import Progress
 from entrypoint.dberrors import describe
 from entrypoint.errors import UserError
 from tests import services
-from tests.conftest import VENV_BIN, npz, train_env
-from tests.test_parallel_jobs import FINISHED, finish, shared_job, start_job, study_of  # noqa: F401 (a fixture)
+from tests.jobs import (
+    FINISHED,
+    VENV_BIN,
+    finish,
+    job_on_private_db,
+    npz,
+    start_job,
+    study_of,
+    train_env,
+    wait_for_a_beating_trial,
+)
+from tests.moto_setup import use_moto
 
 # --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
 
@@ -40,6 +50,7 @@ def one_line(exc_info) -> str:
     return text
 
 
+@pytest.mark.unit
 def test_a_file_that_is_not_npz_is_named(tmp_path):
     (tmp_path / "a.npz").write_text("x,y\n1,2\n")
     with pytest.raises(UserError) as info:
@@ -47,6 +58,7 @@ def test_a_file_that_is_not_npz_is_named(tmp_path):
     assert "a.npz: not a readable .npz file (not a zip archive)" in one_line(info)
 
 
+@pytest.mark.unit
 def test_a_npy_file_named_npz_is_named(tmp_path):
     np.save(tmp_path / "b.npy", np.zeros((3, 2)))
     (tmp_path / "b.npy").rename(tmp_path / "b.npz")
@@ -65,6 +77,7 @@ def npy_bytes(array: np.ndarray, shape: tuple[int, ...] | None = None) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.unit
 def test_a_header_claiming_an_enormous_shape_is_refused_without_allocating(tmp_path):
     with zipfile.ZipFile(tmp_path / "c.npz", "w") as z:
         z.writestr("x.npy", npy_bytes(np.zeros((4, 2), np.float32), shape=(10**7, 10**6)))
@@ -80,6 +93,7 @@ def test_a_header_claiming_an_enormous_shape_is_refused_without_allocating(tmp_p
     assert peak < 20 * 2**20
 
 
+@pytest.mark.unit
 def test_members_without_the_npy_suffix_are_read_as_numpy_load_reads_them(tmp_path):
     with zipfile.ZipFile(tmp_path / "plain.npz", "w") as z:
         z.writestr("x", npy_bytes(np.ones((3, 2), np.float64)))
@@ -88,6 +102,7 @@ def test_members_without_the_npy_suffix_are_read_as_numpy_load_reads_them(tmp_pa
     assert split.x.shape == (3, 2) and split.x.dtype == np.float32 and split.y.tolist() == [0, 1, 1]
 
 
+@pytest.mark.unit
 def test_a_zip_bomb_is_refused_before_decompressing(tmp_path):
     declared = 256 * 2**20
     with zipfile.ZipFile(tmp_path / "bomb.npz", "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -110,10 +125,12 @@ def test_a_zip_bomb_is_refused_before_decompressing(tmp_path):
     assert peak < 20 * 2**20
 
 
+@pytest.mark.unit
 def test_the_default_data_limit_fits_the_machine():
     assert 2**20 < data.memory_budget() < os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.unit
 def test_data_without_feature_columns_is_refused(tmp_path):
     npz(tmp_path / "d.npz", x=np.zeros((5, 0)), y=np.arange(5))
     with pytest.raises(UserError) as info:
@@ -124,6 +141,7 @@ def test_data_without_feature_columns_is_refused(tmp_path):
 # --- item 8: messages carry the cause, not only an exception class -------------------------------
 
 
+@pytest.mark.unit
 def test_describe_carries_the_cause_of_sqlite_and_os_errors(tmp_path):
     (tmp_path / "ro").mkdir()
     engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
@@ -133,13 +151,13 @@ def test_describe_carries_the_cause_of_sqlite_and_os_errors(tmp_path):
     assert describe(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
 
 
+@pytest.mark.services
 def test_a_binary_secret_is_said_to_be_binary(moto_endpoint, monkeypatch):
     import boto3
 
     from entrypoint import credentials
 
-    for key, value in services.aws_env(moto_endpoint).items():
-        monkeypatch.setenv(key, value)
+    use_moto(monkeypatch, moto_endpoint)
     client = boto3.client("secretsmanager", region_name=services.REGION)
     client.create_secret(Name="test/bin-secret", SecretBinary=b"\x00\x01s3cr3t")
     with pytest.raises(UserError) as info:
@@ -150,6 +168,7 @@ def test_a_binary_secret_is_said_to_be_binary(moto_endpoint, monkeypatch):
 # --- item 6: a password in the storage URL's query string -----------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", ["password", "PASSWORD", "passwd", "PassWd", "pwd"])
 def test_a_password_in_the_query_string_is_refused_without_echo(key):
     url = f"mysql://u@h/db?charset=utf8&{key}=s3cr3t"
@@ -158,6 +177,7 @@ def test_a_password_in_the_query_string_is_refused_without_echo(key):
     assert "must not contain a password" in one_line(info) and "s3cr3t" not in str(info.value)
 
 
+@pytest.mark.unit
 def test_query_values_are_masked_when_a_url_is_shown():
     db = storage.resolve(settings_mod.parse({"storage": "mysql://u@h/db?ssl_key=/k/secret.pem"}), "/x")
     assert "secret.pem" not in db.shown and "ssl_key=" in db.shown and "u@h" in db.shown
@@ -175,6 +195,7 @@ def checkpoint_with_model(tmp_path, weights_file):
     return folder
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("weights", ["../../outside.npz", "/etc/hostname", "", 7])
 def test_restore_refuses_a_weights_file_that_is_not_a_name_in_the_folder(tmp_path, weights, caplog):
     folder = checkpoint_with_model(tmp_path, weights)
@@ -185,6 +206,7 @@ def test_restore_refuses_a_weights_file_that_is_not_a_name_in_the_folder(tmp_pat
     assert "not a file name" in caplog.text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "doc",
     [
@@ -222,6 +244,7 @@ def lost_connection():
     raise mysql.connector.errors.OperationalError(msg="Lost connection", errno=2013)
 
 
+@pytest.mark.unit
 def test_one_deadline_is_shared_by_every_call_of_an_outage():
     clock = FakeClock()
     retry = dberrors.Retrier(10.0, clock=clock, sleep=clock.sleep)
@@ -239,6 +262,7 @@ def test_one_deadline_is_shared_by_every_call_of_an_outage():
     assert clock.now - 1000.0 == pytest.approx(20.0)
 
 
+@pytest.mark.unit
 def test_a_limit_shorter_than_the_outage_deadline_caps_a_call():
     clock = FakeClock()
     retry = dberrors.Retrier(300.0, clock=clock, sleep=clock.sleep)
@@ -250,6 +274,7 @@ def test_a_limit_shorter_than_the_outage_deadline_caps_a_call():
 # --- item 1: what the entry point hands the toolkit ----------------------------------------------
 
 
+@pytest.mark.unit
 def test_every_failure_becomes_one_line_and_a_client_error(tmp_path):
     """The toolkit exits 1 for a ClientError; for other exceptions it exits with their errno,
     which is 0 for OSError() and a TypeError (then exit 0) for errno None."""
@@ -304,6 +329,7 @@ def tmpfs(path: Path, size: str, fill_to_kb: int | None = None, read_only: bool 
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("how", ["read-only", "full"])
 def test_unwritable_output_folder_and_a_bad_hyperparameter_never_exit_0(job_dir, how):
     base = job_dir({"n-trials": "many"})
@@ -316,6 +342,7 @@ def test_unwritable_output_folder_and_a_bad_hyperparameter_never_exit_0(job_dir,
         assert "Could not write the failure file" in result.stderr
 
 
+@pytest.mark.process
 def test_read_only_model_folder_fails_before_any_trial(job_dir):
     base = job_dir({"n-trials": "2", "epochs": "1"})
     with tmpfs(base / "model", "1m", read_only=True):
@@ -327,6 +354,7 @@ def test_read_only_model_folder_fails_before_any_trial(job_dir):
     assert not (base / "output" / "data" / "optuna-study.db").exists()
 
 
+@pytest.mark.process
 def test_full_model_folder_is_one_line_and_exit_1(job_dir):
     base = job_dir({"n-trials": "2", "epochs": "1", "seed": "1"})
     with tmpfs(base / "model", "64k", fill_to_kb=56):
@@ -340,6 +368,7 @@ def test_full_model_folder_is_one_line_and_exit_1(job_dir):
 # --- item 2: a job that ran trials and completed none fails ----------------------------------------
 
 
+@pytest.mark.process
 def test_a_job_whose_every_trial_failed_fails_with_the_last_reason(job_dir):
     base = job_dir({"n-trials": "2", "epochs": "1000", "trial-timeout": "0.5"})
     result = run_train(base)
@@ -350,6 +379,7 @@ def test_a_job_whose_every_trial_failed_fails_with_the_last_reason(job_dir):
     assert not (base / "model" / "model.json").exists()
 
 
+@pytest.mark.process
 def test_a_job_that_finds_the_budget_met_exits_0_without_a_model(job_dir):
     base = job_dir({"n-trials": "2", "epochs": "1", "max-trials": "1", "study-name": "met"})
     first = run_train(base, TRAINING_JOB_NAME="first")
@@ -367,11 +397,10 @@ def test_a_job_that_finds_the_budget_met_exits_0_without_a_model(job_dir):
 # --- items 9 and 10: jobs on a real MariaDB -------------------------------------------------------
 
 
+@pytest.mark.process
 def test_an_outage_past_db_retry_timeout_ends_the_job_on_time(
     private_mariadb, private_db, moto_endpoint, aws, job_dir
 ):
-    from tests.test_fault_tolerance import job_on_private_db
-
     base, proc = job_on_private_db(
         private_db, aws, job_dir, moto_endpoint, "bounded", n_trials=50, retry_s=10
     )
@@ -388,19 +417,14 @@ def test_an_outage_past_db_retry_timeout_ends_the_job_on_time(
     assert elapsed < 10 + 5, err[-3000:]
 
 
-def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_db, moto_endpoint):  # noqa: F811
+@pytest.mark.process
+def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_db, moto_endpoint):
     beat = {"heartbeat-interval": "1", "heartbeat-grace-period": "15"}
     doomed = start_job(
         shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
     )
 
-    def beating():
-        study = study_of(mysql_db)
-        with study._storage._backend.engine.connect() as conn:
-            beats = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
-        return beats and any(t.state == TrialState.RUNNING and t.params for t in study.trials)
-
-    services.wait_for(beating, 120, "a trial in training that has beaten")
+    wait_for_a_beating_trial(mysql_db)
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait(timeout=30)
     # Well within the grace period, another job reaches the study's cap and ends.
@@ -416,7 +440,8 @@ def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_
     assert len([t for t in trials if t.state in FINISHED]) >= 1
 
 
-def test_a_met_budget_does_not_wait_for_live_jobs(shared_job, mysql_db, moto_endpoint):  # noqa: F811
+@pytest.mark.process
+def test_a_met_budget_does_not_wait_for_live_jobs(shared_job, mysql_db, moto_endpoint):
     beat = {"heartbeat-interval": "2", "heartbeat-grace-period": "60"}
     alive = start_job(
         shared_job("alive", **{"n-trials": "1", "epochs": "10000", **beat}), "alive", moto_endpoint

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -18,7 +17,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -33,105 +31,13 @@ from core.network import build_network
 from devtools.localjob import write_job_folder
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 from tests import services
+from tests.engine import BUILD_TIMEOUT, ROOT, Engine, tail
+from tests.jobs import VENV_BIN
 
-from .conftest import VENV_BIN
-
-ROOT = Path(__file__).resolve().parents[1]
 MAX_IMAGE_BYTES = 600 * 10**6  # the issue's limit: 600 MB
-BUILD_TIMEOUT = 1500  # a cold build: wheelhouse from the index, then the image
-JOB_TIMEOUT = 600
 SERVE_READY_TIMEOUT = 120
 SIGTERM_GRACE = 90  # SageMaker sends SIGKILL 120 s after SIGTERM
 BUILDSPEC_PHASES = ("install", "pre_build", "build", "post_build")
-# Variables of an outer `make test` that must not leak into the `make` the tests call.
-MAKE_VARIABLES = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
-
-
-@dataclass(frozen=True)
-class Engine:
-    """docker or podman, driven as the Makefile drives it (`make image-vars`)."""
-
-    command: str
-    env: dict[str, str]
-
-    @property
-    def is_podman(self) -> bool:
-        return Path(self.command).name == "podman"
-
-    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [self.command, *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{self.command} {shlex.join(args)} exited {result.returncode}:\n{tail(result)}"
-            )
-        return result
-
-    def run_container(self, *args: str, timeout: float = JOB_TIMEOUT) -> subprocess.CompletedProcess:
-        """`run --rm` in the foreground; a container that outlives the timeout is removed."""
-        name = f"pytest-{uuid.uuid4().hex[:10]}"
-        try:
-            return self("run", "--rm", "--name", name, *args, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            self.remove(name)
-            raise
-
-    def remove(self, *names: str) -> None:
-        """Kill (no grace period) and remove containers, if they exist."""
-        for name in names:
-            self("kill", name, check=False)
-            self("rm", "-f", name, check=False)
-
-    def untag(self, *images: str) -> None:
-        for name in images:
-            self("rmi", name, check=False)
-
-
-def tail(result: subprocess.CompletedProcess, chars: int = 6000) -> str:
-    return f"--- stdout\n{result.stdout[-chars:]}\n--- stderr\n{result.stderr[-chars:]}"
-
-
-def make_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in MAKE_VARIABLES}
-    env.update(extra)
-    return env
-
-
-def make(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def find_engine() -> Engine:
-    """The `engine` fixture (tests/conftest.py: one per session, shared with test_sdk_local)."""
-    if shutil.which("make") is None:
-        services.unavailable("make is not installed")
-    found = make("-s", "image-vars", env=make_env(), timeout=120)
-    assert found.returncode == 0, tail(found)
-    values = dict(line.split("=", 1) for line in found.stdout.splitlines() if "=" in line)
-    extra = {"CONTAINERS_CONF": values["CONTAINERS_CONF"]} if values["CONTAINERS_CONF"] else {}
-    engine = Engine(values["DOCKER"], make_env(**extra))
-    if shutil.which(engine.command) is None or engine("info", check=False, timeout=60).returncode != 0:
-        services.unavailable(f"no working container engine ({engine.command}): run `make engine`")
-    return engine
-
-
-def build_image(engine: Engine) -> Iterator[str]:
-    """The `image` fixture: built once per session by `make image` under a tag of its own."""
-    name = f"sagemaker-optuna-chainer:pytest-{os.getpid()}"
-    started = time.monotonic()
-    built = make("image", f"IMAGE={name}", env=engine.env, timeout=BUILD_TIMEOUT)
-    assert built.returncode == 0, tail(built)
-    print(f"make image: {time.monotonic() - started:.0f} s")
-    yield name
-    engine.untag(name)
 
 
 def model_files(base: Path) -> list[str]:
@@ -160,6 +66,7 @@ def embedded_job(
 # --- no engine needed ------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_hadolint_passes_on_the_dockerfile():
     result = subprocess.run(
         [str(VENV_BIN / "hadolint"), str(ROOT / "docker" / "Dockerfile")],
@@ -170,6 +77,7 @@ def test_hadolint_passes_on_the_dockerfile():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_buildspec_is_a_codebuild_0_2_spec_that_pushes_the_commit_tag():
     text = (ROOT / "buildspec.yml").read_text()
     spec = yaml.safe_load(text)
@@ -178,7 +86,7 @@ def test_buildspec_is_a_codebuild_0_2_spec_that_pushes_the_commit_tag():
     assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11"}
     assert spec["phases"]["build"]["commands"] == ["make image"]
     pre_build = "\n".join(spec["phases"]["pre_build"]["commands"])
-    assert "make test" in pre_build and "make login" in pre_build
+    assert "make unit" in pre_build and "make login" in pre_build
     assert "CODEBUILD_RESOLVED_SOURCE_VERSION" in pre_build
     assert any("make push" in c for c in spec["phases"]["post_build"]["commands"])
     assert spec["artifacts"]["files"] == ["build/imageDetail.json"]
@@ -364,7 +272,7 @@ def test_serve_answers_ping_and_classifies_digits(engine: Engine, image: str, em
             if running != "true" or time.monotonic() > deadline:
                 logs = engine("logs", name, check=False)
                 pytest.fail(f"serve did not answer /ping (running={running}):\n{tail(logs)}")
-            time.sleep(0.5)
+            time.sleep(0.5)  # polling pace
         x, y = digits["test"]
         x, y = x[:20], y[:20]
         status, body = http(f"{url}/invocations", json.dumps({"instances": x.tolist()}).encode(), timeout=60)
@@ -439,8 +347,8 @@ def test_buildspec_pushes_an_image_that_pulls_back_and_trains(
         "AWS_DEFAULT_REGION": services.REGION,
         "IMAGE_REPO_NAME": repo,
         "REGISTRY": registry,
-        # Only this module's quick tests: the whole suite would run this test again.
-        "UNIT_TEST_ARGS": "tests/test_image.py -m 'not container' -q",
+        # Only this module's unit tests (`make unit` adds -m unit): quick, and never this test again.
+        "UNIT_TEST_ARGS": "tests/test_image.py -q",
         "DOCKER_PUSH_FLAGS": "--tls-verify=false" if engine.is_podman else "",
         "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),

@@ -13,23 +13,28 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
-import sys
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import boto3
-import optuna
 import pytest
 from cfnlint.decode import decode
 from moto.cloudformation.parsing import resource_class_from_type
 
 from tests import services
-from tests.test_launcher import run_cli
+from tests.cli import run_cli
+from tests.moto_setup import (
+    ADMIN_SETUP_CALLS,
+    allow,
+    create_secret,
+    create_training_job,
+    iam_user,
+    key_env,
+    use_moto,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "infra" / "optuna-hpo.yaml"
@@ -46,7 +51,6 @@ MOTO_LACKS = {
 }
 NEEDS_THE_CLUSTER = {"DatabaseInstance"}  # moto would create a stand-alone aurora-mysql instance
 DB_HOST = "optuna-hpo-cluster.cluster-abc.us-east-1.rds.amazonaws.com"  # stand-in: DatabaseCluster
-ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key: before IAM is enforced
 
 
 def _template() -> dict[str, Any]:
@@ -69,11 +73,13 @@ def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.process
 def test_cfn_lint_has_no_error_or_warning(tools):
     result = _run(tools / "cfn-lint", TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.process
 def test_checkov_has_no_failed_check_and_every_skip_has_a_reason(tools):
     result = _run(
         tools / "checkov", "--file", TEMPLATE, "--framework", "cloudformation",
@@ -87,12 +93,14 @@ def test_checkov_has_no_failed_check_and_every_skip_has_a_reason(tools):
             assert len(skip.get("comment", "")) > 30, skip
 
 
+@pytest.mark.process
 def test_parliament_finds_nothing_in_any_policy(tools):
     result = _run(tools / "python", "infra/check_policies.py", TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 policy variants of 3 policies checked" in result.stdout
 
 
+@pytest.mark.process
 def test_parliament_check_reports_a_bad_policy(tools, tmp_path):
     bad = TEMPLATE.read_text().replace("secretsmanager:GetSecretValue", "secretsmanager:GetSecretValues")
     (tmp_path / "bad.yaml").write_text(bad)
@@ -100,6 +108,7 @@ def test_parliament_check_reports_a_bad_policy(tools, tmp_path):
     assert result.returncode == 1 and "UNKNOWN_ACTION" in result.stdout, result.stdout
 
 
+@pytest.mark.unit
 def test_no_star_action_and_star_resources_only_where_iam_allows_nothing_else():
     text = TEMPLATE.read_text()
     assert not re.search(r"Action:\s*['\"]?\*", text) and '"*"' not in re.findall(r"- ['\"]?\*['\"]?$", text)
@@ -157,17 +166,10 @@ def _moto_template(template: dict[str, Any], secret_arn: str, repository: str) -
     return {**body, "Resources": resources, "Outputs": replace(template["Outputs"])}
 
 
+@pytest.mark.unit
 def test_moto_lacks_exactly_the_listed_resource_types():
     kinds = {r["Type"] for r in _template()["Resources"].values()}
     assert {k for k in kinds if resource_class_from_type(k) is None} == MOTO_LACKS
-
-
-def _user(iam, name: str, policy: dict | str) -> dict[str, str]:
-    iam.create_user(UserName=name)
-    doc = policy if isinstance(policy, str) else json.dumps(policy)
-    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=doc)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
 
 
 class World:
@@ -178,8 +180,7 @@ class World:
         plain = boto3.session.Session(
             region_name=services.REGION, aws_access_key_id="x", aws_secret_access_key="x"
         )
-        admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        self.admin_keys = _user(plain.client("iam", endpoint_url=url), "admin", admin)
+        self.admin_keys = iam_user(plain.client("iam", endpoint_url=url), "admin", allow("*"))
         self.admin = self.session(self.admin_keys)
 
     def session(self, keys: dict[str, str]) -> boto3.session.Session:
@@ -188,15 +189,18 @@ class World:
     def client(self, session: boto3.session.Session, service: str):
         return session.client(service, endpoint_url=self.url)
 
+    def use_as_admin(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point boto3 in this test (CloudFormation included) at the server, as the admin."""
+        use_moto(monkeypatch, self.url, AWS_ENDPOINT_URL_CLOUDFORMATION=self.url, **key_env(self.admin_keys))
+
     def deploy(self, name: str, secret_doc: dict | None = None, **parameters: str) -> dict[str, str]:
         """Deploy the stack (with stand-ins); return its outputs."""
-        secret = self.client(self.admin, "secretsmanager").create_secret(
-            Name=f"{name}-db",
-            SecretString=json.dumps(
-                secret_doc or {"username": "optuna", "password": "p", "host": DB_HOST, "port": 3306}
-            ),
+        secret_arn = create_secret(
+            self.client(self.admin, "secretsmanager"),
+            f"{name}-db",
+            secret_doc or {"username": "optuna", "password": "p", "host": DB_HOST, "port": 3306},
         )
-        body = _moto_template(_template(), secret["ARN"], f"{name}-image")
+        body = _moto_template(_template(), secret_arn, f"{name}-image")
         cloudformation = self.client(self.admin, "cloudformation")
         cloudformation.create_stack(
             StackName=name,
@@ -229,26 +233,13 @@ class World:
             doc = ast.literal_eval(doc)  # moto stores a stack's inline policy as a Python repr
         # ... and keeps an `Fn::If` that chose AWS::NoValue as a None statement.
         doc["Statement"] = [statement for statement in doc["Statement"] if statement is not None]
-        return self.session(_user(iam, f"u-{uuid.uuid4().hex[:8]}", doc))
+        return self.session(iam_user(iam, f"u-{uuid.uuid4().hex[:8]}", doc))
 
 
 @pytest.fixture(scope="module")
 def world():
-    port = services.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.moto_resource_auth", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(ADMIN_SETUP_CALLS)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        services.wait_for(lambda: urllib.request.urlopen(f"{url}/moto-api/", timeout=1), 30, "moto")
+    with services.moto_server(iam_after=ADMIN_SETUP_CALLS, resource_auth=True) as url:
         yield World(url)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +248,7 @@ def stack(world):
     return name, world.deploy(name)
 
 
+@pytest.mark.services
 def test_stack_outputs_name_the_stack_resources(world, stack):
     name, out = stack
     ec2 = world.client(world.admin, "ec2")
@@ -314,6 +306,7 @@ def test_stack_outputs_name_the_stack_resources(world, stack):
     assert out["DatabaseEndpoint"] == DB_HOST and out["DatabasePort"] == "3306"
 
 
+@pytest.mark.unit
 def test_egress_rules():
     """The jobs reach only the database port, S3 and the endpoints; the database and the
     endpoints reach nothing (checked in the template: moto ignores egress rules)."""
@@ -340,6 +333,7 @@ def test_egress_rules():
     assert egress_resources == ["JobsToAwsApis"]
 
 
+@pytest.mark.unit
 def test_bucket_repository_and_database_properties():
     """What moto's CloudFormation does not apply, checked in the template."""
     resources = _template()["Resources"]
@@ -374,6 +368,7 @@ def test_bucket_repository_and_database_properties():
     assert given <= documented and {"AWS_ACCOUNT_ID", "IMAGE_REPO_NAME"} <= given
 
 
+@pytest.mark.services
 def test_existing_vpc_and_subnets_are_used_and_nothing_is_added_to_them(world):
     ec2 = world.client(world.admin, "ec2")
     vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
@@ -401,6 +396,7 @@ def test_existing_vpc_and_subnets_are_used_and_nothing_is_added_to_them(world):
     assert sorted(r.rsplit("/", 1)[1] for r in interfaces["Resource"] if ":subnet/" in r) == sorted(subnets)
 
 
+@pytest.mark.services
 def test_two_stacks_in_one_account_do_not_collide(world, stack):
     _, first = stack
     second = world.deploy(f"optuna-{uuid.uuid4().hex[:6]}")
@@ -408,6 +404,7 @@ def test_two_stacks_in_one_account_do_not_collide(world, stack):
         assert first[key] != second[key], key
 
 
+@pytest.mark.services
 def test_execution_role_reads_the_stack_secret_and_no_other(world, stack):
     _, out = stack
     other = world.client(world.admin, "secretsmanager").create_secret(
@@ -422,6 +419,7 @@ def test_execution_role_reads_the_stack_secret_and_no_other(world, stack):
         secrets.get_secret_value(SecretId=other)
 
 
+@pytest.mark.services
 def test_build_role_pushes_to_its_repository_and_no_other(world, stack):
     name, out = stack
     other = world.client(world.admin, "ecr").create_repository(repositoryName=f"other-{uuid.uuid4().hex[:6]}")
@@ -442,13 +440,10 @@ def test_build_role_pushes_to_its_repository_and_no_other(world, stack):
         )
 
 
+@pytest.mark.services
 def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, monkeypatch):
     name, out = stack
-    for key, value in services.aws_env(world.url).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", world.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", world.admin_keys["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", world.admin_keys["aws_secret_access_key"])
+    world.use_as_admin(monkeypatch)
     data = out["DataS3Uri"]
     result = run_cli(
         "launch", "--stack", name, "--study", "infra", "--jobs", "2", "--json",
@@ -483,42 +478,21 @@ def test_launch_with_stack_uses_its_subnets_group_role_and_image(world, stack, m
     assert missing.code == 1 and "No stack 'no-such-stack'" in missing.err, missing.err
 
 
+@pytest.mark.services
 def test_status_and_best_with_stack_read_its_secret(world, mysql_db, monkeypatch):
     """A stack whose secret stand-in holds a real MariaDB database: --stack is all they need."""
     name = f"optuna-{uuid.uuid4().hex[:6]}"
-    doc = {
-        "username": mysql_db.user,
-        "password": mysql_db.password,
-        "host": mysql_db.host,
-        "port": mysql_db.port,
-        "dbname": mysql_db.name,
-        "engine": "mysql",
-    }
-    out = world.deploy(name, doc)
+    out = world.deploy(name, mysql_db.secret_document(engine="mysql"))
     job = f"job-{uuid.uuid4().hex[:6]}"
-    world.client(world.admin, "sagemaker").create_training_job(
-        TrainingJobName=job,
-        AlgorithmSpecification={
-            "TrainingImage": f"{out['ImageRepositoryUri']}:latest",
-            "TrainingInputMode": "File",
-        },
-        RoleArn=out["ExecutionRoleArn"],
-        OutputDataConfig={"S3OutputPath": out["OutputS3Uri"]},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
-        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    create_training_job(
+        world.client(world.admin, "sagemaker"),
+        job,
+        f"{out['ImageRepositoryUri']}:latest",
+        out["ExecutionRoleArn"],
+        out["OutputS3Uri"],
     )
-    url = f"mysql+mysqlconnector://{mysql_db.user}@{mysql_db.host}:{mysql_db.port}/{mysql_db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": mysql_db.password}})
-    study = optuna.create_study(study_name="stacked", storage=storage, direction="maximize")
-    trial = study.ask()
-    trial.set_user_attr("job_name", job)
-    study.tell(trial, 0.75)
-    storage.engine.dispose()
-    for key, value in services.aws_env(world.url).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", world.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", world.admin_keys["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", world.admin_keys["aws_secret_access_key"])
+    mysql_db.study_with_trials("stacked", [(job, 0.75)])
+    world.use_as_admin(monkeypatch)
 
     status = run_cli("status", "--stack", name, "--study", "stacked", "--json")
     assert status.code == 0, status.err

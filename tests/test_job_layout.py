@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import VENV_BIN, train_env
+from tests.jobs import VENV_BIN, train_env
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
 
@@ -27,6 +27,7 @@ def add_channel_config(base: Path, name: str) -> None:
     path.write_text(json.dumps(config))
 
 
+@pytest.mark.process
 def test_model_module_from_the_code_channel_of_sdk_v3(job_dir):
     """SDK v3's SourceCode mounts source_dir as the `code` channel, not /opt/ml/code; that
     channel holds code, not data."""
@@ -45,6 +46,7 @@ def test_model_module_from_the_code_channel_of_sdk_v3(job_dir):
     assert "Data: 400 training and 200 test examples, 64 features" in result.stderr + result.stdout
 
 
+@pytest.mark.process
 def test_several_instances_are_refused_before_anything_is_written(tmp_path, job_dir):
     """instance_count=2: SageMaker tars every host's model_dir (and output data) into one archive,
     so two hosts share the folders here as they would share the archive."""
@@ -82,6 +84,7 @@ def study_table(base: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if not any(c in k for c in clocks)} for row in rows]
 
 
+@pytest.mark.process
 def test_a_local_run_with_a_seed_repeats_exactly(tmp_path, small_digits):
     """No TRAINING_JOB_NAME (a local run): same seed, same study, same model."""
     from devtools.localjob import write_job_folder
@@ -103,6 +106,7 @@ def test_a_local_run_with_a_seed_repeats_exactly(tmp_path, small_digits):
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
 
 
+@pytest.mark.unit
 def test_train_on_path_is_ours_not_the_toolkits():
     """Both sagemaker-training and this project install a `train` script; ours must win."""
     assert "from entrypoint.cli import main" in (VENV_BIN / "train").read_text()

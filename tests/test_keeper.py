@@ -10,6 +10,8 @@ from core.artifact import ModelSource
 from core.network import build_network
 from entrypoint.keeper import BestModelKeeper
 
+pytestmark = pytest.mark.unit
+
 MAX, MIN = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
 PARAMS = {"n_layers": 1, "n_units_l0": 8}
 SOURCE = ModelSource("s", "j", n_features=4, n_classes=3, objective_metric="accuracy", direction="maximize")

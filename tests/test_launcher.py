@@ -27,36 +27,9 @@ from devtools.localjob import write_job_folder
 from launcher import cli, names
 from launcher.constants import METRIC_DEFINITIONS
 from tests import services
-from tests.conftest import VENV_BIN, train_env
-
-PASSWORD = services.HARD_PASSWORD
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-optuna-chainer:test"
-ROLE = "arn:aws:iam::123456789012:role/optuna-training"
-STUDY = "digits launcher/1"  # a space and a slash: job names must still be valid
-
-
-@dataclasses.dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self):
-        return json.loads(self.out)
-
-
-def run_cli(*argv: str) -> Result:
-    """Run the CLI in this process; no output may ever contain the database password."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.run(list(argv))
-        except SystemExit as exc:  # argparse: usage errors
-            code = exc.code
-    result = Result(code, out.getvalue(), err.getvalue())
-    for fragment in [PASSWORD] + [p for p in PASSWORD.split() if len(p) >= 5]:
-        assert fragment not in result.out + result.err
-    return result
+from tests.cli import IMAGE, ROLE, STUDY, launch_args, run_cli
+from tests.jobs import VENV_BIN, train_env
+from tests.moto_setup import create_secret, use_moto
 
 
 @dataclasses.dataclass
@@ -71,21 +44,6 @@ class Fleet:
         return ["--study", study, "--db-secret", self.secret]
 
 
-def _launch_args(bucket: str, secret: str, *extra: str) -> list[str]:
-    return [
-        "launch",
-        "--study", STUDY,
-        "--db-secret", secret,
-        "--image", IMAGE,
-        "--role", ROLE,
-        "--output", f"s3://{bucket}/output",
-        "--channel", f"train=s3://{bucket}/data/train",
-        "--channel", f"test=s3://{bucket}/data/test",
-        "--instance-type", "ml.m5.large",
-        *extra,
-    ]  # fmt: skip
-
-
 def _upload_model(s3, model_dir: Path, uri: str) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -98,8 +56,7 @@ def _upload_model(s3, model_dir: Path, uri: str) -> None:
 @pytest.fixture(scope="module")
 def aws_env(moto_endpoint):
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in services.aws_env(moto_endpoint).items():
-            mp.setenv(key, value)
+        use_moto(mp, moto_endpoint)
         yield moto_endpoint
 
 
@@ -112,21 +69,10 @@ def fleet(aws_env, small_digits, tmp_path_factory):
     sagemaker = boto3.client("sagemaker", region_name=services.REGION)
     with services.mysql_database() as db:
         secret = f"test/launcher/{uuid.uuid4().hex[:8]}"
-        boto3.client("secretsmanager", region_name=services.REGION).create_secret(
-            Name=secret,
-            SecretString=json.dumps(
-                {
-                    "username": db.user,
-                    "password": db.password,
-                    "engine": "mariadb",
-                    "host": db.host,
-                    "port": db.port,
-                    "dbname": db.name,
-                }
-            ),
-        )
+        secrets = boto3.client("secretsmanager", region_name=services.REGION)
+        create_secret(secrets, secret, db.secret_document(engine="mariadb"))
         launched = run_cli(
-            *_launch_args(bucket, secret),
+            *launch_args(bucket, secret),
             "--jobs", "2",
             "--hp", "n-trials=2",
             "--hp", "epochs=1",
@@ -155,14 +101,13 @@ def fleet(aws_env, small_digits, tmp_path_factory):
 
 
 def _study(db: services.MySqlDatabase, name: str = STUDY) -> optuna.Study:
-    url = f"mysql+mysqlconnector://{db.user}@{db.host}:{db.port}/{db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": db.password}})
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=db.optuna_storage())
 
 
 # --- launch ------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_launch_sends_one_valid_request_per_job(fleet):
     sagemaker = boto3.client("sagemaker", region_name=services.REGION)
     assert len(fleet.jobs) == 2 and len(set(fleet.jobs)) == 2
@@ -189,6 +134,7 @@ def test_launch_sends_one_valid_request_per_job(fleet):
         assert not job["EnableManagedSpotTraining"] and not job.get("VpcConfig")
 
 
+@pytest.mark.process
 def test_the_real_job_ran_its_trials_under_its_own_name(fleet):
     trials = _study(fleet.db).trials
     assert len(trials) == 4
@@ -196,6 +142,7 @@ def test_the_real_job_ran_its_trials_under_its_own_name(fleet):
     assert all(t.params for t in trials if t.user_attrs["job_name"] == fleet.jobs[0])
 
 
+@pytest.mark.process
 def test_metric_definitions_match_the_lines_real_jobs_print(fleet):
     log = fleet.logs[fleet.jobs[0]]
     epoch_line = next(line for line in log.splitlines() if re.match(r"trial=\d+ epoch=1 ", line))
@@ -214,11 +161,12 @@ def test_metric_definitions_match_the_lines_real_jobs_print(fleet):
     assert float(re.search(best["Regex"], best_line).group(1)) > 0
 
 
+@pytest.mark.services
 def test_vpc_spot_checkpoints_and_wait(aws_env):
     bucket = f"launcher-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", region_name=services.REGION).create_bucket(Bucket=bucket)
     result = run_cli(
-        *_launch_args(bucket, "any/secret"),
+        *launch_args(bucket, "any/secret"),
         "--jobs", "3",
         "--job-prefix", "spot",
         "--subnet", "subnet-1", "--subnet", "subnet-2",
@@ -241,6 +189,7 @@ def test_vpc_spot_checkpoints_and_wait(aws_env):
     assert "Completed" in result.err  # progress lines go to stderr, the table to stdout
 
 
+@pytest.mark.services
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -260,26 +209,28 @@ def test_vpc_spot_checkpoints_and_wait(aws_env):
 def test_mistakes_fail_before_any_job_is_created(aws_env, change, message):
     sagemaker = boto3.client("sagemaker", region_name=services.REGION)
     before = len(sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
-    args = _launch_args("bucket", "some/secret", "--job-prefix", "mistake", *change)
+    args = launch_args("bucket", "some/secret", "--job-prefix", "mistake", *change)
     result = run_cli(*args)
     assert result.code == 1 and message in result.err, result.err
     assert result.err.startswith("sagemaker-optuna: error: ") and "Traceback" not in result.err
     assert len(sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == before
 
 
+@pytest.mark.unit
 def test_missing_channel_is_named():
-    args = _launch_args("bucket", "s")
+    args = launch_args("bucket", "s")
     at = args.index("test=s3://bucket/data/test")
     result = run_cli(*args[: at - 1], *args[at + 1 :], "--dry-run")
     assert result.code == 1 and "Missing channel test" in result.err
 
 
+@pytest.mark.unit
 def test_dry_run_prints_requests_without_aws(monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     hps = tmp_path / "hps.json"
     hps.write_text(json.dumps({"n-trials": 5, "sampler": "random"}))
     result = run_cli(
-        *_launch_args("bucket", "s"),
+        *launch_args("bucket", "s"),
         "--jobs",
         "12",
         "--job-prefix",
@@ -302,6 +253,7 @@ def test_dry_run_prints_requests_without_aws(monkeypatch, tmp_path):
     }
 
 
+@pytest.mark.process
 def test_usage_errors_exit_2_from_the_console_script():
     script = str(VENV_BIN / "sagemaker-optuna")
     missing = subprocess.run([script, "launch", "--study", "s"], capture_output=True, text=True)
@@ -315,6 +267,7 @@ def test_usage_errors_exit_2_from_the_console_script():
 # --- status ------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_status_counts_trials_and_names_the_jobs(fleet):
     result = run_cli("status", *fleet.study_args(), "--describe-jobs", "--json")
     assert result.code == 0, result.err
@@ -329,6 +282,7 @@ def test_status_counts_trials_and_names_the_jobs(fleet):
     assert max(j["best"] for j in doc["jobs"]) == study.best_value
 
 
+@pytest.mark.process
 def test_status_as_text(fleet):
     result = run_cli("status", *fleet.study_args())
     assert result.code == 0, result.err
@@ -336,6 +290,7 @@ def test_status_as_text(fleet):
     assert "Best: trial " in result.out and all(name in result.out for name in fleet.jobs)
 
 
+@pytest.mark.process
 def test_unknown_study_lists_the_studies_there(fleet):
     result = run_cli("status", *fleet.study_args("no-such-study"))
     assert result.code == 1
@@ -343,13 +298,12 @@ def test_unknown_study_lists_the_studies_there(fleet):
     assert f"studies there: {STUDY}" in result.err
 
 
+@pytest.mark.services
 def test_database_without_optuna_tables_is_not_touched(aws_env):
     with services.mysql_database() as empty:
         secret = f"test/launcher/{uuid.uuid4().hex[:8]}"
-        doc = {"username": empty.user, "password": empty.password, "host": empty.host, "dbname": empty.name}
-        boto3.client("secretsmanager", region_name=services.REGION).create_secret(
-            Name=secret, SecretString=json.dumps(doc)
-        )
+        secrets = boto3.client("secretsmanager", region_name=services.REGION)
+        create_secret(secrets, secret, empty.credentials(host=empty.host, dbname=empty.name))
         result = run_cli("status", "--study", STUDY, "--db-secret", secret, "--db-port", str(empty.port))
         assert result.code == 1 and "holds no Optuna studies (wrong database or --db-name?)" in result.err
         with contextlib.closing(empty.connect()) as conn, contextlib.closing(conn.cursor()) as cur:
@@ -359,16 +313,19 @@ def test_database_without_optuna_tables_is_not_touched(aws_env):
         assert wrong.code == 1 and "Cannot read the study database" in wrong.err and "no_such_db" in wrong.err
 
 
+@pytest.mark.unit
 def test_no_database_option_is_a_clear_error():
     result = run_cli("status", "--study", "s")
     assert result.code == 1 and "Which database?" in result.err
 
 
+@pytest.mark.services
 def test_unknown_secret(aws_env):
     result = run_cli("best", "--study", "s", "--db-secret", "no/such/secret")
     assert result.code == 1 and "Secret 'no/such/secret' does not exist" in result.err
 
 
+@pytest.mark.services
 def test_embedded_study_file_from_output_tar(tmp_path, aws_env):
     path = tmp_path / "optuna-study.db"
     study = optuna.create_study(study_name="local", storage=f"sqlite:///{path}", direction="maximize")
@@ -387,6 +344,7 @@ def test_embedded_study_file_from_output_tar(tmp_path, aws_env):
 # --- best --------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_best_names_the_model_of_the_best_trial(fleet):
     result = run_cli("best", *fleet.study_args(), "--json")
     assert result.code == 0, result.err
@@ -407,26 +365,12 @@ def test_best_names_the_model_of_the_best_trial(fleet):
     assert text.code == 0 and doc["model_data_url"] in text.out
 
 
-def _ask_tell_study(db, name, job_names_and_values):
-    url = f"mysql+mysqlconnector://{db.user}@{db.host}:{db.port}/{db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": db.password}})
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    for job_name, value in job_names_and_values:
-        trial = study.ask()
-        if job_name:
-            trial.set_user_attr("job_name", job_name)
-        if value is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, value)
-    storage.engine.dispose()
-
-
+@pytest.mark.process
 def test_job_that_wrote_no_model(fleet):
     """moto reports every job Completed with a ModelArtifacts URI; here nothing was uploaded."""
-    launched = run_cli(*_launch_args(fleet.bucket, fleet.secret), "--job-prefix", "empty", "--json").json()
+    launched = run_cli(*launch_args(fleet.bucket, fleet.secret), "--job-prefix", "empty", "--json").json()
     job = launched["jobs"][0]["job"]
-    _ask_tell_study(fleet.db, "no-model", [(job, 0.9)])
+    fleet.db.study_with_trials("no-model", [(job, 0.9)])
     result = run_cli("best", *fleet.study_args("no-model"))
     assert result.code == 1
     assert (
@@ -457,6 +401,7 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "meta, archive, message",
     [
@@ -471,11 +416,11 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
     ],
 )
 def test_archive_that_does_not_hold_the_best_model(fleet, meta, archive, message):
-    job = run_cli(*_launch_args(fleet.bucket, fleet.secret), "--job-prefix", "odd", "--json").json()["jobs"][
+    job = run_cli(*launch_args(fleet.bucket, fleet.secret), "--job-prefix", "odd", "--json").json()["jobs"][
         0
     ]["job"]
     name = f"mismatch-{uuid.uuid4().hex[:6]}"
-    _ask_tell_study(fleet.db, name, [(job, 0.9)])
+    fleet.db.study_with_trials(name, [(job, 0.9)])
     if meta is not None:
         archive = _tar_gz(
             {"./model.json": json.dumps({**VALID_MODEL_JSON, "study_name": name, **meta}).encode()}
@@ -487,18 +432,20 @@ def test_archive_that_does_not_hold_the_best_model(fleet, meta, archive, message
     assert run_cli("best", *fleet.study_args(name), "--no-verify").code == 0
 
 
+@pytest.mark.process
 def test_best_trial_of_an_unknown_job_or_no_job(fleet):
-    _ask_tell_study(fleet.db, "ghost", [("ghost-job", 0.9)])
+    fleet.db.study_with_trials("ghost", [("ghost-job", 0.9)])
     result = run_cli("best", *fleet.study_args("ghost"))
     assert result.code == 1
     assert "Best trial 0 was run by job 'ghost-job': No training job 'ghost-job' in this region" in result.err
-    _ask_tell_study(fleet.db, "by-hand", [(None, 0.9)])
+    fleet.db.study_with_trials("by-hand", [(None, 0.9)])
     result = run_cli("best", *fleet.study_args("by-hand"))
     assert result.code == 1 and "names no training job" in result.err
 
 
+@pytest.mark.process
 def test_study_without_completed_trials(fleet):
-    _ask_tell_study(fleet.db, "all-failed", [("x", None), ("x", None)])
+    fleet.db.study_with_trials("all-failed", [("x", None), ("x", None)])
     result = run_cli("best", *fleet.study_args("all-failed"))
     assert result.code == 1 and "has no completed trial yet" in result.err
     result = run_cli("status", *fleet.study_args("all-failed"), "--json")
@@ -508,6 +455,7 @@ def test_study_without_completed_trials(fleet):
 # --- deploy ------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_deploy_serves_the_best_model_with_our_image(fleet):
     best = run_cli("best", *fleet.study_args(), "--json").json()
     result = run_cli(
@@ -539,6 +487,7 @@ def test_deploy_serves_the_best_model_with_our_image(fleet):
 # --- what moto cannot show: a failed or running job (DescribeTrainingJob answers as data) -------
 
 
+@pytest.mark.unit
 def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
     from entrypoint.errors import UserError
     from launcher import jobs, output

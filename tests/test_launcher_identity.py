@@ -7,15 +7,15 @@ default session, which knew neither the profile nor --region.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import boto3
-import optuna
 import pytest
 
-from tests import services
-from tests.test_launcher import run_cli
+from tests.cli import run_cli
+from tests.moto_setup import create_secret, use_moto
+
+pytestmark = pytest.mark.services
 
 PROFILE_REGION = "eu-west-1"  # services.REGION (the environment's default) is us-east-1
 
@@ -23,8 +23,7 @@ PROFILE_REGION = "eu-west-1"  # services.REGION (the environment's default) is u
 @pytest.fixture
 def profile_world(moto_endpoint, mysql_db, tmp_path, monkeypatch):
     """A study on MariaDB whose secret exists only in the profile's region."""
-    for key, value in services.aws_env(moto_endpoint).items():
-        monkeypatch.setenv(key, value)
+    use_moto(monkeypatch, moto_endpoint)
     keys = {"aws_access_key_id": "profilekey", "aws_secret_access_key": "profilesecret"}
     config = tmp_path / "config"
     config.write_text(f"[profile hpo]\nregion = {PROFILE_REGION}\n")
@@ -34,21 +33,9 @@ def profile_world(moto_endpoint, mysql_db, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     secret = f"identity/{uuid.uuid4().hex[:8]}"
-    doc = {
-        "username": mysql_db.user,
-        "password": mysql_db.password,
-        "host": mysql_db.host,
-        "port": mysql_db.port,
-        "dbname": mysql_db.name,
-    }
-    boto3.client("secretsmanager", region_name=PROFILE_REGION, **keys).create_secret(
-        Name=secret, SecretString=json.dumps(doc)
-    )
-    url = f"mysql+mysqlconnector://{mysql_db.user}@{mysql_db.host}:{mysql_db.port}/{mysql_db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": mysql_db.password}})
-    study = optuna.create_study(study_name="identity", storage=storage, direction="maximize")
-    study.tell(study.ask(), 0.5)
-    storage.engine.dispose()
+    secrets = boto3.client("secretsmanager", region_name=PROFILE_REGION, **keys)
+    create_secret(secrets, secret, mysql_db.secret_document())
+    mysql_db.study_with_trials("identity", [(None, 0.5)])
     return ["--study", "identity", "--db-secret", secret, "--json"]
 
 

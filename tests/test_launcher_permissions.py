@@ -3,94 +3,51 @@ rights each, and a real MariaDB study."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import urllib.request
 import uuid
 
 import boto3
-import optuna
 import pytest
 
 from tests import services
-from tests.test_launcher import IMAGE, ROLE, _launch_args, run_cli
+from tests.cli import IMAGE, ROLE, launch_args, run_cli
+from tests.moto_setup import (
+    ADMIN_SETUP_CALLS,
+    allow,
+    create_secret,
+    create_training_job,
+    iam_user,
+    key_env,
+    use_moto,
+)
 
-ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key: before IAM is enforced
-
-
-def _policy(actions: list[str]) -> str:
-    return json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
-    )
-
-
-def _user(iam, name: str, actions: list[str]) -> dict[str, str]:
-    iam.create_user(UserName=name)
-    if actions:
-        iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=_policy(actions))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
 def enforcing_moto():
     """A moto server that checks every call against IAM, once an admin user exists."""
-    port = services.free_port()
-    proc = subprocess.Popen(
-        [str(services.VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(ADMIN_SETUP_CALLS)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        services.wait_for(lambda: urllib.request.urlopen(f"{url}/moto-api/", timeout=1), 30, "moto")
+    with services.moto_server(iam_after=ADMIN_SETUP_CALLS) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
 def world(enforcing_moto, mysql_db, monkeypatch):
     """An admin sets up a secret, a bucket, a training job and a study; returns a user maker."""
-    for key, value in {**services.aws_env(enforcing_moto), "AWS_ENDPOINT_URL_IAM": enforcing_moto}.items():
-        monkeypatch.setenv(key, value)
-    admin = _admin(enforcing_moto)
+    use_moto(monkeypatch, enforcing_moto, AWS_ENDPOINT_URL_IAM=enforcing_moto)
     suffix = uuid.uuid4().hex[:8]
-    session = boto3.session.Session(region_name=services.REGION, **_keys(admin))
+    session = boto3.session.Session(region_name=services.REGION, **_admin(enforcing_moto))
     secret = f"perm/{suffix}"
-    doc = {
-        "username": mysql_db.user,
-        "password": mysql_db.password,
-        "host": mysql_db.host,
-        "dbname": mysql_db.name,
-    }
-    session.client("secretsmanager").create_secret(Name=secret, SecretString=json.dumps(doc))
+    create_secret(session.client("secretsmanager"), secret, mysql_db.secret_document())
     bucket = f"perm-{suffix}"
     session.client("s3").create_bucket(Bucket=bucket)
     job = f"perm-job-{suffix}"
-    session.client("sagemaker").create_training_job(
-        TrainingJobName=job,
-        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        RoleArn=ROLE,
-        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
-        StoppingCondition={"MaxRuntimeInSeconds": 600},
-    )
-    url = f"mysql+mysqlconnector://{mysql_db.user}@{mysql_db.host}:{mysql_db.port}/{mysql_db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": mysql_db.password}})
-    study = optuna.create_study(study_name="perm", storage=storage, direction="maximize")
-    trial = study.ask()
-    trial.set_user_attr("job_name", job)
-    study.tell(trial, 0.9)
-    storage.engine.dispose()
+    create_training_job(session.client("sagemaker"), job, IMAGE, ROLE, f"s3://{bucket}/output")
+    mysql_db.study_with_trials("perm", [(job, 0.9)])
     admin_iam = session.client("iam")
 
     def as_user(*actions: str) -> list[str]:
-        keys = _user(admin_iam, f"u-{uuid.uuid4().hex[:8]}", list(actions))
-        for key, value in keys.items():
+        keys = iam_user(admin_iam, f"u-{uuid.uuid4().hex[:8]}", allow(list(actions)) if actions else None)
+        for key, value in key_env(keys).items():
             monkeypatch.setenv(key, value)
         return ["--study", "perm", "--db-secret", secret, "--db-port", str(mysql_db.port)]
 
@@ -101,18 +58,11 @@ def world(enforcing_moto, mysql_db, monkeypatch):
 _ADMIN: dict[str, dict[str, str]] = {}
 
 
-def _keys(env: dict[str, str]) -> dict[str, str]:
-    return {
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
 def _admin(url: str) -> dict[str, str]:
     """The admin's keys, made with the server's unauthenticated calls (once per server)."""
     if url not in _ADMIN:
         iam = boto3.session.Session(region_name=services.REGION).client("iam")
-        _ADMIN[url] = _user(iam, "admin", ["*"])
+        _ADMIN[url] = iam_user(iam, "admin", allow(["*"]))
     return _ADMIN[url]
 
 
@@ -122,7 +72,7 @@ DESCRIBE_JOB = "sagemaker:DescribeTrainingJob"
 
 def test_launch_without_create_training_job(world):
     world()
-    result = run_cli(*_launch_args(world.bucket, "s"), "--job-prefix", "denied")
+    result = run_cli(*launch_args(world.bucket, "s"), "--job-prefix", "denied")
     assert result.code == 1
     assert "Not allowed to sagemaker:CreateTrainingJob" in result.err, result.err
 

@@ -3,8 +3,9 @@ import pytest
 
 from entrypoint import data, settings
 from entrypoint.objective import Objective
+from tests.jobs import npz
 
-from .conftest import npz
+pytestmark = pytest.mark.unit
 
 
 class PruneFromEpoch(optuna.pruners.BasePruner):

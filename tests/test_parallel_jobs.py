@@ -4,67 +4,23 @@ moto Secrets Manager over HTTP."""
 import json
 import os
 import signal
-import subprocess
 import threading
-import time
 
-import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 from tests import services
-from tests.conftest import VENV_BIN, train_env
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def start_job(base, name, moto_endpoint, **extra_env):
-    env = train_env(base, TRAINING_JOB_NAME=name, **services.aws_env(moto_endpoint), **extra_env)
-    return subprocess.Popen(
-        [str(VENV_BIN / "train")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+from tests.jobs import (
+    FINISHED,
+    finish,
+    start_job,
+    study_of,
+    wait_for_a_beating_trial,
+    wait_for_heartbeat_to_lapse,
+)
 
 
-def finish(proc, timeout=600):
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-def study_of(db, name="shared"):
-    url = f"mysql+mysqlconnector://{db.user}@{db.host}:{db.port}/{db.name}"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"password": db.password}})
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-@pytest.fixture
-def shared_job(aws, mysql_db, job_dir, tmp_path, small_digits, moto_endpoint):
-    """Return a function that lays out job folders that all join study 'shared' in mysql_db."""
-    from devtools.localjob import write_job_folder
-
-    secret = aws({"username": mysql_db.user, "password": mysql_db.password, "engine": "mysql"})
-
-    def make(name, db=mysql_db, secret_name=None, **hps):
-        base = {
-            "host": "127.0.0.1",
-            "db-port": str(db.port),
-            "db-name": db.name,
-            "db-secret": secret_name or secret,
-            "region-name": services.REGION,
-            "study-name": "shared",
-            "epochs": "1",
-            "seed": "11",
-        }
-        return write_job_folder(tmp_path / name, {**base, **hps}, small_digits)
-
-    return make
-
-
+@pytest.mark.process
 @pytest.mark.parametrize("round_", range(3))
 def test_six_jobs_start_together_on_an_empty_database(shared_job, mysql_db, moto_endpoint, round_):
     jobs = [
@@ -81,6 +37,7 @@ def test_six_jobs_start_together_on_an_empty_database(shared_job, mysql_db, moto
     assert len(points) == 12, "two jobs sampled the same point"
 
 
+@pytest.mark.unit
 def test_jobs_with_the_same_base_seed_explore_differently():
     from entrypoint.search import job_seed
 
@@ -88,6 +45,7 @@ def test_jobs_with_the_same_base_seed_explore_differently():
     assert job_seed(1, "job-a") == job_seed(1, "job-a") and job_seed(None, "job-a") is None
 
 
+@pytest.mark.process
 def test_study_wide_cap_stops_every_job(shared_job, mysql_db, moto_endpoint):
     for name in ("cap-a", "cap-b"):
         rc, _, err = finish(
@@ -97,23 +55,18 @@ def test_study_wide_cap_stops_every_job(shared_job, mysql_db, moto_endpoint):
     assert len(study_of(mysql_db).get_trials(states=FINISHED)) == 3
 
 
+@pytest.mark.process
 def test_trial_of_a_killed_job_is_failed_by_heartbeat_and_rerun(shared_job, mysql_db, moto_endpoint):
     beat = {"heartbeat-interval": "1", "heartbeat-grace-period": "3"}
     doomed = start_job(
         shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
     )
 
-    def beating():  # in training, with a heartbeat written (the first comes within an interval)
-        study = study_of(mysql_db)
-        with study._storage._backend.engine.connect() as conn:
-            beats = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")).scalar()
-        return beats and any(t.state == TrialState.RUNNING and t.params for t in study.trials)
-
-    services.wait_for(beating, 120, "a trial in training that has beaten")
+    wait_for_a_beating_trial(mysql_db)
     os.killpg(doomed.pid, signal.SIGKILL)  # the instance is lost: no clean-up runs
     doomed.wait(timeout=30)
     lost = study_of(mysql_db).trials[0]
-    time.sleep(4)  # past the grace period
+    wait_for_heartbeat_to_lapse(mysql_db, lost, grace_s=3)  # past the grace period
     rc, _, err = finish(
         start_job(shared_job("survivor", **{"n-trials": "2", **beat}), "survivor", moto_endpoint)
     )
@@ -141,6 +94,7 @@ def everything_written(base):
     return texts
 
 
+@pytest.mark.process
 def test_password_never_leaks(shared_job, mysql_db, moto_endpoint, aws):
     base = shared_job("clean", **{"n-trials": "2"})
     rc, out, err = finish(start_job(base, "clean", moto_endpoint))
@@ -160,6 +114,7 @@ def test_password_never_leaks(shared_job, mysql_db, moto_endpoint, aws):
     scan_for_secret(mysql_db.password, out, err, *everything_written(denied))
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "secret, fragment",
     [
@@ -177,6 +132,7 @@ def test_credential_failures_end_the_job_clearly(shared_job, moto_endpoint, aws,
     assert fragment in failure and "Traceback" not in failure, failure
 
 
+@pytest.mark.process
 def test_job_waits_for_a_database_that_comes_back(
     private_mariadb, private_db, shared_job, moto_endpoint, aws
 ):
@@ -201,6 +157,7 @@ def test_job_waits_for_a_database_that_comes_back(
     assert rc == 0, "".join(lines)[-2000:]
 
 
+@pytest.mark.process
 def test_database_away_past_the_limit_fails_clearly(
     private_mariadb, private_db, shared_job, moto_endpoint, aws
 ):

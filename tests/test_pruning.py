@@ -34,6 +34,7 @@ def curve(rng, n_steps, nan_at=None):
     return values
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_median_pruner_decides_as_optunas_with_trials_finishing_out_of_order(tmp_path, mysql_db, direction):
     rng = np.random.default_rng(0)
@@ -64,6 +65,7 @@ def test_median_pruner_decides_as_optunas_with_trials_finishing_out_of_order(tmp
         assert 0 < decisions < 120, kind  # both prune some and keep some: the comparison means something
 
 
+@pytest.mark.unit
 def test_percentile_is_numpys_nanpercentile():
     rng = np.random.default_rng(1)
     for n in range(1, 60):
@@ -77,6 +79,7 @@ def test_percentile_is_numpys_nanpercentile():
         assert completed.count(0) == n + 1
 
 
+@pytest.mark.services
 def test_refresh_reads_each_finished_trial_once(mysql_db):
     study = optuna.create_study(storage=mariadb(mysql_db), direction="maximize")
     for _ in range(30):
@@ -99,6 +102,7 @@ def test_refresh_reads_each_finished_trial_once(mysql_db):
     assert completed.n_complete == 31 and completed.count(1) == 31
 
 
+@pytest.mark.services
 def test_a_trial_is_recorded_in_one_transaction_and_never_once_finished(tmp_path, mysql_db, postgres_db):
     postgres = optuna.storages.RDBStorage(
         f"postgresql+psycopg2://{postgres_db.user}@127.0.0.1:5432/{postgres_db.name}",
@@ -125,6 +129,7 @@ def test_a_trial_is_recorded_in_one_transaction_and_never_once_finished(tmp_path
             trialdb.record(trial, {}, {"loss": 1.0})
 
 
+@pytest.mark.unit
 def test_validation_accuracy_is_the_fraction_of_correct_examples(monkeypatch):
     rng = np.random.default_rng(2)
     # 4101 examples: the last chunk of 5 is all wrong, so a mean of chunk means would be far off.
@@ -142,6 +147,7 @@ def test_validation_accuracy_is_the_fraction_of_correct_examples(monkeypatch):
     assert abs(np.mean(chunk_means) - accuracy) > 0.1
 
 
+@pytest.mark.unit
 def test_liar_tpe_samples_what_optunas_samples_reading_once_per_trial(tmp_path):
     from entrypoint import objective, search
 

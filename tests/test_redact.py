@@ -7,6 +7,8 @@ import pytest
 
 from entrypoint.redact import MASK, redacting, scrub
 
+pytestmark = pytest.mark.unit
+
 SECRET = "p@ss w0rd/with:odd%chars"
 
 

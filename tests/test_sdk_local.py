@@ -466,6 +466,7 @@ def sdk_v2_hyperparameters(sdk_config_env, tmp_path_factory) -> dict[tuple[str, 
     return found
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("with_source_dir", [False, True], ids=["plain", "source_dir"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_key_as_sdk_v2_writes_it(sdk_v2_hyperparameters, tmp_path, variant, with_source_dir):

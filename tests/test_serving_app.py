@@ -21,6 +21,8 @@ from serving.config import ServeConfig
 from serving.handlers import load_handlers
 from serving.model import load_model, predict_probabilities
 
+pytestmark = pytest.mark.unit
+
 N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 32, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}
 JSON, CSV, NPY, JSONLINES = "application/json", "text/csv", "application/x-npy", "application/jsonlines"

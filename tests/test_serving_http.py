@@ -25,6 +25,8 @@ from serving.model import load_model, predict_probabilities
 from serving.nginx import nginx_binary
 from tests import services
 
+pytestmark = pytest.mark.process
+
 N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 32, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}
 JSON, CSV, NPY = "application/json", "text/csv", "application/x-npy"

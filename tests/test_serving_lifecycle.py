@@ -86,6 +86,7 @@ def add_code(model_dir, name: str, source: str, **extra: str):
 # --- settings -------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_defaults_follow_the_sagemaker_contract():
     config = ServeConfig.from_environ({})
     assert (str(config.model_dir), config.port, config.timeout) == ("/opt/ml/model", 8080, 60)
@@ -100,6 +101,7 @@ def test_defaults_follow_the_sagemaker_contract():
     assert direct["bind"] == ["0.0.0.0:8080"] and direct["worker_class"] == "sync"
 
 
+@pytest.mark.unit
 def test_nginx_config_follows_the_settings(tmp_path):
     from serving.nginx import render_config
 
@@ -112,6 +114,7 @@ def test_nginx_config_follows_the_settings(tmp_path):
     assert "listen 8080 " in default and "client_body_buffer_size 6291456;" in default  # 6 MB in memory
 
 
+@pytest.mark.unit
 def test_settings_from_the_environment():
     config = ServeConfig.from_environ(
         {
@@ -128,6 +131,7 @@ def test_settings_from_the_environment():
     assert gunicorn_options(config)["graceful_timeout"] == 20
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "env",
     [
@@ -143,6 +147,7 @@ def test_bad_settings_are_refused_by_name(env):
         ServeConfig.from_environ(env)
 
 
+@pytest.mark.process
 def test_bad_setting_stops_serve(model_dir, tmp_path):
     code, log = start_and_fail(model_dir, tmp_path / "log", {C.ENV_WORKERS: "many"})
     assert code != 0 and "SAGEMAKER_MODEL_SERVER_WORKERS='many' is not an integer" in log
@@ -204,6 +209,7 @@ def _model_module_not_packed(model_dir):
     return {}, model_dir / "code", "Cannot import model-module 'conv_digits'"
 
 
+@pytest.mark.process
 def test_unservable_model_or_user_code_stops_serve_naming_the_file(tmp_path, nginx_installed):
     """Each case on its own server, all started at once (each start imports Chainer: ~1.5 s)."""
     cases = [_missing_folder, _bad_json, _no_weights, _truncated_weights, _other_network, _pickled_weights]
@@ -263,11 +269,17 @@ def predict_fn(data, model):
         raise RuntimeError("secret internal detail")
     if marker in (-2, -3):
         Path(os.environ["TEST_STARTED_FILE"]).touch()
-        time.sleep(2 if marker == -2 else 30)
+    if marker == -2:  # in flight until the test creates the release file (at most 30 s)
+        release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 30
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if marker == -3:  # the scenario: slower than SAGEMAKER_MODEL_SERVER_TIMEOUT (3 s)
+        time.sleep(30)
     return default_predict_fn(data, model)
 """
 
 
+@pytest.mark.process
 def test_user_input_and_output_fns_with_our_model_and_predict(model_dir, tmp_path):
     add_code(model_dir, "custom.py", CUSTOM_IO, **{"helpers.py": 'TEXT_TYPE = "text/plain"\n'})
     env = {C.ENV_PROGRAM: "custom.py", C.ENV_WORKERS: "3", C.ENV_MAX_PAYLOAD_MB: "1"}
@@ -300,12 +312,14 @@ def custom_model_server(model_dir, tmp_path):
         C.ENV_TIMEOUT: "3",
         C.ENV_DEFAULT_ACCEPT: "text/csv",
         "TEST_STARTED_FILE": str(tmp_path / "started"),
+        "TEST_RELEASE_FILE": str(tmp_path / "release"),
     }
     server = LocalServer(model_dir, tmp_path / "log", env=env)
     with server:
         yield server
 
 
+@pytest.mark.process
 def test_user_model_and_predict_fns_with_our_input_and_output(custom_model_server, model_dir):
     server = custom_model_server
     assert len(list(model_dir.glob("loaded-by-*"))) == 2  # model_fn ran once in each worker
@@ -314,6 +328,7 @@ def test_user_model_and_predict_fns_with_our_input_and_output(custom_model_serve
     assert len(body.decode().splitlines()) == 2
 
 
+@pytest.mark.process
 def test_a_bug_is_500_with_the_traceback_in_the_log_only(custom_model_server):
     server = custom_model_server
     status, _, body = server.request("POST", C.ROUTE_INVOCATIONS, rows(-1.0), Content_Type=NPY)
@@ -323,24 +338,21 @@ def test_a_bug_is_500_with_the_traceback_in_the_log_only(custom_model_server):
     assert server.request("POST", C.ROUTE_INVOCATIONS, rows(0.0), Content_Type=NPY)[0] == 200
 
 
+@pytest.mark.process
 def test_a_request_over_the_timeout_loses_its_worker_not_the_server(custom_model_server, tmp_path):
     server = custom_model_server
     t0 = time.monotonic()
     status, _, body = request(server.port, "POST", C.ROUTE_INVOCATIONS, rows(-3.0), {"Content-Type": NPY})
     assert status == 504 and b"SAGEMAKER_MODEL_SERVER_TIMEOUT" in body  # nginx's answer at the timeout
     assert time.monotonic() - t0 < 15  # SAGEMAKER_MODEL_SERVER_TIMEOUT=3, not the request's 30 s
-    deadline = time.monotonic() + 30
-    while "WORKER TIMEOUT" not in server.log() and time.monotonic() < deadline:  # the watchdog's restart
-        time.sleep(0.05)
-    assert "WORKER TIMEOUT" in server.log()
-    deadline = time.monotonic() + 30
-    while server.ready_workers() < 3 and time.monotonic() < deadline:  # a fresh worker replaced it
-        time.sleep(0.05)
+    services.wait_for(lambda: "WORKER TIMEOUT" in server.log(), 30, "the watchdog's restart of the worker")
+    services.wait_for(lambda: server.ready_workers() >= 3, 30, "a fresh worker replacing it")
     assert server.ready_workers() == 3
     for _ in range(4):
         assert server.request("POST", C.ROUTE_INVOCATIONS, rows(0.0), Content_Type=NPY)[0] == 200
 
 
+@pytest.mark.process
 def test_sigterm_drains_the_request_in_flight_and_exits_0(custom_model_server, tmp_path):
     server = custom_model_server
     answer = {}
@@ -352,57 +364,71 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(custom_model_server, t
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    started = tmp_path / "started"
-    deadline = time.monotonic() + 10
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert started.exists()
+    services.wait_for((tmp_path / "started").exists, 10, "the request reaching predict_fn")
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(OSError):  # no new connections while draining
-        request(server.port, "GET", C.ROUTE_PING, timeout=2)
+
+    def refused() -> bool:
+        try:
+            request(server.port, "GET", C.ROUTE_PING, timeout=2)
+        except OSError:
+            return True
+        return False
+
+    # No new connections while draining: the request stays in flight until the release file.
+    services.wait_for(refused, 10, "serve refusing new connections after SIGTERM")
+    assert thread.is_alive()
+    (tmp_path / "release").touch()
     thread.join(10)
     assert answer["result"][0] == 200
     assert server.proc.wait(EXIT_SECONDS) == 0
 
 
 SLOW_MODEL = """
-import time
+import os, time
+from pathlib import Path
 from serving.handlers import model_fn as default_model_fn
 
-def model_fn(model_dir):
-    time.sleep(2)
+def model_fn(model_dir):  # loads until the test creates the release file (at most 60 s)
+    Path(os.environ["TEST_LOADING_FILE"]).touch()
+    release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     return default_model_fn(model_dir)
 """
 
 
+@pytest.mark.process
 def test_ping_is_not_200_while_the_model_loads(model_dir, tmp_path):
     add_code(model_dir, "inference.py", SLOW_MODEL)
-    server = LocalServer(model_dir, tmp_path / "log", env={C.ENV_WORKERS: "1"}).start()
+    loading, release = tmp_path / "loading", tmp_path / "release"
+    env = {C.ENV_WORKERS: "1", "TEST_LOADING_FILE": str(loading), "TEST_RELEASE_FILE": str(release)}
+    server = LocalServer(model_dir, tmp_path / "log", env=env).start()
+
+    def ping() -> int | None:
+        try:
+            return request(server.port, "GET", C.ROUTE_PING, timeout=0.3)[0]
+        except OSError:  # refused before gunicorn binds, timed out while the worker loads
+            return None
+
     try:
-        not_ready = 0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                status = request(server.port, "GET", C.ROUTE_PING, timeout=0.3)[0]
-            except OSError:  # refused before gunicorn binds, timed out while the worker loads
-                status = None
-            if status == 200:
-                assert server.ready_workers() == 1  # the worker had logged its model as loaded
-                break
-            not_ready += 1
-            time.sleep(0.05)  # polling pace (nginx answers 503 at once while the worker loads)
-        assert status == 200 and not_ready >= 3  # ~2 s of loading, polled every <= 0.3 s
+        services.wait_for(loading.exists, 60, "the worker starting to load the model")
+        not_ready = [ping() for _ in range(3)]  # nginx answers 503 at once while the worker loads
+        assert 200 not in not_ready, not_ready
+        release.touch()
+        services.wait_for(lambda: ping() == 200, 30, "/ping answering 200 once the model is loaded")
+        assert server.ready_workers() == 1  # the worker had logged its model as loaded
     finally:
         assert server.stop() == 0
 
 
+@pytest.mark.process
 def test_a_model_fn_that_fails_in_the_workers_stops_serve(model_dir, tmp_path):
     add_code(model_dir, "inference.py", "def model_fn(model_dir):\n    raise OSError('no GPU here')\n")
     code, log = start_and_fail(model_dir, tmp_path / "log")
     assert code != 0 and "OSError: no GPU here" in log
 
 
+@pytest.mark.process
 def test_serves_a_model_module_network_with_chainers_forward(tmp_path, nginx_installed):
     """Bring your own model: training packed conv_digits.py into code/; serve builds that network."""
     spec = usermodule.load("conv_digits", EXAMPLES / "conv_digits")
@@ -422,6 +448,7 @@ def test_serves_a_model_module_network_with_chainers_forward(tmp_path, nginx_ins
 # --- end to end: the model the `train` command wrote ----------------------------------------
 
 
+@pytest.mark.process
 def test_serves_the_model_the_train_command_wrote(tmp_path, nginx_installed):
     (x_train, y_train), (x_test, y_test) = digits_channels()["train"], digits_channels()["test"]
     channels = {"train": (x_train[:400], y_train[:400]), "test": (x_test[:200], y_test[:200])}
@@ -447,6 +474,7 @@ def test_serves_the_model_the_train_command_wrote(tmp_path, nginx_installed):
 # --- supervision: nginx and gunicorn live and die together ----------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("victim", ["nginx", "gunicorn"])
 def test_serve_exits_1_when_nginx_or_gunicorn_dies(model_dir, tmp_path, victim):
     from devtools.localserver import _children, _command
@@ -465,6 +493,7 @@ def test_serve_exits_1_when_nginx_or_gunicorn_dies(model_dir, tmp_path, victim):
     assert f"{victim} exited with -9: stopping serve" in server.log()
 
 
+@pytest.mark.unit
 def test_without_nginx_serve_says_what_to_do(monkeypatch, tmp_path):
     from serving.nginx import nginx_binary
 

@@ -13,6 +13,8 @@ from devtools.localmodel import DEFAULT_PARAMS, write_model
 from serving.forward import chainer_forward, numpy_forward
 from serving.model import load_model, predict_probabilities
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "params",

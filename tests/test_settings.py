@@ -5,6 +5,8 @@ import pytest
 from entrypoint import settings
 from entrypoint.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_when_nothing_given():
     s = settings.parse({})

@@ -16,7 +16,7 @@ def open_study(s):
 
 
 def secret_for(aws, db, **extra):
-    return aws({"username": db.user, "password": db.password, **extra})
+    return aws(db.credentials(**extra))
 
 
 def run_one_trial(study):
@@ -25,6 +25,7 @@ def run_one_trial(study):
     study.tell(trial, 0.5)
 
 
+@pytest.mark.services
 def test_hard_password_from_secret_on_real_mariadb(aws, mysql_db):
     name = secret_for(aws, mysql_db)
     s = settings.parse(
@@ -37,6 +38,7 @@ def test_hard_password_from_secret_on_real_mariadb(aws, mysql_db):
     assert db.url.port == 3306 and db.url.drivername == "mysql+mysqlconnector"
 
 
+@pytest.mark.services
 def test_rds_secret_fields_and_hyperparameter_overrides(aws, mysql_db):
     name = secret_for(aws, mysql_db, host="db.invalid", port=1, dbname="wrong", engine="aurora-mysql")
     s = settings.parse({"db-secret": name, "host": "127.0.0.1", "db-port": "3306", "db-name": mysql_db.name})
@@ -49,6 +51,7 @@ def test_rds_secret_fields_and_hyperparameter_overrides(aws, mysql_db):
     run_one_trial(study)
 
 
+@pytest.mark.services
 def test_postgresql(aws, postgres_db):
     name = secret_for(
         aws, postgres_db, engine="postgres", host="127.0.0.1", port=5432, dbname=postgres_db.name
@@ -59,6 +62,7 @@ def test_postgresql(aws, postgres_db):
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
+@pytest.mark.services
 def test_storage_url_without_password_plus_secret(aws, mysql_db):
     name = secret_for(aws, mysql_db)
     url = f"mysql://127.0.0.1:3306/{mysql_db.name}"
@@ -67,12 +71,14 @@ def test_storage_url_without_password_plus_secret(aws, mysql_db):
     run_one_trial(study)
 
 
+@pytest.mark.unit
 def test_storage_url_with_password_is_refused_without_echo():
     with pytest.raises(UserError) as info:
         storage.resolve(settings.parse({"storage": "mysql://u:s3cr3t@h/db"}), "/x")
     assert "must not contain a password" in str(info.value) and "s3cr3t" not in str(info.value)
 
 
+@pytest.mark.services
 def test_wrong_password_is_a_clear_user_error(aws, mysql_db):
     name = aws({"username": mysql_db.user, "password": "wrong" + services.HARD_PASSWORD})
     s = settings.parse(
@@ -83,6 +89,7 @@ def test_wrong_password_is_a_clear_user_error(aws, mysql_db):
     assert "Access denied" in str(info.value) and services.HARD_PASSWORD not in str(info.value)
 
 
+@pytest.mark.services
 def test_existing_study_with_other_direction_is_refused(aws, mysql_db):
     name = secret_for(aws, mysql_db)
     base = {"host": "127.0.0.1", "db-name": mysql_db.name, "db-secret": name}
@@ -91,6 +98,7 @@ def test_existing_study_with_other_direction_is_refused(aws, mysql_db):
         open_study(settings.parse({**base, "objective-metric": "loss"}))
 
 
+@pytest.mark.services
 def test_transient_classification_uses_real_driver_errors(mysql_db):
     refused = sqlalchemy.create_engine(f"mysql+mysqlconnector://x@127.0.0.1:{services.free_port()}/x")
     with pytest.raises(sqlalchemy.exc.DBAPIError) as down:
@@ -105,6 +113,7 @@ def test_transient_classification_uses_real_driver_errors(mysql_db):
     assert "Access denied" in dberrors.describe(denied.value)
 
 
+@pytest.mark.services
 def test_verified_tls_on_a_tls_only_user(aws, private_mariadb, private_db):
     root = services.mariadb_root(port=private_mariadb.port)
     root.cursor().execute(f"ALTER USER '{private_db.user}'@'%' REQUIRE SSL")
@@ -121,11 +130,13 @@ def test_verified_tls_on_a_tls_only_user(aws, private_mariadb, private_db):
         open_study(settings.parse({"db-secret": name, "db-ssl-ca": str(other_ca), "db-retry-timeout": "2"}))
 
 
+@pytest.mark.unit
 def test_missing_ca_file_is_named():
     with pytest.raises(UserError, match="'db-ssl-ca': no CA bundle at /no/such/ca.pem"):
         storage._tls_args("mysql", "/no/such/ca.pem")
 
 
+@pytest.mark.services
 def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
     """While one job holds the schema lock, another cannot take it."""
     db = storage.resolve(
@@ -142,6 +153,7 @@ def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
         other.close()
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("engine", ["mysql", "postgresql"])
 def test_stale_sweep_fails_a_trial_that_never_beat(aws, engine, request):
     """A job that died before its trial's first heartbeat leaves a RUNNING trial without one."""
@@ -179,6 +191,7 @@ def mysql_settings(aws, db, **extra):
     )
 
 
+@pytest.mark.services
 def test_a_schema_from_another_optuna_version_is_a_clear_error(aws, mysql_db):
     s = mysql_settings(aws, mysql_db)
     open_study(s)
@@ -191,6 +204,7 @@ def test_a_schema_from_another_optuna_version_is_a_clear_error(aws, mysql_db):
         open_study(s)
 
 
+@pytest.mark.services
 def test_a_multi_objective_study_of_that_name_is_refused(aws, mysql_db):
     s = mysql_settings(aws, mysql_db, **{"study-name": "two"})
     db = storage.resolve(s, "/x")
@@ -202,6 +216,7 @@ def test_a_multi_objective_study_of_that_name_is_refused(aws, mysql_db):
         open_study(s)
 
 
+@pytest.mark.services
 def test_a_schema_lock_held_too_long_is_a_clear_error(aws, mysql_db, monkeypatch):
     monkeypatch.setattr(storage, "LOCK_TIMEOUT_S", 1)
     s = mysql_settings(aws, mysql_db)

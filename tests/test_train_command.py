@@ -9,8 +9,9 @@ import optuna
 import pytest
 
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
+from tests.jobs import VENV_BIN, npz, train_env
 
-from .conftest import VENV_BIN, npz, train_env
+pytestmark = pytest.mark.process
 
 
 def run_train(base_dir, **env):
