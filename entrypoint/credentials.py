@@ -14,7 +14,7 @@ import json
 import boto3
 import botocore.exceptions
 
-from entrypoint.errors import UserError
+from core.errors import UserError
 
 # What RDS/Aurora write in a secret's "engine" -> our engine name.
 _ENGINES = {

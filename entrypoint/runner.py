@@ -21,10 +21,10 @@ import optuna
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
+from core.errors import UserError
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import ATTR_FAIL_REASON
 from entrypoint.dberrors import Retrier, describe, is_transient
-from entrypoint.errors import UserError
 from entrypoint.redact import scrub
 from entrypoint.settings import Settings
 from entrypoint.stopping import Guard, StopRequested

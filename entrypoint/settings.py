@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
 from entrypoint.constants import IGNORED_HYPERPARAMETER_PREFIXES, METRIC_KEYS
-from entrypoint.errors import UserError
 
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("none", "median", "hyperband")

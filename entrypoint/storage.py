@@ -30,10 +30,10 @@ import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 
+from core.errors import UserError
 from entrypoint import credentials
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 from entrypoint.dberrors import Retrier, describe
-from entrypoint.errors import UserError
 from entrypoint.redact import MASK
 from entrypoint.settings import Settings
 

@@ -1,7 +1,7 @@
 """The training entry point: ``SAGEMAKER_TRAINING_MODULE=entrypoint.train:main``.
 
 The image's ``train`` command (entrypoint/cli.py) imports this module and calls :func:`main`. A
-:class:`~entrypoint.errors.UserError` becomes a short failure file and exit code 1.
+:class:`~core.errors.UserError` becomes a short failure file and exit code 1 (entrypoint/failure.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 from sagemaker_training import environment
 
+from core.errors import UserError
 from entrypoint import data, failure, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
@@ -27,7 +28,6 @@ from entrypoint.constants import (
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
 from entrypoint.dberrors import Retrier, describe
-from entrypoint.errors import UserError
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
 from entrypoint.redact import redacting
@@ -228,7 +228,7 @@ def _channel_names() -> list[str]:
 def main() -> None:
     """Framework-mode entry point called by the sagemaker-training toolkit's ``train``.
 
-    Every failure ends here as one line in the failure file and a non-zero exit (failure.py).
+    Every failure ends here as one line in the failure file and exit code 1 (failure.py).
     """
     guard = Guard()
     guard.install()  # first: PID 1 drops a SIGTERM it has no handler for

@@ -29,8 +29,8 @@ from typing import Any
 
 import chainer
 
+from core.errors import UserError
 from entrypoint import network
-from entrypoint.errors import UserError
 
 REQUIRED = ("suggest_params", "build_network")
 

@@ -9,8 +9,8 @@ import json
 import tarfile
 from typing import Any
 
+from core.errors import UserError
 from entrypoint.constants import MODEL_META_FILE
-from entrypoint.errors import UserError
 from launcher import aws
 from launcher.constants import MODEL_META_MAX_BYTES
 

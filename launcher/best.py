@@ -14,8 +14,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core.errors import UserError
 from entrypoint.constants import ATTR_JOB_NAME
-from entrypoint.errors import UserError
 from launcher import artifacts, jobs
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from entrypoint.errors import UserError
+from core.errors import UserError
 from launcher import aws, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod

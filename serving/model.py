@@ -15,9 +15,9 @@ from typing import Any
 import chainer
 import numpy as np
 
+from core.errors import UserError
 from entrypoint import usermodule
 from entrypoint.constants import MODEL_FORMAT_VERSION, MODEL_META_FILE
-from entrypoint.errors import UserError
 from entrypoint.keeper import read_meta
 from serving.constants import USER_CODE_DIR
 from serving.errors import ModelLoadError

@@ -13,8 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from core.errors import UserError
 from entrypoint import usermodule
-from entrypoint.errors import UserError
 from tests import services
 from tests.test_parallel_jobs import finish, start_job
 

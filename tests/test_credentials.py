@@ -7,8 +7,8 @@ import subprocess
 import boto3
 import pytest
 
+from core.errors import UserError
 from entrypoint import credentials
-from entrypoint.errors import UserError
 from tests import services
 
 PASSWORD = services.HARD_PASSWORD

@@ -528,7 +528,7 @@ def test_deploy_serves_the_best_model_with_our_image(fleet):
 
 
 def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
-    from entrypoint.errors import UserError
+    from core.errors import UserError
     from launcher import jobs, output
 
     failed = jobs.JobState.from_description(

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from core.errors import UserError
 from entrypoint import settings
-from entrypoint.errors import UserError
 
 
 def test_defaults_when_nothing_given():

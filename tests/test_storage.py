@@ -5,8 +5,8 @@ import optuna
 import pytest
 import sqlalchemy
 
+from core.errors import UserError
 from entrypoint import dberrors, search, settings, storage
-from entrypoint.errors import UserError
 from tests import services
 
 
