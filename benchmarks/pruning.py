@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 
 from entrypoint import data, search, settings
+from entrypoint.job import JobContext
 from entrypoint.localjob import digits_channels
 from entrypoint.objective import Objective
 
@@ -35,7 +36,7 @@ def run_arm(dataset: data.Dataset, pruner: str, trials: int, epochs: int, seed: 
         sampler=search.make_sampler(s, seed),
         pruner=search.make_pruner(s),
     )
-    objective = Objective(s, dataset, f"bench-{pruner}", seed)
+    objective = Objective(JobContext(s, f"bench-{pruner}"), dataset)
 
     def run_trial(trial: optuna.Trial) -> float:
         objective.trained.clear()  # no best-model keeper here: do not hold old networks

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
+from entrypoint.job import JobContext
 from entrypoint.runner import TrialRunner
 from entrypoint.stopping import Guard
 from tests import services
@@ -178,7 +179,9 @@ def runner_for(tmp_path, objective, guard, **hps):
         f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat_interval=1, grace_period=5
     )
     study = optuna.create_study(storage=storage, direction="maximize")
-    return study, TrialRunner(study, storage, objective, [], s, guard, Progress(None, "s", "job"))
+    return study, TrialRunner(
+        JobContext(s, "job", guard), study, storage, objective, Progress(None, "s", "job")
+    )
 
 
 def test_a_failing_trial_is_recorded_and_the_job_goes_on(tmp_path, guard):
@@ -276,7 +279,7 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
             time.sleep(2)  # the pooled connection idles past wait_timeout
             return x
 
-        runner = TrialRunner(study, rdb, objective, [], s, guard, Progress(None, "s", "job"))
+        runner = TrialRunner(JobContext(s, "job", guard), study, rdb, objective, Progress(None, "s", "job"))
         assert runner.run() == 3
     finally:
         root.cursor().execute("SET GLOBAL wait_timeout = 28800")
@@ -304,6 +307,6 @@ def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
         return x
 
     s = settings_mod.parse({"heartbeat-interval": "1", "heartbeat-grace-period": "3", "n-trials": "2"})
-    runner = TrialRunner(study, storage, objective, [], s, guard, Progress(None, "s", "job"))
+    runner = TrialRunner(JobContext(s, "job", guard), study, storage, objective, Progress(None, "s", "job"))
     assert runner.run() == 2
     assert seen == {0: 0, 1: 1}

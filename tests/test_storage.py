@@ -123,7 +123,7 @@ def test_verified_tls_on_a_tls_only_user(aws, private_mariadb, private_db):
 
 def test_missing_ca_file_is_named():
     with pytest.raises(UserError, match="'db-ssl-ca': no CA bundle at /no/such/ca.pem"):
-        storage._tls_args("mysql", "/no/such/ca.pem")
+        storage.resolve(settings.parse({"storage": "mysql://u@h/db", "db-ssl-ca": "/no/such/ca.pem"}), "/x")
 
 
 def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
