@@ -1,12 +1,16 @@
 """Shared storage against the machine's real MariaDB and PostgreSQL and a private TLS MariaDB."""
 
+import json
+
 import mysql.connector
 import optuna
+import psycopg2
 import pytest
 import sqlalchemy
 
+from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import dberrors, search, settings, storage
+from entrypoint import credentials, dberrors, search, settings, storage
 from tests import services
 
 
@@ -140,6 +144,53 @@ def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
         cur.execute("SELECT GET_LOCK(%s, 0)", (f"optuna-schema-{mysql_db.name}",))
         assert cur.fetchone()[0] == 0
         other.close()
+
+
+def test_postgresql_lock_serialises_schema_creation(aws, postgres_db):
+    """The advisory lock from the engine table: while one job holds it, another cannot take it."""
+    secret = secret_for(aws, postgres_db, engine="postgres", host="127.0.0.1", dbname=postgres_db.name)
+    db = storage.resolve(settings.parse({"db-secret": secret}), "/x")
+    key = ENGINES["postgresql"].lock.key(f"optuna-schema-{postgres_db.name}")
+    other = sqlalchemy.create_engine(db.url, connect_args=db.connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)")
+    with storage.schema_lock(db), other.connect() as conn:
+        assert conn.execute(try_lock, {"k": key}).scalar() is False
+    with other.connect() as conn:  # released with the block
+        assert conn.execute(try_lock, {"k": key}).scalar() is True
+    other.dispose()
+
+
+# One transient and one other error of each engine's driver (a new engine adds its pair here).
+DRIVER_ERRORS = {
+    "mysql": (
+        lambda: mysql.connector.errors.OperationalError(msg="Lost connection", errno=2013),
+        lambda: mysql.connector.errors.ProgrammingError(msg="Access denied", errno=1045),
+    ),
+    "postgresql": (
+        lambda: psycopg2.OperationalError("server closed the connection unexpectedly"),
+        lambda: psycopg2.ProgrammingError("syntax error"),
+    ),
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES.values(), ids=list(ENGINES))
+def test_each_engine_record_drives_storage_credentials_and_retries(engine):
+    """What storage, credentials and dberrors take from core/engines.py, for every engine."""
+    db = storage.resolve(settings.parse({"storage": f"{engine.name}://u@h/db"}), "/x")
+    assert db.url.drivername == engine.driver and db.kind == engine.name
+    assert db.connect_args[engine.timeout_arg] == storage.CONNECT_TIMEOUT_S
+    assert engine.connect_args.items() <= db.connect_args.items()
+    for alias in engine.secret_engines:
+        secret = json.dumps({"username": "u", "password": "p", "engine": alias.upper()})
+        assert credentials.parse_secret("s", secret).engine == engine.name
+    transient, other = DRIVER_ERRORS[engine.name]
+    assert dberrors.is_transient(transient()) and not dberrors.is_transient(other())
+    assert "Access denied" in dberrors.describe(other()) or "syntax error" in dberrors.describe(other())
+
+
+def test_an_engine_outside_the_table_is_refused():
+    with pytest.raises(UserError, match="unsupported database 'oracle' \\(use mysql or postgresql\\)"):
+        storage.resolve(settings.parse({"storage": "oracle://u@h/db"}), "/x")
 
 
 @pytest.mark.parametrize("engine", ["mysql", "postgresql"])
