@@ -137,6 +137,7 @@ class TrialRunner:
                 raise
             if self.guard.stopping:  # SIGTERM during an outage: a stop, not a failure
                 logger.warning("Stopping on SIGTERM while the database is away: %s", describe(exc))
+                logger.debug("The database's error", exc_info=exc)
                 return 0
             raise UserError(
                 f"The database was unreachable for longer than db-retry-timeout "
