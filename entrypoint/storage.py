@@ -3,8 +3,8 @@
 Plain Optuna races when several processes open an empty database at once (``CREATE TABLE``
 collisions, a duplicated schema-version row). Until the schema is complete, jobs create it
 one at a time behind a database-level lock (``GET_LOCK`` on MySQL, an advisory lock on
-PostgreSQL: core/engines.py); the lock dies with its connection, so a killed job blocks no one. Once the
-schema is there, jobs skip the lock and the DDL altogether.
+PostgreSQL: each engine's record in core/engines.py); the lock dies with its connection, so a
+killed job blocks no one. Once the schema is there, jobs skip the lock and the DDL altogether.
 
 Connections per job: a pool of ``POOL_SIZE`` plus ``MAX_OVERFLOW`` (the main thread and
 Optuna's heartbeat thread), and one short-lived connection for the lock at start. Keep
