@@ -315,6 +315,7 @@ def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
     assert seen == {0: 0, 1: 1}
 
 
+@pytest.mark.unit
 def test_a_failed_heartbeat_logs_its_cause_and_keeps_beating(caplog):
     """The warning names the error's message, the debug record carries its traceback."""
     calls = threading.Semaphore(0)

@@ -562,6 +562,7 @@ def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
     assert jobs.check_wrote_model(stopped).endswith("digits-3/output/model.tar.gz")
 
 
+@pytest.mark.process
 def test_the_launcher_does_not_need_the_training_toolkit():
     """Its user errors come from core.errors, not from sagemaker-training's ClientError."""
     code = "import sys, launcher.cli; print('sagemaker_training' in sys.modules)"

@@ -20,6 +20,7 @@ from entrypoint import optuna_private
 from entrypoint.optuna_private import TESTED_OPTUNA, UntestedOptuna
 
 ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.unit  # the layer (tests/conftest.py on the layers branch)
 
 
 @pytest.fixture

@@ -146,6 +146,7 @@ def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
         other.close()
 
 
+@pytest.mark.services
 def test_postgresql_lock_serialises_schema_creation(aws, postgres_db):
     """The advisory lock from the engine table: while one job holds it, another cannot take it."""
     secret = secret_for(aws, postgres_db, engine="postgres", host="127.0.0.1", dbname=postgres_db.name)
@@ -173,6 +174,7 @@ DRIVER_ERRORS = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("engine", ENGINES.values(), ids=list(ENGINES))
 def test_each_engine_record_drives_storage_credentials_and_retries(engine):
     """What storage, credentials and dberrors take from core/engines.py, for every engine."""
@@ -188,6 +190,7 @@ def test_each_engine_record_drives_storage_credentials_and_retries(engine):
     assert "Access denied" in dberrors.describe(other()) or "syntax error" in dberrors.describe(other())
 
 
+@pytest.mark.unit
 def test_an_engine_outside_the_table_is_refused():
     with pytest.raises(UserError, match="unsupported database 'oracle' \\(use mysql or postgresql\\)"):
         storage.resolve(settings.parse({"storage": "oracle://u@h/db"}), "/x")
