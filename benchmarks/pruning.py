@@ -22,6 +22,7 @@ import numpy as np
 import optuna
 
 from entrypoint import data, search, settings
+from entrypoint.job import JobContext
 from entrypoint.objective import Objective
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ ships in no package: the repository
@@ -38,7 +39,7 @@ def run_arm(dataset: data.Dataset, pruner: str, trials: int, epochs: int, seed: 
         sampler=search.make_sampler(s, seed),
         pruner=search.make_pruner(s),
     )
-    objective = Objective(s, dataset, f"bench-{pruner}", seed)
+    objective = Objective(JobContext(s, f"bench-{pruner}"), dataset)
 
     def run_trial(trial: optuna.Trial) -> float:
         objective.trained.clear()  # no best-model keeper here: do not hold old networks

@@ -34,6 +34,7 @@ from chainer.training import extensions
 from core import network
 from entrypoint import objective, search, settings
 from entrypoint.data import Dataset, Split
+from entrypoint.job import JobContext
 from entrypoint.stopping import Guard
 
 PARAMS = {"n_layers": 2, "n_units_l0": 128, "n_units_l1": 64, "optimizer": "Adam", "adam_alpha": 1e-3}
@@ -74,7 +75,7 @@ def ours(data: Dataset, epochs: int) -> float:
     s = settings.parse({"epochs": str(epochs), "batch-size": str(BATCH)})
     study = optuna.create_study(direction="maximize", pruner=search.make_pruner(s))
     study.enqueue_trial(PARAMS)
-    run = objective.Objective(s, data, "bench", seed=None, guard=Guard())
+    run = objective.Objective(JobContext(s, "bench", Guard()), data)
     trial = study.ask()
     with contextlib.redirect_stdout(io.StringIO()):
         return run(trial)

@@ -85,6 +85,7 @@ def our_worker(db: str, n: int, seconds: float, barrier, out) -> None:
 
     from entrypoint import search, settings, storage
     from entrypoint.checkpoint import Progress
+    from entrypoint.job import JobContext
     from entrypoint.runner import TrialRunner
     from entrypoint.stopping import Guard
 
@@ -98,7 +99,12 @@ def our_worker(db: str, n: int, seconds: float, barrier, out) -> None:
     barrier.wait()
     t0 = time.perf_counter()
     runner = TrialRunner(
-        study, rdb, objective_factory(seconds), [keep_nothing], s, Guard(), Progress(None, "bench", "w")
+        JobContext(s, "bench", Guard()),
+        study,
+        rdb,
+        objective_factory(seconds),
+        Progress(None, "bench", "w"),
+        [keep_nothing],
     )
     runner.run()
     out.put((t0, time.perf_counter()))

@@ -3,8 +3,8 @@
 It takes the place of the sagemaker-training toolkit's ``train``, which reads (and logs)
 hyperparameters.json before any of our code runs: a file that is not a JSON object ended the job
 with a traceback as its FailureReason. Here ``settings`` is the only reader of that file. Like
-the toolkit in framework mode, it calls the function named by ``SAGEMAKER_TRAINING_MODULE``; a
-:class:`~entrypoint.errors.UserError` becomes a one-line ``/opt/ml/output/failure`` and exit 1.
+the toolkit in framework mode, it calls the function named by ``SAGEMAKER_TRAINING_MODULE``;
+every failure ends through entrypoint/failure.py (a one-line ``/opt/ml/output/failure``, exit 1).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
+from collections.abc import Callable
+from pathlib import Path
 
-from sagemaker_training import files, logging_config, params
+from sagemaker_training import environment, logging_config, params
 
-from entrypoint.errors import UserError
+from core.errors import UserError
+from entrypoint import failure
 
 ENV_TRAINING_MODULE = "SAGEMAKER_TRAINING_MODULE"
 DEFAULT_TRAINING_MODULE = "entrypoint.train:main"
@@ -24,28 +26,26 @@ DEFAULT_TRAINING_MODULE = "entrypoint.train:main"
 logger = logging.getLogger("entrypoint")
 
 
-def _fail(message: str) -> None:
-    """Write the FailureReason; a job that failed exits 1 even when the file cannot be written."""
+def _entry_point(name: str) -> Callable[[], object]:
+    """The function ``module:function`` names; a module that cannot be imported is the image's
+    configuration, not a bug of ours: one line, with its traceback in the log."""
+    module, _, function = name.partition(":")
     try:
-        files.write_failure_file(message)
-    except OSError as exc:
-        print(f"train: could not write the failure file: {exc}", file=sys.stderr)
-    logger.error("Reporting training FAILURE: %s", message)
-    sys.exit(1)
+        return getattr(importlib.import_module(module), function or "main")
+    except Exception as exc:
+        logger.error("Cannot load the training function %s", name, exc_info=exc)
+        raise UserError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def main() -> None:
-    module, _, function = (os.environ.get(ENV_TRAINING_MODULE) or DEFAULT_TRAINING_MODULE).partition(":")
+    output_dir = Path(environment.output_dir)
     try:
-        run = getattr(importlib.import_module(module), function or "main")
+        run = _entry_point(os.environ.get(ENV_TRAINING_MODULE) or DEFAULT_TRAINING_MODULE)
         # After the import, as the toolkit does: importing its environment module resets the root level.
         logging_config.configure_logger(int(os.environ.get(params.LOG_LEVEL_ENV, logging.INFO)))
         run()
-    except UserError as exc:
-        _fail(str(exc))
-    except Exception as exc:  # a bug: the traceback goes to the log, its last line to the failure
-        logger.exception("Training failed")
-        _fail(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # entrypoint.train:main ends its own failures; another function may not
+        failure.fail(exc, output_dir, {"output folder": output_dir})
     logger.info("Reporting training SUCCESS")
 
 

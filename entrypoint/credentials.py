@@ -14,18 +14,8 @@ import json
 import boto3
 import botocore.exceptions
 
-from entrypoint.errors import UserError
-
-# What RDS/Aurora write in a secret's "engine" -> our engine name.
-_ENGINES = {
-    "mysql": "mysql",
-    "aurora": "mysql",
-    "aurora-mysql": "mysql",
-    "mariadb": "mysql",
-    "postgres": "postgresql",
-    "postgresql": "postgresql",
-    "aurora-postgresql": "postgresql",
-}
+from core.engines import SECRET_ENGINES
+from core.errors import UserError
 
 # Secrets Manager error codes -> what the user should check.
 _ERROR_HINTS = {
@@ -67,9 +57,9 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
     except (TypeError, ValueError):
         raise UserError(f"Secret '{secret_id}' has a 'port' that is not a number") from None
     engine = doc.get("engine")
-    if engine is not None and str(engine).lower() not in _ENGINES:
+    if engine is not None and str(engine).lower() not in SECRET_ENGINES:
         raise UserError(
-            f"Secret '{secret_id}' names engine '{engine}'; supported: {', '.join(sorted(_ENGINES))}"
+            f"Secret '{secret_id}' names engine '{engine}'; supported: {', '.join(sorted(SECRET_ENGINES))}"
         )
     return DbCredentials(
         username=doc["username"],
@@ -77,7 +67,7 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
         host=doc.get("host") or None,
         port=port,
         dbname=doc.get("dbname") or doc.get("database") or None,
-        engine=_ENGINES[str(engine).lower()] if engine is not None else None,
+        engine=SECRET_ENGINES[str(engine).lower()] if engine is not None else None,
     )
 
 

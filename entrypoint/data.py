@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import UserError
 from entrypoint.constants import CHANNEL_TEST, CHANNEL_TRAIN, FEATURE_ARRAY_NAMES, LABEL_ARRAY_NAMES
-from entrypoint.errors import UserError
 
 MAX_CLASSES = 100_000  # the output layer has one unit per class up to the largest label
 MIB = 2**20

@@ -1,30 +1,37 @@
 """Which database errors are worth waiting for, and a bounded retry around them.
 
-Errors are classified by the drivers' error codes (never by matching message text).
+Errors are classified by the drivers' error codes (never by matching message text), listed per
+engine in core/engines.py.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-import mysql.connector
-import psycopg2
 import sqlalchemy
 import tenacity
+
+from core.engines import ENGINES, Engine
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# MySQL/MariaDB: connection refused/lost/gone away, server shutting down, too many
-# connections, lock wait timeout, deadlock, connection killed.
-MYSQL_TRANSIENT = {2003, 2005, 2006, 2013, 2055, 1040, 1053, 1205, 1213, 1927, 4031}
-# PostgreSQL SQLSTATEs: serialization failure, deadlock, admin/crash shutdown, cannot connect now,
-# and the connection-exception class.
-PG_TRANSIENT = {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
+
+@functools.cache
+def _driver_errors() -> tuple[tuple[type[BaseException], type[BaseException], Engine], ...]:
+    """Each engine's DB-API ``Error`` and ``OperationalError`` classes (PEP 249 names them)."""
+    modules = [(importlib.import_module(e.driver_module), e) for e in ENGINES.values()]
+    return tuple((m.Error, m.OperationalError, e) for m, e in modules)
+
+
+def _driver_error(err: BaseException) -> bool:
+    return any(isinstance(err, error) for error, _, _ in _driver_errors())
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -41,13 +48,13 @@ def is_transient(exc: BaseException) -> bool:
     for err in _chain(exc):
         if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
             return True
-        if isinstance(err, mysql.connector.Error) and err.errno in MYSQL_TRANSIENT:
-            return True
-        if isinstance(err, psycopg2.Error):
-            # A failed connect has no SQLSTATE; an OperationalError without one is a lost link.
-            return err.pgcode in PG_TRANSIENT or (
-                err.pgcode is None and isinstance(err, psycopg2.OperationalError)
-            )
+        for error, operational, engine in _driver_errors():
+            if isinstance(err, error):
+                code = getattr(err, engine.error_code_attr, None)
+                if code in engine.transient_codes or (
+                    code is None and engine.codeless_operational_is_transient and isinstance(err, operational)
+                ):
+                    return True
         if isinstance(err, sqlalchemy.exc.TimeoutError):  # pool exhausted while the server was away
             return True
     return False
@@ -64,7 +71,7 @@ def describe(exc: BaseException) -> str:
     message of the driver's exception underneath (``orig``) is used instead.
     """
     for err in _chain(exc):
-        if isinstance(err, (mysql.connector.Error, psycopg2.Error)):
+        if _driver_error(err):
             return _one_line(err)
     for err in _chain(exc):
         if isinstance(err, sqlalchemy.exc.DBAPIError) and err.orig is not None:

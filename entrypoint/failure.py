@@ -1,11 +1,11 @@
-"""How a failed job ends: one line in ``/opt/ml/output/failure`` and a non-zero exit code.
+"""How a failed job ends: one line in ``/opt/ml/output/failure`` and exit code 1.
 
-The training toolkit's ``train`` writes the failure file inside its ``except`` and exits from
-its ``finally`` with a code set only after that write: when the write fails (a full or
-read-only output folder) the job exits 0, and an exception whose ``errno`` is missing, 0 or a
-multiple of 256 also ends in exit 0. So the entry point catches every failure itself, writes
-the file itself, and hands the toolkit a ClientError (exit 1, the file left as written) only
-once the file exists; if it cannot be written, it says so on stderr and exits 1 at once.
+The one path for every failure of a training job: the image's ``train`` (entrypoint/cli.py) and
+:func:`entrypoint.train.main` both end here. A user's mistake (:class:`~core.errors.UserError`)
+or a folder that cannot be written gives a short line; a bug gives its message, and its
+traceback goes to the log. When the failure file cannot be written the reason goes to stderr
+and the exit code is 1 all the same. The image runs its own ``train``, not the training
+toolkit's: the toolkit's exits from a ``finally`` that turns any exit of ours into code 0.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from core.errors import UserError
 from entrypoint.constants import FAILURE_FILE
 from entrypoint.dberrors import describe
-from entrypoint.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +89,10 @@ def write(message: str, output_dir: Path) -> bool:
 
 
 def fail(exc: BaseException, output_dir: Path, folders: dict[str, Path | None]) -> NoReturn:
-    """End the job as failed, whatever the toolkit around us would do with ``exc``."""
+    """End the job as failed: the failure file (or stderr) holds ``exc``'s line; exit code 1."""
     message, expected = reason(exc, folders)
     if not expected:
         logger.error("Unexpected error", exc_info=exc)
-    if write(message, output_dir):
-        # The toolkit logs it, finds our file (it writes its own only when there is none) and exits 1.
-        raise UserError(message) from None
+    write(message, output_dir)
     logger.error("Reporting training FAILURE: %s", message)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_FAILED)  # sys.exit would be overridden by the toolkit's finally (exit 0)
+    raise SystemExit(EXIT_FAILED)

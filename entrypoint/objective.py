@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import chainer
@@ -13,10 +12,8 @@ import optuna
 from entrypoint import loop, trialdb, usermodule
 from entrypoint.constants import ATTR_EPOCHS, ATTR_JOB_NAME
 from entrypoint.data import Dataset
-from entrypoint.dberrors import direct
+from entrypoint.job import JobContext
 from entrypoint.pruning import EpochReporter, field_name
-from entrypoint.settings import Settings
-from entrypoint.stopping import Guard
 from entrypoint.usermodule import ModelSpec
 
 
@@ -47,47 +44,34 @@ def make_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.Optim
 class Objective:
     """Train one network per trial; keep the last trained network for the best-model keeper."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        dataset: Dataset,
-        job_name: str,
-        seed: int | None,
-        guard: Guard | None = None,
-        db: Callable[[Callable[[], Any], str], Any] = direct,
-        spec: ModelSpec | None = None,
-    ) -> None:
+    def __init__(self, job: JobContext, dataset: Dataset, spec: ModelSpec | None = None) -> None:
+        self._job = job
         self._spec = spec or usermodule.builtin()
-        self._guard = guard
-        self._db = db
-        self._settings = settings
         self._dataset = dataset
-        self._job_name = job_name
-        self._seed = seed
         self.trained: dict[int, chainer.Link] = {}  # trial number -> predictor, until kept or dropped
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = self._db(lambda: self._spec.suggest_params(trial), "sampling parameters")
-        self._db(lambda: trial.set_user_attr(ATTR_JOB_NAME, self._job_name), "recording the job name")
-        if self._seed is not None:
-            np.random.seed((self._seed + trial.number) % 2**32)
+        job, settings, db = self._job, self._job.settings, self._job.db
+        params = db(lambda: self._spec.suggest_params(trial), "sampling parameters")
+        db(lambda: trial.set_user_attr(ATTR_JOB_NAME, job.name), "recording the job name")
+        if job.seed is not None:
+            np.random.seed((job.seed + trial.number) % 2**32)
         data = self._dataset
         predictor = self._spec.build_network(params, data.n_features, data.n_classes)
         model = L.Classifier(predictor)
         optimizer = self._spec.make_optimizer(params, model)
-        batch_size = min(self._settings.batch_size, len(data.train.y))
-        report = EpochReporter(trial, self._settings.metric_key, db=self._db)
-        check = self._guard.check if self._guard is not None else (lambda: None)
+        batch_size = min(settings.batch_size, len(data.train.y))
+        report = EpochReporter(trial, settings.metric_key, db=db)
         try:
             # SIGTERM and the trial deadline end the trial at the next iteration (check).
             loop.train(
-                model, optimizer, data.train, data.test, self._settings.epochs, batch_size, report, check
+                model, optimizer, data.train, data.test, settings.epochs, batch_size, report, job.guard.check
             )
         finally:
             metrics = {field_name(k): v for k, v in report.last.items() if k != "epoch"}
             metrics[ATTR_EPOCHS] = int(report.last.get("epoch", 0))
             # One transaction: the epochs' values the pruner kept back, and the metrics.
-            self._db(lambda: trialdb.record(trial, report.pending, metrics), "recording the trial")
-        value = report.last[self._settings.metric_key]
+            db(lambda: trialdb.record(trial, report.pending, metrics), "recording the trial")
+        value = report.last[settings.metric_key]
         self.trained[trial.number] = predictor
         return value

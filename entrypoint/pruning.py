@@ -5,6 +5,9 @@ longer runs Chainer's Trainer). The median pruner is Optuna's rule (``MedianPrun
 trials read once each (trialdb.CompletedValues), so that one epoch's report-and-prune costs
 the same in a study of 50 trials as in one of 5,000, and the trial's own values are written
 once, when it ends; any other pruner gets Optuna's own path (a write per epoch).
+
+To add a pruner, add its factory to :data:`PRUNERS`: the 'pruner' hyperparameter accepts exactly
+these names (settings.py reads the table).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from entrypoint import trialdb
+from entrypoint import optuna_private, trialdb
 from entrypoint.dberrors import direct
 
 # The metric line's fields, in order (the README's metric_definitions read them).
@@ -46,7 +49,7 @@ class MedianPruner(optuna.pruners.BasePruner):
 
     def decide(self, study: optuna.Study, values: Mapping[int, float]) -> bool:
         """The verdict for a trial whose intermediate values so far are ``values``."""
-        completed = self._completed.setdefault(study._study_id, trialdb.CompletedValues())
+        completed = self._completed.setdefault(optuna_private.study_id(study), trialdb.CompletedValues())
         completed.refresh(study)
         if completed.n_complete == 0 or completed.n_complete < self.n_startup_trials or not values:
             return False
@@ -64,6 +67,15 @@ class MedianPruner(optuna.pruners.BasePruner):
         if math.isnan(median):
             return False
         return best < median if maximize else best > median
+
+
+# name -> the pruner, given the epochs per trial, a trial's full resource (default: Settings.pruner).
+PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+    "none": lambda epochs: optuna.pruners.NopPruner(),
+    # Optuna's median rule, reading each finished trial once (flat in the study's size)
+    "median": lambda epochs: MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
+}
 
 
 class EpochReporter:

@@ -15,19 +15,19 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import optuna
-from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
+from core.errors import UserError
+from entrypoint import optuna_private
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import ATTR_FAIL_REASON
-from entrypoint.dberrors import Retrier, describe, is_transient
-from entrypoint.errors import UserError
+from entrypoint.dberrors import describe, is_transient
+from entrypoint.job import JobContext
 from entrypoint.redact import scrub
-from entrypoint.settings import Settings
-from entrypoint.stopping import Guard, StopRequested
+from entrypoint.stopping import StopRequested
 from entrypoint.storage import HeartbeatStorage, fail_stale_trials
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Heartbeat:
                 self._storage.record_heartbeat(trial_id)
             except Exception as exc:  # keep beating: the main thread deals with the outage
                 logger.warning("Heartbeat of trial id %d not recorded: %s", trial_id, describe(exc))
+                logger.debug("The heartbeat's error", exc_info=exc)
                 wait = min(self._interval, self.RETRY_S)
 
 
@@ -91,25 +92,37 @@ class Outcome:
     interrupted: bool = False
 
 
+@dataclasses.dataclass
+class _Ended:
+    """How the objective ended a trial, before the study is told."""
+
+    state: TrialState = TrialState.COMPLETE
+    value: float | None = None
+    reason: str | None = None  # why it failed (recorded as the trial's fail_reason)
+    interrupted: bool = False  # SIGTERM: re-queued
+    taken_over: bool = False  # another job's stale sweep ended it first
+
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
 class TrialRunner:
     """Runs trials of one study for one job."""
 
     def __init__(
         self,
+        job: JobContext,
         study: optuna.Study,
         storage: optuna.storages.RDBStorage,
         objective: Callable[[optuna.Trial], float],
-        callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
-        settings: Settings,
-        guard: Guard,
         progress: Progress,
-        retry: Retrier | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
-        self.study, self.storage, self.objective = study, storage, objective
-        self.callbacks, self.settings, self.guard, self.progress = callbacks, settings, guard, progress
+        self.job, self.study, self.storage, self.objective = job, study, storage, objective
+        self.progress, self.callbacks = progress, list(callbacks)
+        self.settings, self.guard, self._db = job.settings, job.guard, job.db
         self._stale_checked_at = time.monotonic()  # storage.join_study swept at the start
         self._heartbeat: Heartbeat | None = None
-        self._db = retry or Retrier(settings.db_retry_timeout, guard.stop)
         self.ran = 0  # trials this job ran to an end (interrupted ones are not counted)
         self.states: dict[str, int] = {}  # how they ended: state name -> count
         self.last_failure: str | None = None
@@ -124,6 +137,7 @@ class TrialRunner:
                 raise
             if self.guard.stopping:  # SIGTERM during an outage: a stop, not a failure
                 logger.warning("Stopping on SIGTERM while the database is away: %s", describe(exc))
+                logger.debug("The database's error", exc_info=exc)
                 return 0
             raise UserError(
                 f"The database was unreachable for longer than db-retry-timeout "
@@ -206,77 +220,81 @@ class TrialRunner:
             )
         )
 
-    def _finish(
-        self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None
-    ) -> TrialState | None:
+    def _finish(self, trial: optuna.Trial, ended: _Ended) -> TrialState | None:
         """Record why the trial failed and tell the study; return the state the study holds,
         None if another job ended the trial first."""
         try:
-            if reason is not None:
+            if ended.reason is not None:
+                reason = ended.reason
                 self._db(lambda: trial.set_user_attr(ATTR_FAIL_REASON, reason), "recording a failure")
             # What optimize() does: study.tell() would read the whole trial back from the
-            # database once more, a read per trial that only the callbacks need. With
-            # skip_if_finished, a retry after a dropped connection gets the state the database
-            # holds, as does a trial that another job ended meanwhile.
-            told, _, _ = self._db(
-                lambda: _tell_with_warning(
-                    self.study,
-                    trial,
-                    value if state == TrialState.COMPLETE else None,
-                    state=state,
-                    skip_if_finished=True,
-                    suppress_warning=True,
-                ),
-                "finishing a trial",
+            # database once more, a read per trial that only the callbacks need. A retry after a
+            # dropped connection gets the state the database holds, as does a trial that another
+            # job ended meanwhile.
+            value = ended.value if ended.state == TrialState.COMPLETE else None
+            return self._db(
+                lambda: optuna_private.tell(self.study, trial, value, ended.state), "finishing a trial"
             )
-            return told
         except optuna.exceptions.UpdateFinishedTrialError:
             return None
 
     def run_one(self) -> Outcome:
-        # Staleness moves on the scale of the grace period: look once per heartbeat interval,
-        # not before every trial as optimize() does (a query per trial).
-        if time.monotonic() - self._stale_checked_at >= self.settings.heartbeat_interval:
-            self._db(lambda: fail_stale_trials(self.study), "failing stale trials")
-            self._stale_checked_at = time.monotonic()
+        """Ask for a trial, run the objective on it while it beats, tell the study, settle it."""
+        self._sweep_if_due()
         with warnings.catch_warnings():
             # ask() warns that heartbeats are meant for optimize(): this loop is our optimize().
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial: optuna.Trial = self._db(self.study.ask, "starting a trial")
         logger.info("Trial %d started", trial.number)
-        value: float | None = None
-        state, reason, interrupted, taken_over = TrialState.COMPLETE, None, False, False
-        # trial._trial_id: the storage's id of the trial; Optuna exposes no public accessor.
         assert self._heartbeat is not None, "run_one() runs inside run()"
-        with self._heartbeat.beating(trial._trial_id):
-            try:
-                with self.guard.trial(self.settings.trial_timeout):
-                    value = self.objective(trial)
-                if value is None or not math.isfinite(value):
-                    state, reason = TrialState.FAIL, f"objective returned {value}"
-            except optuna.TrialPruned:
-                state = TrialState.PRUNED
-            except StopRequested as exc:
-                state, reason, interrupted = TrialState.FAIL, f"interrupted: {exc}", True
-            except optuna.exceptions.UpdateFinishedTrialError:
-                taken_over = True
-            except Exception as exc:
-                if is_transient(exc):
-                    # The database left mid-trial and did not come back within db-retry-timeout.
-                    raise
-                state, reason = TrialState.FAIL, scrub(f"{type(exc).__name__}: {exc}")[:1000]
-                logger.warning(
-                    "Trial %d failed: %s", trial.number, reason, exc_info=not isinstance(exc, ArithmeticError)
-                )
+        with self._heartbeat.beating(optuna_private.trial_id(trial)):
+            ended = self._evaluate(trial)
             # Still beating: a tell retried through an outage keeps the trial alive.
-            told = None if taken_over else self._finish(trial, state, value, reason)
+            told = None if ended.taken_over else self._finish(trial, ended)
+        return self._settle(trial, ended, told)
+
+    def _sweep_if_due(self) -> None:
+        """Fail stale trials of dead jobs. Staleness moves on the scale of the grace period: look
+        once per heartbeat interval, not before every trial as optimize() does (a query per trial)."""
+        if time.monotonic() - self._stale_checked_at >= self.settings.heartbeat_interval:
+            self._db(lambda: fail_stale_trials(self.study), "failing stale trials")
+            self._stale_checked_at = time.monotonic()
+
+    def _evaluate(self, trial: optuna.Trial) -> _Ended:
+        """Run the objective within the trial's time limit and say how it ended; a database that
+        stayed away longer than db-retry-timeout propagates."""
+        try:
+            with self.guard.trial(self.settings.trial_timeout):
+                value = self.objective(trial)
+        except optuna.TrialPruned:
+            return _Ended(TrialState.PRUNED)
+        except StopRequested as exc:
+            return _Ended(TrialState.FAIL, reason=f"interrupted: {exc}", interrupted=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return _Ended(taken_over=True)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            reason = scrub(f"{type(exc).__name__}: {exc}")[:1000]
+            logger.warning(
+                "Trial %d failed: %s", trial.number, reason, exc_info=not isinstance(exc, ArithmeticError)
+            )
+            return _Ended(TrialState.FAIL, reason=reason)
+        if value is None or not math.isfinite(value):
+            return _Ended(TrialState.FAIL, value, f"objective returned {value}")
+        return _Ended(TrialState.COMPLETE, value)
+
+    def _settle(self, trial: optuna.Trial, ended: _Ended, told: TrialState | None) -> Outcome:
+        """After the tell: a trial another job ended is left to it, an interrupted one is
+        re-queued, and the callbacks see the trial as stored."""
         # Another job's stale sweep ended the trial first: its heartbeats lapsed (a long database
         # outage) and the sweeper re-queued its parameters. This job moves on.
-        taken_over = told != state
-        requeue = interrupted and not taken_over  # a taken-over trial is re-queued already
+        taken_over = told != ended.state
+        requeue = ended.interrupted and not taken_over  # a taken-over trial is re-queued already
         frozen: FrozenTrial | None = None
         if taken_over or requeue or self.callbacks:
-            frozen = self._db(lambda: self.storage.get_trial(trial._trial_id), "reading the trial")
+            tid = optuna_private.trial_id(trial)
+            frozen = self._db(lambda: self.storage.get_trial(tid), "reading the trial")
         if taken_over:
             told = frozen.state
             logger.warning(
@@ -291,12 +309,12 @@ class TrialRunner:
             logger.info("Trial %d interrupted and re-queued", trial.number)
         elif told == TrialState.COMPLETE:
             logger.info(
-                "Trial %d finished with value %s and parameters %s", trial.number, value, trial.params
+                "Trial %d finished with value %s and parameters %s", trial.number, ended.value, trial.params
             )
-        elif interrupted:
+        elif ended.interrupted:
             logger.info("Trial %d interrupted", trial.number)
         else:
             logger.info("Trial %d %s", trial.number, told.name.lower())
         for callback in self.callbacks:
             callback(self.study, frozen)
-        return Outcome(trial.number, told, reason, interrupted)
+        return Outcome(trial.number, told, ended.reason, ended.interrupted)

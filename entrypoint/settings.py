@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.engines import ENGINES
+from core.errors import UserError
 from entrypoint.constants import IGNORED_HYPERPARAMETER_PREFIXES, METRIC_KEYS
-from entrypoint.errors import UserError
+from entrypoint.pruning import PRUNERS
+from entrypoint.search import SAMPLERS
 
-SAMPLERS = ("tpe", "random", "qmc")
-PRUNERS = ("none", "median", "hyperband")
 DIRECTIONS = ("maximize", "minimize")
-DB_ENGINES = ("mysql", "postgresql")
 _NATURAL_DIRECTION = {"accuracy": "maximize", "loss": "minimize"}
 
 
@@ -148,7 +148,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "db_port": (_int(1, 65_535), "database port"),
     "db_name": (_text(64), "database (schema) name"),
     "db_secret": (_text(2048), "Secrets Manager secret id or ARN with the credentials"),
-    "db_engine": (_choice(*DB_ENGINES), "database engine"),
+    "db_engine": (_choice(*ENGINES), "database engine"),
     "db_ssl_ca": (_text(1024), "path to a CA bundle; turns on verified TLS"),
     "region_name": (_text(64), "AWS region of the secret"),
     "storage": (_text(1024), "full storage URL (without a password)"),

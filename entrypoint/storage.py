@@ -3,8 +3,8 @@
 Plain Optuna races when several processes open an empty database at once (``CREATE TABLE``
 collisions, a duplicated schema-version row). Until the schema is complete, jobs create it
 one at a time behind a database-level lock (``GET_LOCK`` on MySQL, an advisory lock on
-PostgreSQL); the lock dies with its connection, so a killed job blocks no one. Once the
-schema is there, jobs skip the lock and the DDL altogether.
+PostgreSQL: each engine's record in core/engines.py); the lock dies with its connection, so a
+killed job blocks no one. Once the schema is there, jobs skip the lock and the DDL altogether.
 
 Connections per job: a pool of ``POOL_SIZE`` plus ``MAX_OVERFLOW`` (the main thread and
 Optuna's heartbeat thread), and one short-lived connection for the lock at start. Keep
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import shutil
 import threading
@@ -30,10 +29,12 @@ import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 
-from entrypoint import credentials
+from core.engines import DEFAULT_ENGINE, ENGINES, Engine
+from core.engines import names as engine_names
+from core.errors import UserError
+from entrypoint import credentials, optuna_private
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 from entrypoint.dberrors import Retrier, describe
-from entrypoint.errors import UserError
 from entrypoint.redact import MASK
 from entrypoint.settings import Settings
 
@@ -44,8 +45,6 @@ MAX_OVERFLOW = 1
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_S = 120
 STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many times
-DRIVERS = {"mysql": "mysql+mysqlconnector", "postgresql": "postgresql+psycopg2"}
-DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
 DEFAULT_DB_NAME = "optuna"
 PASSWORD_KEYS = ("password", "passwd", "pwd")  # query keys that carry a password, in any case
 
@@ -115,22 +114,14 @@ def copy_embedded(db: Database, output_data_dir: str | Path) -> None:
         shutil.copy2(source, target)
 
 
-def _tls_args(kind: str, ca_path: str | None) -> dict[str, Any]:
+def _connect_args(engine: Engine, ca_path: str | None) -> dict[str, Any]:
+    """The driver's arguments: a bounded connect, and verified TLS when a CA bundle is given."""
+    args = engine.timeout_connect_args(CONNECT_TIMEOUT_S)
     if ca_path is None:
-        return {}
+        return args
     if not Path(ca_path).is_file():
         raise UserError(f"Hyperparameter 'db-ssl-ca': no CA bundle at {ca_path}")
-    if kind == "mysql":
-        return {"ssl_ca": ca_path, "ssl_verify_cert": True, "ssl_verify_identity": True}
-    return {"sslmode": "verify-full", "sslrootcert": ca_path}
-
-
-def _timeout_args(kind: str) -> dict[str, Any]:
-    if kind == "mysql":
-        # use_pure: the image ships mysql-connector without its C extension (60 MB); the
-        # same driver everywhere, so the tests on the host exercise what the image runs.
-        return {"connection_timeout": CONNECT_TIMEOUT_S, "use_pure": True}
-    return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {**args, **engine.tls_connect_args(ca_path)}
 
 
 def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | None) -> Database:
@@ -148,11 +139,12 @@ def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | Non
     kind = url.get_backend_name()
     if kind == "sqlite":
         return Database(url)
-    if kind not in DRIVERS:
-        raise UserError(f"Hyperparameter 'storage': unsupported database '{kind}' (use mysql or postgresql)")
-    if url.get_driver_name() in ("mysqldb", "psycopg2") or "+" not in url.drivername:
-        url = url.set(drivername=DRIVERS[kind])
-    args = {**_timeout_args(kind), **_tls_args(kind, settings.db_ssl_ca)}
+    if kind not in ENGINES:
+        raise UserError(f"Hyperparameter 'storage': unsupported database '{kind}' (use {engine_names()})")
+    engine = ENGINES[kind]
+    if url.get_driver_name() == engine.dialect_default_driver or "+" not in url.drivername:
+        url = url.set(drivername=engine.driver)
+    args = _connect_args(engine, settings.db_ssl_ca)
     if creds is not None:
         url = url.set(username=url.username or creds.username)
         args["password"] = creds.password
@@ -173,20 +165,20 @@ def resolve(
         return _from_storage_url(settings, creds)
     if creds is None:
         return Database(embedded_url(output_data_dir))
-    kind = settings.db_engine or creds.engine or "mysql"
+    engine = ENGINES[settings.db_engine or creds.engine or DEFAULT_ENGINE]
     host = settings.host or creds.host
     if not host:
         raise UserError(
             f"No database host: set the 'host' hyperparameter or 'host' in secret '{settings.db_secret}'"
         )
     url = URL.create(
-        DRIVERS[kind],
+        engine.driver,
         username=creds.username,
         host=host,
-        port=settings.db_port or creds.port or DEFAULT_PORTS[kind],
+        port=settings.db_port or creds.port or engine.default_port,
         database=settings.db_name or creds.dbname or DEFAULT_DB_NAME,
     )
-    args = {"password": creds.password, **_timeout_args(kind), **_tls_args(kind, settings.db_ssl_ca)}
+    args = {"password": creds.password, **_connect_args(engine, settings.db_ssl_ca)}
     return Database(url, args)
 
 
@@ -197,49 +189,41 @@ def schema_lock(db: Database) -> Iterator[None]:
         yield
         return
     name = f"optuna-schema-{db.url.database}"[:64]
+    lock = ENGINES[db.kind].lock
+    key = {"key": lock.key(name)}
+    acquire = sqlalchemy.text(lock.acquire)
+    if lock.reports_grant:
+        acquire = acquire.bindparams(timeout=LOCK_TIMEOUT_S)
     engine = sqlalchemy.create_engine(
         db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=db.connect_args
     )
     try:
         with engine.connect() as conn:
-            if db.kind == "mysql":
-                got = conn.execute(
-                    sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": LOCK_TIMEOUT_S}
-                )
-                if got.scalar() != 1:
-                    raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
-                release = sqlalchemy.text("SELECT RELEASE_LOCK(:n)")
-                params: dict[str, Any] = {"n": name}
-            else:
-                key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                release, params = sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key}
+            got = conn.execute(acquire, key).scalar()
+            if lock.reports_grant and got != 1:
+                raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
             try:
                 yield
             finally:
                 with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
-                    conn.execute(release, params)
+                    conn.execute(sqlalchemy.text(lock.release), key)
     finally:
         engine.dispose()
 
 
 def schema_ready(db: Database) -> bool:
-    """True once Optuna's schema is complete (its last step stamps ``alembic_version``)."""
+    """True once Optuna's schema is complete."""
     engine = sqlalchemy.create_engine(
         db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=db.connect_args
     )
     try:
         with engine.connect() as conn:
-            inspector = sqlalchemy.inspect(conn)
-            if not all(inspector.has_table(t) for t in ("version_info", "alembic_version")):
-                return False
-            count = "SELECT (SELECT COUNT(*) FROM version_info) * (SELECT COUNT(*) FROM alembic_version)"
-            return bool(conn.execute(sqlalchemy.text(count)).scalar())
+            return optuna_private.schema_complete(conn)
     finally:
         engine.dispose()
 
 
-class HeartbeatStorage(optuna.storages.RDBStorage):
+class HeartbeatStorage(optuna_private.StaleSweepStorage):
     """Optuna's RDB storage, whose stale-trial sweep also fails trials that never beat.
 
     Our heartbeat thread records a trial's first beat up to one interval after it starts, not
@@ -249,51 +233,42 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
     RUNNING forever. Here such a trial is stale once this process has seen it RUNNING without a
     heartbeat for longer than interval + grace period, timed by this process's monotonic clock:
     no comparison of clocks across machines or time zones. Every job on a study must use the
-    same heartbeat settings (as with Optuna's own sweep).
-
-    Written by hand: Optuna has no hook for this; it overrides the private method that
-    ``fail_stale_trials`` calls (Optuna is pinned, tests/test_storage.py covers it).
+    same heartbeat settings (as with Optuna's own sweep). Optuna has no hook for this: the
+    adapter's StaleSweepStorage gives one (tests/test_storage.py covers it).
     """
 
-    _SILENT_TRIALS = sqlalchemy.text(
-        "SELECT t.trial_id FROM trials t LEFT OUTER JOIN trial_heartbeats h ON h.trial_id = t.trial_id"
-        " WHERE t.study_id = :study_id AND t.state = 'RUNNING' AND h.trial_id IS NULL"
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        url: str,
+        *,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs)
+        self._silent_limit_s = (grace_period or 0) + (heartbeat_interval or 0)
         self._silent_since: dict[int, float] = {}  # trial id -> when first seen without beats
         self.clock = time.monotonic
-
-    _RUNNING_BEATS = sqlalchemy.text(
-        "SELECT t.trial_id, h.heartbeat FROM trials t LEFT OUTER JOIN trial_heartbeats h"
-        " ON h.trial_id = t.trial_id WHERE t.study_id = :study_id AND t.state = 'RUNNING'"
-    ).columns(
-        sqlalchemy.column("trial_id", sqlalchemy.Integer), sqlalchemy.column("heartbeat", sqlalchemy.DateTime)
-    )
 
     def lapsed_trial_ids(self, study_id: int, after_s: float) -> list[int]:
         """RUNNING trials without a heartbeat for ``after_s`` (by the database's clock, like
         Optuna's sweep), or without any."""
-        with self.engine.connect() as conn:
+        with optuna_private.engine(self).connect() as conn:
             now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
-            rows = conn.execute(self._RUNNING_BEATS, {"study_id": study_id}).all()
+            rows = optuna_private.running_heartbeats(conn, study_id)
         return [
             tid
             for tid, beat in rows
             if beat is None or (now - beat.replace(tzinfo=None)).total_seconds() > after_s
         ]
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = super()._get_stale_trial_ids(study_id)
-        with self.engine.connect() as conn:
-            silent = [row[0] for row in conn.execute(self._SILENT_TRIALS, {"study_id": study_id})]
+    def more_stale_trial_ids(self, study_id: int, stale: list[int]) -> list[int]:
+        """RUNNING trials seen without any heartbeat for longer than interval + grace period."""
+        with optuna_private.engine(self).connect() as conn:
+            silent = [tid for tid, beat in optuna_private.running_heartbeats(conn, study_id) if beat is None]
         now = self.clock()
         self._silent_since = {tid: self._silent_since.get(tid, now) for tid in silent}
-        limit = (self.grace_period or 0) + (self.heartbeat_interval or 0)
-        return stale + [
-            tid for tid, since in self._silent_since.items() if now - since > limit and tid not in stale
-        ]
+        return [tid for tid, since in self._silent_since.items() if now - since > self._silent_limit_s]
 
 
 def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.storages.RDBStorage:

@@ -1,7 +1,7 @@
 """The training entry point: ``SAGEMAKER_TRAINING_MODULE=entrypoint.train:main``.
 
 The image's ``train`` command (entrypoint/cli.py) imports this module and calls :func:`main`. A
-:class:`~entrypoint.errors.UserError` becomes a short failure file and exit code 1.
+:class:`~core.errors.UserError` becomes a short failure file and exit code 1 (entrypoint/failure.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import optuna
 from sagemaker_training import environment
 
 from core.artifact import ModelSource
+from core.errors import UserError
 from entrypoint import data, failure, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
@@ -28,7 +29,7 @@ from entrypoint.constants import (
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
 from entrypoint.dberrors import Retrier, describe
-from entrypoint.errors import UserError
+from entrypoint.job import JobContext
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
 from entrypoint.redact import redacting
@@ -85,25 +86,18 @@ def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None 
     # restarted spot job finds it; it is copied to the output data folder at the end.
     db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
     with redacting(db.password):
-        return _run_on(db, settings, paths, job_name, dataset, guard, spec)
+        return _run_on(JobContext(settings, job_name, guard), db, paths, dataset, spec)
 
 
 def _run_on(
-    db: storage.Database,
-    settings: Settings,
-    paths: JobPaths,
-    job_name: str,
-    dataset: data.Dataset,
-    guard: Guard,
-    spec: usermodule.ModelSpec,
+    job: JobContext, db: storage.Database, paths: JobPaths, dataset: data.Dataset, spec: usermodule.ModelSpec
 ) -> optuna.Study:
-    db_call = Retrier(settings.db_retry_timeout, guard.stop)  # one deadline per outage, job-wide
-    seed = search.job_seed(settings.seed, job_name)
-    sampler, pruner = search.make_sampler(settings, seed), search.make_pruner(settings)
-    study, rdb = storage.join_study(settings, db, sampler, pruner, guard.stop, db_call)
+    settings, job_name = job.settings, job.name
+    sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
+    study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
     progress.restore_model(paths.model_dir)
-    objective = Objective(settings, dataset, job_name, seed, guard, db_call, spec)
+    objective = Objective(job, dataset, spec)
     for folder in (paths.model_dir, progress.model_dir):  # serving rebuilds the network from it
         if folder is not None:
             usermodule.pack(spec, folder)
@@ -130,12 +124,12 @@ def _run_on(
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
-    runner = TrialRunner(study, rdb, objective, [keeper], settings, guard, progress, db_call)
+    runner = TrialRunner(job, study, rdb, objective, progress, [keeper])
     try:
         runner.run()
     finally:
-        _wrap_up(study, db, paths, keeper, db_call)
-    _check_outcome(runner, keeper, guard)
+        _wrap_up(study, db, paths, keeper, job.db)
+    _check_outcome(runner, keeper, job.guard)
     return study
 
 
@@ -176,6 +170,7 @@ def _wrap_up(
         )
     except Exception as exc:  # the study may be unreachable; the model is already safe
         logger.error("Could not write the study summary: %s", describe(exc))
+        logger.debug("The summary's error", exc_info=exc)
         best = None
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
@@ -229,7 +224,7 @@ def _channel_names() -> list[str]:
 def main() -> None:
     """Framework-mode entry point called by the sagemaker-training toolkit's ``train``.
 
-    Every failure ends here as one line in the failure file and a non-zero exit (failure.py).
+    Every failure ends here as one line in the failure file and exit code 1 (failure.py).
     """
     guard = Guard()
     guard.install()  # first: PID 1 drops a SIGTERM it has no handler for
@@ -239,7 +234,7 @@ def main() -> None:
         paths = _paths()
         folders = {**paths.folders(), "output folder": output_dir}
         _main(guard, paths, output_dir)
-    except BaseException as exc:  # SystemExit too: the toolkit's finally would turn it into exit 0
+    except BaseException as exc:  # SystemExit too: a sys.exit(0) in user code must not pass for success
         failure.fail(exc, output_dir, folders)
 
 

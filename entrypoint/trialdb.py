@@ -7,8 +7,8 @@ values and metrics are written once, in one transaction, before the trial is tol
 (the median pruner of other jobs reads COMPLETE trials only), and :class:`CompletedValues`
 reads each finished trial once.
 
-Written by hand against Optuna's own table definitions (``optuna.storages._rdb.models``; Optuna
-is pinned): Optuna has no public batch write and no incremental read. Any other storage (the
+Written by hand against Optuna's own table definitions (through entrypoint/optuna_private.py,
+which checks the Optuna version): Optuna has no public batch write and no incremental read. Any other storage (the
 in-memory one of the tests and benchmarks) goes through Optuna's public calls.
 """
 
@@ -22,20 +22,11 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-TRIALS = models.TrialModel.__table__
-VALUES = models.TrialIntermediateValueModel.__table__
-USER_ATTRS = models.TrialUserAttributeModel.__table__
-ValueType = models.TrialIntermediateValueModel.TrialIntermediateValueType
-
-
-def rdb_of(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    """The study's RDB storage (Optuna wraps it in a private cache), or None for other storages."""
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+from entrypoint import optuna_private
+from entrypoint.optuna_private import INTERMEDIATE_VALUES as VALUES
+from entrypoint.optuna_private import TRIALS, USER_ATTRS, rdb_of
 
 
 def _finished(trial_id: int) -> optuna.exceptions.UpdateFinishedTrialError:
@@ -55,10 +46,10 @@ def record(trial: optuna.Trial, values: Mapping[int, float], attrs: Mapping[str,
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    tid = trial._trial_id
+    tid = optuna_private.trial_id(trial)
     value_rows = []
     for step, value in values.items():
-        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(float(value))
+        stored, kind = optuna_private.stored_value(float(value))
         value_rows.append(
             {"trial_id": tid, "step": step, "intermediate_value": stored, "intermediate_value_type": kind}
         )
@@ -66,7 +57,7 @@ def record(trial: optuna.Trial, values: Mapping[int, float], attrs: Mapping[str,
         {"trial_id": tid, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()
     ]
     # A retry after a lost commit deletes and inserts again, so it never meets its own rows.
-    with rdb.engine.begin() as conn:
+    with optuna_private.engine(rdb).begin() as conn:
         state = conn.execute(
             sqlalchemy.select(TRIALS.c.state).where(TRIALS.c.trial_id == tid).with_for_update()
         ).scalar_one()
@@ -127,12 +118,12 @@ class CompletedValues:
         rdb = rdb_of(study)
         if rdb is None:
             for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                if trial._trial_id not in self._seen:
-                    self._seen.add(trial._trial_id)
+                if optuna_private.trial_id(trial) not in self._seen:
+                    self._seen.add(optuna_private.trial_id(trial))
                     self.add(trial.intermediate_values)
             return
-        with rdb.engine.connect() as conn:
-            self.refresh_from(conn, study._study_id)
+        with optuna_private.engine(rdb).connect() as conn:
+            self.refresh_from(conn, optuna_private.study_id(study))
 
     def refresh_from(self, conn: sqlalchemy.Connection, study_id: int) -> None:
         """Read what is new since the last refresh, on an open connection."""
@@ -160,9 +151,7 @@ class CompletedValues:
             states[trial_id] = state
             values.setdefault(trial_id, {})
             if step is not None:
-                values[trial_id][step] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(
-                    stored, kind
-                )
+                values[trial_id][step] = optuna_private.value_from_stored(stored, kind)
         for trial_id, state in states.items():
             self._newest = max(self._newest, trial_id)
             if not state.is_finished():

@@ -28,7 +28,7 @@ import chainer
 
 from core import network, usercode
 from core.artifact import CODE_DIR
-from entrypoint.errors import UserError
+from core.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)

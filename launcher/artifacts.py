@@ -10,7 +10,7 @@ import tarfile
 from typing import Any
 
 from core.artifact import META_FILE, ArtifactError, ModelRecord
-from entrypoint.errors import UserError
+from core.errors import UserError
 from launcher import aws
 from launcher.constants import MODEL_META_MAX_BYTES
 

@@ -12,7 +12,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from entrypoint.errors import UserError
+from core.errors import UserError
 from launcher.constants import S3_SCHEME
 
 ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})

@@ -17,8 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from core import ranking
 from core.artifact import ModelRecord
+from core.errors import UserError
 from entrypoint.constants import ATTR_JOB_NAME
-from entrypoint.errors import UserError
 from launcher import artifacts, jobs
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import optuna
 
-from entrypoint.errors import UserError
+from core.engines import DEFAULT_ENGINE, ENGINES
+from core.errors import UserError
 from launcher import aws, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod
@@ -39,7 +40,6 @@ from launcher.constants import (
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 JOB_COLUMNS = ("job", "status", "secondary_status", "failure_reason")
 STATUS_JOB_COLUMNS = ("job", "trials", "COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING", "best")
-DB_ENGINES = ("mysql", "postgresql")
 
 
 class UsageError(Exception):
@@ -102,7 +102,9 @@ def _study() -> argparse.ArgumentParser:
     g.add_argument("--host", help="database host (default: the secret's 'host')")
     g.add_argument("--db-port", help="database port (default: the secret's 'port')")
     g.add_argument("--db-name", help="database name (default: the secret's 'dbname', else optuna)")
-    g.add_argument("--db-engine", choices=DB_ENGINES, help="default: the secret's 'engine', else mysql")
+    g.add_argument(
+        "--db-engine", choices=tuple(ENGINES), help=f"default: the secret's 'engine', else {DEFAULT_ENGINE}"
+    )
     g.add_argument("--db-ssl-ca", help="CA bundle for verified TLS (launch: a path in the container)")
     g.add_argument("--storage", help="a SQLAlchemy URL without password (e.g. sqlite:///optuna-study.db)")
     return p

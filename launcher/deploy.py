@@ -12,7 +12,7 @@ import datetime as dt
 import time
 from typing import Any
 
-from entrypoint.errors import UserError
+from core.errors import UserError
 from launcher import aws, names
 from launcher.best import BestModel
 from launcher.constants import ENDPOINT_FAILED, ENDPOINT_IN_SERVICE, ENDPOINT_VARIANT, SAGEMAKER_NOT_FOUND

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from entrypoint.errors import UserError
+from core.errors import UserError
 from launcher import aws
 from launcher.constants import JOB_TERMINAL, JOB_WITH_MODEL, SAGEMAKER_NOT_FOUND
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import boto3
 
+from core.errors import UserError
 from entrypoint import settings as settings_mod
-from entrypoint.errors import UserError
 from entrypoint.settings import Settings
 from launcher import aws, names
 from launcher.constants import (

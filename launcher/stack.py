@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 
-from entrypoint.errors import UserError
+from core.errors import UserError
 from launcher import aws
 from launcher.constants import (
     STACK_CHECKPOINTS,

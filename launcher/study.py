@@ -16,10 +16,10 @@ import boto3
 import optuna
 import sqlalchemy
 
+from core.errors import UserError
 from entrypoint import credentials, storage
 from entrypoint import settings as settings_mod
 from entrypoint.dberrors import describe
-from entrypoint.errors import UserError
 from entrypoint.redact import redacting
 from entrypoint.settings import Settings
 from launcher import aws

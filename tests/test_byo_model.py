@@ -14,8 +14,8 @@ import boto3
 import pytest
 
 from core import artifact, usercode
+from core.errors import UserError
 from entrypoint import usermodule
-from entrypoint.errors import UserError
 from tests import services
 from tests.jobs import finish, start_job
 

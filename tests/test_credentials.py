@@ -5,8 +5,8 @@ import json
 import boto3
 import pytest
 
+from core.errors import UserError
 from entrypoint import credentials
-from entrypoint.errors import UserError
 from tests import services
 from tests.moto_setup import ADMIN_SETUP_CALLS, iam_user, key_env, use_moto
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from entrypoint import data
-from entrypoint.errors import UserError
 from tests.jobs import npz
 
 pytestmark = pytest.mark.unit

@@ -2,10 +2,13 @@
 processes, real signals, real MariaDB."""
 
 import json
+import logging
 import os
 import shutil
 import signal
+import threading
 import time
+import traceback
 
 import optuna
 import pytest
@@ -14,7 +17,8 @@ from optuna.trial import TrialState
 
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
-from entrypoint.runner import TrialRunner
+from entrypoint.job import JobContext
+from entrypoint.runner import Heartbeat, TrialRunner
 from entrypoint.stopping import Guard
 from tests import services
 from tests.jobs import (
@@ -159,7 +163,9 @@ def runner_for(tmp_path, objective, guard, **hps):
         f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat_interval=1, grace_period=5
     )
     study = optuna.create_study(storage=storage, direction="maximize")
-    return study, TrialRunner(study, storage, objective, [], s, guard, Progress(None, "s", "job"))
+    return study, TrialRunner(
+        JobContext(s, "job", guard), study, storage, objective, Progress(None, "s", "job")
+    )
 
 
 @pytest.mark.unit
@@ -270,7 +276,7 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
             services.wait_for(no_connection_left, 30, "the server closing the idle pooled connection")
             return x
 
-        runner = TrialRunner(study, rdb, objective, [], s, guard, Progress(None, "s", "job"))
+        runner = TrialRunner(JobContext(s, "job", guard), study, rdb, objective, Progress(None, "s", "job"))
         assert runner.run() == 3
     finally:
         root.cursor().execute("SET GLOBAL wait_timeout = 28800")
@@ -299,6 +305,26 @@ def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
         return x
 
     s = settings_mod.parse({"heartbeat-interval": "1", "heartbeat-grace-period": "3", "n-trials": "2"})
-    runner = TrialRunner(study, storage, objective, [], s, guard, Progress(None, "s", "job"))
+    runner = TrialRunner(JobContext(s, "job", guard), study, storage, objective, Progress(None, "s", "job"))
     assert runner.run() == 2
     assert seen == {0: 0, 1: 1}
+
+
+@pytest.mark.unit
+def test_a_failed_heartbeat_logs_its_cause_and_keeps_beating(caplog):
+    """The warning names the error's message, the debug record carries its traceback."""
+    calls = threading.Semaphore(0)
+
+    class Unreachable:
+        def record_heartbeat(self, trial_id):
+            calls.release()
+            raise OSError("socket closed by peer")
+
+    caplog.set_level(logging.DEBUG, logger="entrypoint.runner")
+    with Heartbeat(Unreachable(), interval=0.05) as heartbeat, heartbeat.beating(7):
+        # The second beat starts after the first one's failure was logged.
+        assert calls.acquire(timeout=10) and calls.acquire(timeout=10)
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert warning.getMessage() == "Heartbeat of trial id 7 not recorded: OSError: socket closed by peer"
+    debug = next(r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info)
+    assert "socket closed by peer" in "".join(traceback.format_exception(*debug.exc_info))

@@ -22,11 +22,11 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from core.errors import UserError
 from entrypoint import data, dberrors, failure, storage
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.dberrors import describe
-from entrypoint.errors import UserError
 from tests import services
 from tests.jobs import (
     FINISHED,
@@ -271,13 +271,13 @@ def test_a_limit_shorter_than_the_outage_deadline_caps_a_call():
     assert clock.now - 1000.0 == pytest.approx(30.0)
 
 
-# --- item 1: what the entry point hands the toolkit ----------------------------------------------
+# --- item 1: every failure ends the same way --------------------------------------------------------
 
 
 @pytest.mark.unit
-def test_every_failure_becomes_one_line_and_a_client_error(tmp_path):
-    """The toolkit exits 1 for a ClientError; for other exceptions it exits with their errno,
-    which is 0 for OSError() and a TypeError (then exit 0) for errno None."""
+def test_every_failure_becomes_one_line_and_exit_1(tmp_path):
+    """Whatever the exception (OSError() has errno None, SystemExit(0) a code of 0), the failure
+    file holds one line and the job exits 1."""
     folders = {"model folder": tmp_path / "model"}
     cases = [
         (OSError(), "OSError (an unexpected error: the traceback is in the log)"),
@@ -288,10 +288,10 @@ def test_every_failure_becomes_one_line_and_a_client_error(tmp_path):
     ]
     for exc, expected in cases:
         (tmp_path / "failure").unlink(missing_ok=True)
-        with pytest.raises(UserError) as info:
+        with pytest.raises(SystemExit) as info:
             failure.fail(exc, tmp_path, folders)
         written = (tmp_path / "failure").read_text()
-        assert written == str(info.value) and "\n" not in written
+        assert info.value.code == 1 and "\n" not in written
         if expected is None:
             assert (
                 written == f"Cannot write to the model folder {tmp_path / 'model'}: No space left on device"

@@ -489,7 +489,7 @@ def test_deploy_serves_the_best_model_with_our_image(fleet):
 
 @pytest.mark.unit
 def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
-    from entrypoint.errors import UserError
+    from core.errors import UserError
     from launcher import jobs, output
 
     failed = jobs.JobState.from_description(
@@ -521,3 +521,13 @@ def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
     with pytest.raises(UserError, match="InProgress; a job uploads its model when it ends"):
         jobs.check_wrote_model(running)
     assert jobs.check_wrote_model(stopped).endswith("digits-3/output/model.tar.gz")
+
+
+@pytest.mark.process
+def test_the_launcher_does_not_need_the_training_toolkit():
+    """Its user errors come from core.errors, not from sagemaker-training's ClientError."""
+    code = "import sys, launcher.cli; print('sagemaker_training' in sys.modules)"
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "False", result.stderr

@@ -2,6 +2,7 @@ import optuna
 import pytest
 
 from entrypoint import data, settings
+from entrypoint.job import JobContext
 from entrypoint.objective import Objective
 from tests.jobs import npz
 
@@ -27,7 +28,7 @@ def dataset(tmp_path, small_digits):
 
 def test_objective_learns_reports_each_epoch_and_records_metrics(dataset, capsys):
     s = settings.parse({"epochs": "4", "seed": "1"})
-    objective = Objective(s, dataset, "job-a", seed=1)
+    objective = Objective(JobContext(s, "job-a"), dataset)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(
         {"n_layers": 1, "n_units_l0": 64, "optimizer": "Adam", "adam_alpha": 0.01, "weight_decay": 1e-8}
@@ -46,7 +47,7 @@ def test_objective_learns_reports_each_epoch_and_records_metrics(dataset, capsys
 
 
 def test_search_space_matches_the_sample(dataset):
-    objective = Objective(settings.parse({"epochs": "1"}), dataset, "job", seed=3)
+    objective = Objective(JobContext(settings.parse({"epochs": "1", "seed": "3"}), "job"), dataset)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
     study.optimize(objective, n_trials=8)
     for trial in study.trials:
@@ -59,7 +60,7 @@ def test_search_space_matches_the_sample(dataset):
 
 
 def test_pruning_extension_stops_a_trial_at_the_epoch_boundary(dataset):
-    objective = Objective(settings.parse({"epochs": "5"}), dataset, "job", seed=0)
+    objective = Objective(JobContext(settings.parse({"epochs": "5", "seed": "0"}), "job"), dataset)
     study = optuna.create_study(direction="maximize", pruner=PruneFromEpoch(2))
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]

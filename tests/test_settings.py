@@ -1,9 +1,11 @@
 import json
 
+import optuna
 import pytest
 
-from entrypoint import settings
-from entrypoint.errors import UserError
+from core.engines import ENGINES
+from core.errors import UserError
+from entrypoint import pruning, search, settings
 
 pytestmark = pytest.mark.unit
 
@@ -203,3 +205,33 @@ def test_describe_lists_every_key():
     text = settings.describe()
     for key in settings.accepted_keys():
         assert f"{key}:" in text
+
+
+# --- the names settings accepts are the tables' names, and each builds its object --------------
+
+
+@pytest.mark.parametrize(
+    "key, table, built",
+    [
+        ("sampler", search.SAMPLERS, lambda s: search.make_sampler(s, 1)),
+        ("pruner", pruning.PRUNERS, search.make_pruner),
+    ],
+)
+def test_every_sampler_and_pruner_name_builds_one_and_no_other_is_accepted(key, table, built):
+    for name in table:
+        made = built(settings.parse({key: name.upper()}))
+        assert isinstance(
+            made, optuna.samplers.BaseSampler if key == "sampler" else optuna.pruners.BasePruner
+        )
+    with pytest.raises(UserError) as info:
+        settings.parse({key: "no-such-name"})
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"hyperparameter '{key}' must be one of {', '.join(table)}" in message
+
+
+def test_the_db_engines_accepted_are_the_engine_table():
+    for name in ENGINES:
+        assert settings.parse({"storage": f"{name}://u@h/db", "db-engine": name}).db_engine == name
+    with pytest.raises(UserError, match=f"'db-engine' must be one of {', '.join(ENGINES)}"):
+        settings.parse({"storage": "oracle://u@h/db", "db-engine": "oracle"})

@@ -1,12 +1,16 @@
 """Shared storage against the machine's real MariaDB and PostgreSQL and a private TLS MariaDB."""
 
+import json
+
 import mysql.connector
 import optuna
+import psycopg2
 import pytest
 import sqlalchemy
 
-from entrypoint import dberrors, search, settings, storage
-from entrypoint.errors import UserError
+from core.engines import ENGINES
+from core.errors import UserError
+from entrypoint import credentials, dberrors, search, settings, storage
 from tests import services
 
 
@@ -133,7 +137,7 @@ def test_verified_tls_on_a_tls_only_user(aws, private_mariadb, private_db):
 @pytest.mark.unit
 def test_missing_ca_file_is_named():
     with pytest.raises(UserError, match="'db-ssl-ca': no CA bundle at /no/such/ca.pem"):
-        storage._tls_args("mysql", "/no/such/ca.pem")
+        storage.resolve(settings.parse({"storage": "mysql://u@h/db", "db-ssl-ca": "/no/such/ca.pem"}), "/x")
 
 
 @pytest.mark.services
@@ -151,6 +155,57 @@ def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
         cur.execute("SELECT GET_LOCK(%s, 0)", (f"optuna-schema-{mysql_db.name}",))
         assert cur.fetchone()[0] == 0
         other.close()
+
+
+@pytest.mark.services
+@pytest.mark.services
+def test_postgresql_lock_serialises_schema_creation(aws, postgres_db):
+    """The advisory lock from the engine table: while one job holds it, another cannot take it."""
+    secret = secret_for(aws, postgres_db, engine="postgres", host="127.0.0.1", dbname=postgres_db.name)
+    db = storage.resolve(settings.parse({"db-secret": secret}), "/x")
+    key = ENGINES["postgresql"].lock.key(f"optuna-schema-{postgres_db.name}")
+    other = sqlalchemy.create_engine(db.url, connect_args=db.connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)")
+    with storage.schema_lock(db), other.connect() as conn:
+        assert conn.execute(try_lock, {"k": key}).scalar() is False
+    with other.connect() as conn:  # released with the block
+        assert conn.execute(try_lock, {"k": key}).scalar() is True
+    other.dispose()
+
+
+# One transient and one other error of each engine's driver (a new engine adds its pair here).
+DRIVER_ERRORS = {
+    "mysql": (
+        lambda: mysql.connector.errors.OperationalError(msg="Lost connection", errno=2013),
+        lambda: mysql.connector.errors.ProgrammingError(msg="Access denied", errno=1045),
+    ),
+    "postgresql": (
+        lambda: psycopg2.OperationalError("server closed the connection unexpectedly"),
+        lambda: psycopg2.ProgrammingError("syntax error"),
+    ),
+}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("record", ENGINES.values(), ids=list(ENGINES))
+def test_each_engine_record_drives_storage_credentials_and_retries(record):
+    """What storage, credentials and dberrors take from core/engines.py, for every engine."""
+    db = storage.resolve(settings.parse({"storage": f"{record.name}://u@h/db"}), "/x")
+    assert db.url.drivername == record.driver and db.kind == record.name
+    assert db.connect_args[record.timeout_arg] == storage.CONNECT_TIMEOUT_S
+    assert record.connect_args.items() <= db.connect_args.items()
+    for alias in record.secret_engines:
+        secret = json.dumps({"username": "u", "password": "p", "engine": alias.upper()})
+        assert credentials.parse_secret("s", secret).engine == record.name
+    transient, other = DRIVER_ERRORS[record.name]
+    assert dberrors.is_transient(transient()) and not dberrors.is_transient(other())
+    assert "Access denied" in dberrors.describe(other()) or "syntax error" in dberrors.describe(other())
+
+
+@pytest.mark.unit
+def test_an_engine_outside_the_table_is_refused():
+    with pytest.raises(UserError, match="unsupported database 'oracle' \\(use mysql or postgresql\\)"):
+        storage.resolve(settings.parse({"storage": "oracle://u@h/db"}), "/x")
 
 
 @pytest.mark.services

@@ -149,7 +149,7 @@ def test_a_long_unknown_key_is_not_echoed_in_full(job_dir):
 def test_train_runs_the_module_named_by_sagemaker_training_module(job_dir, tmp_path):
     """Like the toolkit's framework mode: a derived image may name its own function."""
     (tmp_path / "custom_entry.py").write_text(
-        "from entrypoint.errors import UserError\ndef run():\n    raise UserError('custom entry point ran')\n"
+        "from core.errors import UserError\ndef run():\n    raise UserError('custom entry point ran')\n"
     )
     base = job_dir()
     env = {**train_env(base, PYTHONPATH=str(tmp_path)), "SAGEMAKER_TRAINING_MODULE": "custom_entry:run"}

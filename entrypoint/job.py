@@ -1,0 +1,28 @@
+"""What every part of one training job shares, built once by train.py and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from entrypoint.constants import LOCAL_JOB_NAME
+from entrypoint.dberrors import Retrier
+from entrypoint.search import job_seed
+from entrypoint.settings import Settings
+from entrypoint.stopping import Guard
+
+
+@dataclasses.dataclass(frozen=True)
+class JobContext:
+    """One job's settings and name, its own seed, its stop signal, and its database retry policy
+    (one deadline per outage, shared by every call of the job)."""
+
+    settings: Settings
+    name: str = LOCAL_JOB_NAME
+    guard: Guard = dataclasses.field(default_factory=Guard)
+    seed: int | None = dataclasses.field(init=False)  # derived from settings.seed and the name
+    db: Retrier = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: the derived fields are set once, here.
+        object.__setattr__(self, "seed", job_seed(self.settings.seed, self.name))
+        object.__setattr__(self, "db", Retrier(self.settings.db_retry_timeout, self.guard.stop))
