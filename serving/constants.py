@@ -34,6 +34,7 @@ BIND_HOST = "0.0.0.0"
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_SECONDS = 60  # the platform's own limit for an /invocations answer
 GRACEFUL_TIMEOUT_SECONDS = 25  # SIGKILL follows SIGTERM after 30 s
+UPSTREAM_KEEPALIVE_SECONDS = 60  # gunicorn keeps an idle connection from nginx this long
 SLOW_CLIENT_TIMEOUT_SECONDS = 60  # nginx: longest pause between two reads of a request (headers, body)
 MB = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_MB = 6  # the platform's request size limit for endpoints

@@ -23,6 +23,12 @@ IN_MEMORY_BODY_LIMIT = (
 )  # bodies up to this stay in memory; larger ones (batch transform) spill to disk
 RESPONSE_BUFFERS = "64 64k"  # 4 MB of answer in memory per request before nginx spills to a temp file
 SHUTDOWN_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS - 5  # nginx drains first, then gunicorn gets the rest
+# Idle upstream connections nginx keeps open to gunicorn: a request reuses one instead of a new
+# connect + accept (measured: about 1.3x the requests/s at concurrency 8). nginx closes an idle
+# one before gunicorn would (C.UPSTREAM_KEEPALIVE_SECONDS), so it never sends a request on a
+# connection gunicorn is closing (a POST is not retried: that would be a 502).
+UPSTREAM_IDLE_CONNECTIONS = 32
+UPSTREAM_IDLE_SECONDS = C.UPSTREAM_KEEPALIVE_SECONDS - 10
 
 CONFIG = """\
 # Written by `serve` (serving/nginx.py) at every start.
@@ -48,6 +54,8 @@ http {{
 
     upstream model_server {{
         server unix:{socket};
+        keepalive {idle_connections};
+        keepalive_timeout {idle_seconds}s;
     }}
 
     server {{
@@ -67,6 +75,8 @@ http {{
         proxy_read_timeout {timeout}s;
         proxy_send_timeout {timeout}s;
         proxy_set_header Host $host;
+        proxy_http_version 1.1;         # keep-alive to gunicorn needs HTTP/1.1 ...
+        proxy_set_header Connection ""; # ... and no "Connection: close" from nginx
 
         error_page 413 @too_large;
         error_page 502 503 @unavailable;
@@ -112,6 +122,8 @@ def render_config(config: ServeConfig, run_dir: Path, socket: Path) -> str:
         timeout=config.timeout,
         timeout_env=C.ENV_TIMEOUT,
         shutdown=SHUTDOWN_SECONDS,
+        idle_connections=UPSTREAM_IDLE_CONNECTIONS,
+        idle_seconds=UPSTREAM_IDLE_SECONDS,
     )
 
 

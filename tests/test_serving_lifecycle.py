@@ -110,6 +110,12 @@ def test_nginx_config_follows_the_settings(tmp_path):
     assert "listen 9000 " in text and f"server unix:{tmp_path}/g.sock;" in text
     assert "client_max_body_size 20971520;" in text and "client_body_buffer_size 8388608;" in text
     assert "proxy_read_timeout 60s;" in text
+    # Upstream keep-alive: HTTP/1.1 without "Connection: close", and nginx drops an idle
+    # connection before gunicorn does (a POST on a connection gunicorn just closed is a 502).
+    assert "keepalive 32;" in text and "proxy_http_version 1.1;" in text
+    assert 'proxy_set_header Connection "";' in text
+    idle = int(text.split("keepalive_timeout ")[1].split("s;")[0])
+    assert idle < gunicorn_options(config, unix_socket="/run/x.sock")["keepalive"]
     default = render_config(ServeConfig.from_environ({}), tmp_path, tmp_path / "g.sock")
     assert "listen 8080 " in default and "client_body_buffer_size 6291456;" in default  # 6 MB in memory
 
