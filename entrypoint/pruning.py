@@ -70,10 +70,14 @@ class MedianPruner(optuna.pruners.BasePruner):
 
 
 # name -> the pruner, given the epochs per trial, a trial's full resource (default: Settings.pruner).
+MEDIAN_STARTUP_TRIALS = 4  # completed trials before the median pruner prunes anything
+
 PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "none": lambda epochs: optuna.pruners.NopPruner(),
-    # Optuna's median rule, reading each finished trial once (flat in the study's size)
-    "median": lambda epochs: MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    # Optuna's median rule, reading each finished trial once (flat in the study's size). Four
+    # trials before the first verdict, not Optuna's five: on the digits (benchmarks/pruning.py,
+    # seeds 0-6) 47-56% fewer epochs instead of 38-42%, best accuracy within 0.3 points.
+    "median": lambda epochs: MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=1),
     "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
 }
 
