@@ -27,6 +27,20 @@ def job_seed(base_seed: int | None, job_name: str) -> int | None:
     return int.from_bytes(digest[:4], "big") % 2**31
 
 
+# The first trial of a new study on the built-in network (hyperparameter baseline-trial): the
+# configuration of Chainer's own MNIST MLP example (two hidden layers, Adam at its default rate),
+# inside the search space of objective.suggest_params. A study then has a good model after its
+# first trial, and the median pruner a strong reference, while the sampler explores the rest.
+BASELINE_PARAMS: dict[str, object] = {
+    "n_layers": 2,
+    "n_units_l0": 128,
+    "n_units_l1": 64,
+    "optimizer": "Adam",
+    "adam_alpha": 1e-3,
+    "weight_decay": 1e-6,
+}
+
+
 # name -> the sampler, given this job's seed (the default name: settings.Settings.sampler).
 SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     # constant_liar: trials still running elsewhere count as bad, so parallel jobs spread out.

@@ -61,6 +61,7 @@ class Settings:
     # Bring your own model (see usermodule.py).
     model_module: str | None = None
     install_requirements: bool = False
+    baseline_trial: bool = True  # a new study's first trial: search.BASELINE_PARAMS (built-in network)
 
     @property
     def metric_key(self) -> str:
@@ -160,6 +161,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_consecutive_failures": (_int(1, 1000), "failed trials in a row after which the job stops"),
     "model_module": (_module_name, "module in source_dir with suggest_params() and build_network()"),
     "install_requirements": (_bool, "pip install source_dir/requirements.txt at start (needs network)"),
+    "baseline_trial": (_bool, "true: the first trial of a new study is a known-good configuration"),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Settings)}
 

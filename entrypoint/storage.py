@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -302,10 +302,13 @@ def join_study(
     pruner: optuna.pruners.BasePruner,
     stop: threading.Event | None = None,
     retry: Retrier | None = None,
+    first_params: Mapping[str, Any] | None = None,
 ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     """Create the schema and the study, or join them, under the schema lock; retry transient errors.
 
     Joining fails the trials of jobs that died (their heartbeats lapsed), which re-queues them.
+    The job that creates the study (exactly one, whatever the race) enqueues ``first_params``
+    as its first trial.
 
     Returns the study and its RDB storage (for heartbeats).
     """
@@ -317,14 +320,21 @@ def join_study(
             with schema_lock(db):  # the first jobs on an empty database: one at a time
                 storage = _open(db, settings, create_schema=not schema_ready(db))
         # Creating the study is one INSERT of a unique name; a job that loses the race loads it.
-        study = optuna.create_study(
-            storage=storage,
-            study_name=settings.study_name,
-            direction=settings.direction,
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
-        )
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=settings.study_name,
+                direction=settings.direction,
+                sampler=sampler,
+                pruner=pruner,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(
+                study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner
+            )
+        else:  # this job created it (a retry after a failure here finds it created: no baseline)
+            if first_params:
+                study.enqueue_trial(dict(first_params))
         return study, storage
 
     retry = retry or Retrier(settings.db_retry_timeout, stop)

@@ -94,7 +94,8 @@ def _run_on(
 ) -> optuna.Study:
     settings, job_name = job.settings, job.name
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
-    study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db)
+    baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
+    study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
     progress.restore_model(paths.model_dir)
     objective = Objective(job, dataset, spec)

@@ -1,5 +1,6 @@
 """Shared storage against the machine's real MariaDB and PostgreSQL and a private TLS MariaDB."""
 
+import concurrent.futures
 import json
 
 import mysql.connector
@@ -11,6 +12,7 @@ import sqlalchemy
 from core.engines import ENGINES
 from core.errors import UserError
 from entrypoint import credentials, dberrors, search, settings, storage
+from entrypoint.objective import suggest_params as objective_params
 from tests import services
 
 
@@ -282,3 +284,30 @@ def test_a_schema_lock_held_too_long_is_a_clear_error(aws, mysql_db, monkeypatch
             open_study(s)
     finally:
         other.close()
+
+
+def join_with_baseline(s, db):
+    sampler, pruner = search.make_sampler(s, 0), search.make_pruner(s)
+    return storage.join_study(s, db, sampler, pruner, first_params=search.BASELINE_PARAMS)[0]
+
+
+@pytest.mark.unit
+def test_the_job_that_creates_a_study_enqueues_the_baseline_and_joiners_do_not(tmp_path):
+    s = settings.parse({})
+    db = storage.resolve(s, str(tmp_path))  # the embedded SQLite study
+    created = join_with_baseline(s, db)
+    (waiting,) = created.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    trial = created.ask()
+    assert trial.number == waiting.number == 0
+    assert objective_params(trial) == search.BASELINE_PARAMS  # inside the built-in search space
+    joined = join_with_baseline(s, db)
+    assert len(joined.trials) == 1 and not joined.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+
+@pytest.mark.services
+def test_racing_jobs_on_an_empty_database_enqueue_one_baseline(aws, mysql_db):
+    s = mysql_settings(aws, mysql_db)
+    db = storage.resolve(s, "/nonexistent-output")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        studies = list(pool.map(lambda _: join_with_baseline(s, db), range(4)))
+    assert len(studies[0].get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
