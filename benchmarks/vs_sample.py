@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/vs_sample.py [--seeds 0 1 2] [--trials 20] [--epochs 10]
                                              [--storages sqlite mariadb] [--sigterm 3]
 
-Both arms start as SageMaker starts them, with the toolkit's ``train`` command (ours in
-framework mode, the sample's script in script mode, as the AWS Chainer container runs it; its
+Both arms start as SageMaker starts them: ours with the image's ``train``, the sample's script
+with the toolkit's ``train`` in script mode, as the AWS Chainer container runs it (its
 ``pip install optuna`` at start is left out), on the bundled 8x8 digits (train/test as `make demo`),
 20 trials x 10 epochs, batch size 128, seeded TPE, one arm after the other for each seed and
 storage (interleaved, so that both see the same load):

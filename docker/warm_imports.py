@@ -44,10 +44,10 @@ def main() -> None:
         os.environ["SAGEMAKER_BASE_DIR"] = tmp  # read by the toolkit when it is first imported
         os.environ["SAGEMAKER_TRAINING_MODULE"] = "entrypoint.train:main"  # as the final image sets
         write_tiny_job(Path(tmp))
-        from sagemaker_training.cli import train
+        from entrypoint import cli
 
         try:
-            train.main()  # the toolkit's `train`, in process; it ends with sys.exit
+            cli.main()  # the image's `train`, in process (the toolkit's would exit 0 on our failures)
         except SystemExit as exc:
             if exc.code:
                 sys.exit(f"warm-up training failed ({exc.code})")

@@ -307,8 +307,8 @@ def join_study(
     """Create the schema and the study, or join them, under the schema lock; retry transient errors.
 
     Joining fails the trials of jobs that died (their heartbeats lapsed), which re-queues them.
-    The job that creates the study (exactly one, whatever the race) enqueues ``first_params``
-    as its first trial.
+    The job that creates the study (one, whatever the race) queues ``first_params`` as the
+    study's first trial.
 
     Returns the study and its RDB storage (for heartbeats).
     """
@@ -319,6 +319,7 @@ def join_study(
         else:
             with schema_lock(db):  # the first jobs on an empty database: one at a time
                 storage = _open(db, settings, create_schema=not schema_ready(db))
+        nonlocal created
         # Creating the study is one INSERT of a unique name; a job that loses the race loads it.
         try:
             study = optuna.create_study(
@@ -332,10 +333,11 @@ def join_study(
             study = optuna.load_study(
                 study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner
             )
-        else:  # this job created it (a retry after a failure here finds it created: no baseline)
-            if first_params:
-                study.enqueue_trial(dict(first_params))
+        else:
+            created = True  # survives a retry of this attempt, which then finds the study
         return study, storage
+
+    created = False
 
     retry = retry or Retrier(settings.db_retry_timeout, stop)
     db_errors = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
@@ -358,8 +360,22 @@ def join_study(
             f"Study '{settings.study_name}' exists with direction {study.direction.name.lower()}, "
             f"but this job asks for {settings.direction}: use another study-name"
         )
+    if created and first_params:
+        _enqueue_first(study, first_params, retry, db_errors)
     try:
         retry(lambda: fail_stale_trials(study), "failing stale trials")
     except db_errors as exc:
         raise UserError(f"Cannot open the study on {db.shown}: {describe(exc)}") from None
     return study, rdb
+
+
+def _enqueue_first(study: optuna.Study, params: Mapping[str, Any], retry: Retrier, db_errors: tuple) -> None:
+    """Queue the creator's first trial; its own retried step, so a retry of the creation does not
+    lose it, and skip_if_exists so a retried commit does not queue it twice. Losing it is not
+    worth failing the job for: the sampler then starts the study."""
+    try:
+        retry(lambda: study.enqueue_trial(dict(params), skip_if_exists=True), "queueing the baseline trial")
+    except (*db_errors, TimeoutError) as exc:
+        logger.warning("Study '%s': baseline trial not queued: %s", study.study_name, describe(exc))
+        return
+    logger.info("Study '%s' created; its first trial is the baseline configuration", study.study_name)

@@ -223,9 +223,11 @@ def _channel_names() -> list[str]:
 
 
 def main() -> None:
-    """Framework-mode entry point called by the sagemaker-training toolkit's ``train``.
+    """The training function the image's ``train`` (entrypoint/cli.py) calls.
 
-    Every failure ends here as one line in the failure file and exit code 1 (failure.py).
+    Every failure ends here as one line in the failure file and SystemExit(1) (failure.py). Not
+    for the sagemaker-training toolkit's own ``train``: its ``finally`` exits 0 after a
+    SystemExit, so a failed job would report success.
     """
     guard = Guard()
     guard.install()  # first: PID 1 drops a SIGTERM it has no handler for

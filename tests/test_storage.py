@@ -311,3 +311,20 @@ def test_racing_jobs_on_an_empty_database_enqueue_one_baseline(aws, mysql_db):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         studies = list(pool.map(lambda _: join_with_baseline(s, db), range(4)))
     assert len(studies[0].get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+
+
+@pytest.mark.unit
+def test_the_baseline_survives_a_retried_creation_and_a_retried_enqueue(tmp_path):
+    """The creation is retried after its commit (the first attempt created the study, then
+    failed), and the enqueue is run twice (a commit whose answer was lost): one baseline."""
+
+    def twice(step, what):
+        step()
+        return step()
+
+    s = settings.parse({})
+    db = storage.resolve(s, str(tmp_path))
+    sampler, pruner = search.make_sampler(s, 0), search.make_pruner(s)
+    study = storage.join_study(s, db, sampler, pruner, retry=twice, first_params=search.BASELINE_PARAMS)[0]
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.system_attrs["fixed_params"] == search.BASELINE_PARAMS  # a queued trial's params
