@@ -15,18 +15,12 @@ import numpy as np
 import optuna
 
 from core.artifact import ModelSource
-from entrypoint import usermodule
+from entrypoint import search, usermodule
 from entrypoint.keeper import BestModelKeeper
 
 LOCAL_NAME = "local-model"
-DEFAULT_PARAMS: dict[str, Any] = {
-    "n_layers": 2,
-    "n_units_l0": 128,
-    "n_units_l1": 64,
-    "optimizer": "Adam",
-    "adam_alpha": 1e-3,
-    "weight_decay": 1e-6,
-}
+# The built-in network's baseline configuration: a model like the first trial of a new study.
+DEFAULT_PARAMS: dict[str, Any] = dict(search.BASELINE_PARAMS)
 
 
 def write_model(

@@ -71,8 +71,8 @@ def reason(exc: BaseException, folders: dict[str, Path | None]) -> tuple[str, bo
     return one_line(f"{describe(exc)} (an unexpected error: the traceback is in the log)"), False
 
 
-def write(message: str, output_dir: Path) -> bool:
-    """Write the failure file; on failure say why on stderr and return False."""
+def write(message: str, output_dir: Path) -> None:
+    """Write the failure file; when it cannot be written, say why (and the reason) on stderr."""
     path = output_dir / FAILURE_FILE
     try:  # one line, no newline: what SageMaker shows as the FailureReason
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -84,8 +84,6 @@ def write(message: str, output_dir: Path) -> bool:
             file=sys.stderr,
             flush=True,
         )
-        return False
-    return True
 
 
 def fail(exc: BaseException, output_dir: Path, folders: dict[str, Path | None]) -> NoReturn:

@@ -39,6 +39,8 @@ from entrypoint.redact import MASK
 from entrypoint.settings import Settings
 
 logger = logging.getLogger(__name__)
+# What a storage call raises once its retries are spent (then: a one-line UserError or a warning).
+_DB_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 
 POOL_SIZE = 2
 MAX_OVERFLOW = 1
@@ -340,10 +342,9 @@ def join_study(
     created = False
 
     retry = retry or Retrier(settings.db_retry_timeout, stop)
-    db_errors = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
     try:
         study, rdb = retry(attempt, "opening the study")
-    except db_errors as exc:
+    except _DB_ERRORS as exc:
         raise UserError(f"Cannot open the study on {db.shown}: {describe(exc)}") from None
     except TimeoutError as exc:  # the schema lock
         raise UserError(
@@ -361,21 +362,21 @@ def join_study(
             f"but this job asks for {settings.direction}: use another study-name"
         )
     if created and first_params:
-        _enqueue_first(study, first_params, retry, db_errors)
+        _enqueue_first(study, first_params, retry)
     try:
         retry(lambda: fail_stale_trials(study), "failing stale trials")
-    except db_errors as exc:
+    except _DB_ERRORS as exc:
         raise UserError(f"Cannot open the study on {db.shown}: {describe(exc)}") from None
     return study, rdb
 
 
-def _enqueue_first(study: optuna.Study, params: Mapping[str, Any], retry: Retrier, db_errors: tuple) -> None:
+def _enqueue_first(study: optuna.Study, params: Mapping[str, Any], retry: Retrier) -> None:
     """Queue the creator's first trial; its own retried step, so a retry of the creation does not
     lose it, and skip_if_exists so a retried commit does not queue it twice. Losing it is not
     worth failing the job for: the sampler then starts the study."""
     try:
         retry(lambda: study.enqueue_trial(dict(params), skip_if_exists=True), "queueing the baseline trial")
-    except (*db_errors, TimeoutError) as exc:
+    except (*_DB_ERRORS, TimeoutError) as exc:
         logger.warning("Study '%s': baseline trial not queued: %s", study.study_name, describe(exc))
         return
     logger.info("Study '%s' created; its first trial is the baseline configuration", study.study_name)
