@@ -5,9 +5,11 @@
 Starts the real `serve` twice on 127.0.0.1, with a 784-wide model written in the training
 format (random weights) and one worker per CPU:
   - old: SERVING_PROXY=none, sync gunicorn workers on the port (the arrangement before nginx);
-  - new: the default, nginx buffering requests in front of gthread workers on a unix socket
-    (16 threads each), with idle upstream connections kept alive;
-  - new with SERVING_THREADS=4: the same with 4 threads per worker.
+  - new: the default, nginx buffering requests and balancing them across gthread workers, each
+    on a unix socket of its own, running one request at a time, with a thread of its own for
+    /ping; idle upstream connections kept alive;
+  - new with SERVING_THREADS=16: the same with 16 request threads per worker (the default
+    before), so that requests run side by side.
 Part 1, throughput: /invocations with five 28x28 images as .npy, and the bare POST /bare
 (switched on for the benchmark: reads the body like /invocations, answers an empty 200: the
 server's own cost), each at concurrency 1 and 8 with a closed loop (each connection sends its
@@ -60,8 +62,8 @@ ENV_BODY_FILE = "BENCH_BODY"  # tells the wrk script where the body is
 ARRANGEMENTS = {  # name -> extra environment of `serve`
     "old (sync, no proxy)": {C.ENV_PROXY: C.PROXY_NONE},
     "new (nginx + gthread)": {},
-    # The same with fewer threads per worker: a shorter tail, but /ping waits longer behind big batches.
-    "new, SERVING_THREADS=4": {C.ENV_THREADS: "4"},
+    # The same with 16 request threads per worker (the default before): requests side by side.
+    "new, SERVING_THREADS=16": {C.ENV_THREADS: "16"},
 }
 SLOW_HEADERS, SLOW_BODIES, BATCH_CLIENTS = 64, 16, 16
 STRESS_ROWS, STRESS_FEATURES = 11000, 64  # a 4.8 MB CSV body

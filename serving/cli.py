@@ -76,7 +76,7 @@ def preflight(config: ServeConfig) -> None:
             record.objective_metric,
             record.value,
         )
-    front = f"nginx, {config.workers} workers x {config.threads} threads"
+    front = f"nginx, {config.workers} workers, {config.threads} request thread(s) each"
     if config.proxy == C.PROXY_NONE:
         front = f"no proxy, {config.workers} sync workers"
     log.info(

@@ -16,11 +16,13 @@ ENV_BARE_ENDPOINT = "SERVING_BARE_ENDPOINT"
 # Ours: "nginx" (default) puts nginx in front of gunicorn's threaded workers; "none" is the old
 # arrangement (sync workers on the port itself), kept for the benchmark's comparison.
 ENV_PROXY = "SERVING_PROXY"
-ENV_THREADS = "SERVING_THREADS"  # threads per worker behind nginx
+ENV_THREADS = "SERVING_THREADS"  # request threads per worker behind nginx
 PROXY_NGINX = "nginx"
 PROXY_NONE = "none"
-# More threads than the batches a worker is likely to hold at once: a /ping always finds a free one.
-DEFAULT_THREADS = 16
+# One request at a time per worker: CPU-bound requests side by side only share the GIL in a
+# random order (serving/server.py). /ping has a thread of its own (serving/ping.py). More threads
+# help only user hooks that wait (on I/O, or in code that lets the GIL go).
+DEFAULT_THREADS = 1
 NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")  # looked up on PATH first
 
 # BLAS/OpenMP pools: one thread per worker, since there is one worker per CPU.

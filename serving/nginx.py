@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving import constants as C
 from serving.config import ServeConfig
 from serving.errors import StartupError
+
+if TYPE_CHECKING:
+    from serving.server import WorkerSockets
 
 IN_MEMORY_BODY_LIMIT = (
     8 * C.MB
@@ -53,9 +58,14 @@ http {{
     scgi_temp_path {run_dir}/scgi;
 
     upstream model_server {{
-        server unix:{socket};
+        least_conn;  # to the worker with the fewest requests in flight (a socket per worker)
+{servers}
         keepalive {idle_connections};
         keepalive_timeout {idle_seconds}s;
+    }}
+
+    upstream ping_server {{  # each worker's ping thread (serving/ping.py); a refused one: the next
+{ping_servers}
     }}
 
     server {{
@@ -85,6 +95,11 @@ http {{
         location / {{
             proxy_pass http://model_server;
         }}
+        location = {ping} {{
+            proxy_pass http://ping_server;
+            proxy_read_timeout 5s;
+            proxy_next_upstream error timeout http_502 http_503 http_504;
+        }}
         location @too_large {{
             return 413 "body is over the {max_body} byte limit\\n";
         }}
@@ -110,10 +125,17 @@ def nginx_binary() -> str:
     return found
 
 
-def render_config(config: ServeConfig, run_dir: Path, socket: Path) -> str:
+def render_config(config: ServeConfig, run_dir: Path, sockets: WorkerSockets) -> str:
+    # max_fails=0: a worker that timed out or died is not taken out of the rotation (its
+    # replacement takes over its sockets); with every one out, nginx would answer 502 for 10 s.
+    def servers(paths: Sequence[str]) -> str:
+        return "\n".join(f"        server unix:{path} max_fails=0;" for path in paths)
+
     return CONFIG.format(
         run_dir=run_dir,
-        socket=socket,
+        servers=servers(sockets.requests),
+        ping_servers=servers(sockets.ping),
+        ping=C.ROUTE_PING,
         port=config.port,
         max_body=config.max_body_bytes,
         body_buffer=min(config.max_body_bytes, IN_MEMORY_BODY_LIMIT),
@@ -127,9 +149,9 @@ def render_config(config: ServeConfig, run_dir: Path, socket: Path) -> str:
     )
 
 
-def write_config(config: ServeConfig, run_dir: Path, socket: Path) -> Path:
+def write_config(config: ServeConfig, run_dir: Path, sockets: WorkerSockets) -> Path:
     path = run_dir / "nginx.conf"
-    path.write_text(render_config(config, run_dir, socket))
+    path.write_text(render_config(config, run_dir, sockets))
     return path
 
 

@@ -1,12 +1,15 @@
 """gunicorn, configured in code: a master that forks one worker per CPU, each with its model.
 
 Behind nginx (the default, see serving/nginx.py and serving/supervisor.py) the workers are
-gthread workers on a unix socket: nginx hands them only whole requests, and a few threads per
-worker mean a /ping never waits for a long batch to finish (inference is numpy, so a thread
-running a batch still lets the GIL go every few milliseconds). gthread's own timeout only
-watches the worker's main loop, so a watchdog thread enforces SAGEMAKER_MODEL_SERVER_TIMEOUT
-per request: a request running longer loses its worker (nginx has answered 504 by then), as
-with sync workers.
+gthread workers, each on a unix socket of its own: nginx hands them only whole requests and
+balances them across the workers. A worker runs one request at a time by default
+(``SERVING_THREADS=1``): the model's work is CPU-bound under one GIL, and requests run side by
+side share the CPU in a random order, which doubled the tail at concurrency 8 with 16 threads
+(in turn, each waits only for those that came before it). /ping does not queue behind them: a
+thread of its own in each worker answers it on a second socket (serving/ping.py). gthread's own
+timeout only watches the worker's main loop, so a watchdog thread enforces
+SAGEMAKER_MODEL_SERVER_TIMEOUT per request: a request running longer loses its worker (nginx
+has answered 504 by then), as with sync workers.
 
 Without nginx (``SERVING_PROXY=none``, the old arrangement kept for the benchmark) they are sync
 workers on the TCP port: one request per process, and gunicorn's ``timeout`` bounds each.
@@ -21,11 +24,14 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from serving import constants as C
+from serving import ping
 from serving.app import create_app
 from serving.config import ServeConfig
 from serving.handlers import load_handlers
@@ -39,11 +45,11 @@ WATCHDOG_INTERVAL_SECONDS = 0.5
 WATCHDOG_EXIT_CODE = 1  # any code but gunicorn's boot/app-load errors (3, 4): the master starts a new worker
 
 
-def gunicorn_options(config: ServeConfig, unix_socket: str | None = None) -> dict[str, Any]:
+def gunicorn_options(config: ServeConfig, sockets: WorkerSockets | None = None) -> dict[str, Any]:
     """Every gunicorn setting we rely on, explicit (gunicorn reads no config file or env here).
 
-    With ``unix_socket`` (behind nginx): gthread workers on that socket; else sync workers on
-    the port.
+    With ``sockets`` (behind nginx): gthread workers, each on its own sockets; else sync
+    workers on the port.
     """
     options = {
         "bind": [f"{C.BIND_HOST}:{config.port}"],
@@ -59,18 +65,57 @@ def gunicorn_options(config: ServeConfig, unix_socket: str | None = None) -> dic
         "control_socket_disable": True,  # no runtime-control socket in $HOME
         "worker_tmp_dir": SHM_DIR if os.path.isdir(SHM_DIR) else None,
     }
-    if unix_socket is not None:
+    if sockets is not None:
         watchdog = RequestWatchdog(config.timeout)
+
+        def worker_ready(worker: Any) -> None:  # gunicorn's post_worker_init: the model is loaded
+            watchdog.start(worker)
+            ping.start(sockets.ping[worker.socket_slot])
+
         options.update(
-            bind=[f"unix:{unix_socket}"],
+            bind=[f"unix:{path}" for path in sockets.requests],
+            pre_fork=sockets.assign,
+            post_fork=sockets.keep_only_own,
             worker_class="gthread",
             threads=config.threads,
             keepalive=C.UPSTREAM_KEEPALIVE_SECONDS,  # nginx reuses its connections (serving/nginx.py)
-            post_worker_init=watchdog.start,
+            post_worker_init=worker_ready,
             pre_request=watchdog.request_started,
             post_request=watchdog.request_finished,
         )
     return options
+
+
+@dataclass(frozen=True)
+class WorkerSockets:
+    """A request socket and a ping socket per worker slot, so nginx can balance across workers.
+
+    On one shared socket, nginx's kept-alive upstream connections stay with whichever worker
+    accepted them, and one worker often holds most requests in flight while the other idles.
+    With a socket per worker, nginx's ``least_conn`` sends each request to the worker with the
+    fewest in flight. gunicorn has no per-worker bind, hence these hooks (hand-written: no
+    library does this): the arbiter binds every request socket; a new worker takes the lowest
+    slot no live worker holds (a replacement inherits its dead predecessor's socket and the
+    connections the kernel queued on it) and stops listening on the others.
+    """
+
+    requests: tuple[str, ...]
+    ping: tuple[str, ...]
+
+    @classmethod
+    def in_folder(cls, folder: Path, workers: int) -> WorkerSockets:
+        return cls(
+            tuple(str(folder / f"worker-{slot}.sock") for slot in range(workers)),
+            tuple(str(folder / f"ping-{slot}.sock") for slot in range(workers)),
+        )
+
+    def assign(self, arbiter: Any, worker: Any) -> None:  # gunicorn's pre_fork, in the arbiter
+        taken = {getattr(w, "socket_slot", None) for w in arbiter.WORKERS.values()}
+        free = [slot for slot in range(len(self.requests)) if slot not in taken]
+        worker.socket_slot = free[0] if free else worker.age % len(self.requests)
+
+    def keep_only_own(self, arbiter: Any, worker: Any) -> None:  # gunicorn's post_fork, in the worker
+        worker.sockets = [worker.sockets[worker.socket_slot]]
 
 
 class RequestWatchdog:
@@ -110,13 +155,13 @@ def build_worker_app(config: ServeConfig) -> Any:
 
 
 class ServeApplication(BaseApplication):
-    def __init__(self, config: ServeConfig, unix_socket: str | None = None) -> None:
+    def __init__(self, config: ServeConfig, sockets: WorkerSockets | None = None) -> None:
         self._config = config
-        self._unix_socket = unix_socket
+        self._sockets = sockets
         super().__init__(prog="serve")
 
     def load_config(self) -> None:
-        for key, value in gunicorn_options(self._config, self._unix_socket).items():
+        for key, value in gunicorn_options(self._config, self._sockets).items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:

@@ -25,10 +25,10 @@ from pathlib import Path
 from serving import constants as C
 from serving import nginx
 from serving.config import ServeConfig
+from serving.server import ServeApplication, WorkerSockets
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "gunicorn.sock"
 STOP_DEADLINE_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS + 3  # then SIGKILL, still before SageMaker's at 30 s
 POLL_SECONDS = 0.1
 
@@ -39,7 +39,7 @@ class Supervisor:
         self.nginx_binary = nginx.nginx_binary()
         self.run_dir = Path(tempfile.mkdtemp(prefix="serve-"))
         self.run_dir.chmod(0o755)  # nginx's workers run as nobody when started as root
-        self.socket = self.run_dir / SOCKET_NAME
+        self.sockets = WorkerSockets.in_folder(self.run_dir, config.workers)
         self.children: dict[int, str] = {}  # pid -> "gunicorn" / "nginx"
         self.stopping = False
 
@@ -51,7 +51,7 @@ class Supervisor:
             signal.signal(signum, self._on_stop_signal)
         try:
             self._start_gunicorn()
-            conf = nginx.write_config(self.config, self.run_dir, self.socket)
+            conf = nginx.write_config(self.config, self.run_dir, self.sockets)
             pid = os.posix_spawn(
                 self.nginx_binary, nginx.command(self.nginx_binary, self.run_dir, conf), os.environ
             )
@@ -69,9 +69,7 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
             try:
-                from serving.server import ServeApplication
-
-                ServeApplication(self.config, unix_socket=str(self.socket)).run()
+                ServeApplication(self.config, self.sockets).run()
                 code = 0
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from serving import constants as C
 from serving.config import ServeConfig
 from serving.errors import StartupError
 from serving.model import load_model, predict_probabilities
-from serving.server import gunicorn_options
+from serving.server import WorkerSockets, gunicorn_options
 from tests import services
 
 N_FEATURES, N_CLASSES = 64, 10
@@ -92,8 +93,9 @@ def test_defaults_follow_the_sagemaker_contract():
     assert (str(config.model_dir), config.port, config.timeout) == ("/opt/ml/model", 8080, 60)
     assert config.workers >= 1 and config.max_body_bytes == 6 * 1024 * 1024
     assert config.proxy == "nginx" and config.threads == C.DEFAULT_THREADS
-    options = gunicorn_options(config, unix_socket="/run/x.sock")  # behind nginx
-    assert options["bind"] == ["unix:/run/x.sock"] and options["workers"] == config.workers
+    options = gunicorn_options(config, WorkerSockets.in_folder(Path("/run"), 2))  # behind nginx
+    assert options["bind"] == ["unix:/run/worker-0.sock", "unix:/run/worker-1.sock"]
+    assert options["workers"] == config.workers
     assert options["worker_class"] == "gthread" and options["threads"] == C.DEFAULT_THREADS
     assert options["graceful_timeout"] < 30  # SageMaker sends SIGKILL 30 s after SIGTERM
     assert options["control_socket_disable"] and options["accesslog"] is None
@@ -102,12 +104,35 @@ def test_defaults_follow_the_sagemaker_contract():
 
 
 @pytest.mark.unit
+def test_each_worker_keeps_its_own_socket_and_a_replacement_takes_the_dead_ones():
+    sockets = WorkerSockets.in_folder(Path("/run"), 3)
+    arbiter = types.SimpleNamespace(WORKERS={})
+    listeners = ["listener-0", "listener-1", "listener-2"]  # gunicorn binds all, in this order
+
+    def spawn(pid: int, age: int) -> types.SimpleNamespace:
+        worker = types.SimpleNamespace(age=age, sockets=list(listeners))
+        sockets.assign(arbiter, worker)  # pre_fork, in the arbiter
+        arbiter.WORKERS[pid] = worker
+        sockets.keep_only_own(arbiter, worker)  # post_fork, in the worker
+        return worker
+
+    workers = [spawn(pid, age) for pid, age in ((10, 1), (11, 2), (12, 3))]
+    assert [w.sockets for w in workers] == [["listener-0"], ["listener-1"], ["listener-2"]]
+    del arbiter.WORKERS[11]  # the worker on slot 1 died and was reaped
+    assert spawn(13, 4).sockets == ["listener-1"] and arbiter.WORKERS[13].socket_slot == 1
+    assert sockets.ping[1] == "/run/ping-1.sock"
+
+
+@pytest.mark.unit
 def test_nginx_config_follows_the_settings(tmp_path):
     from serving.nginx import render_config
 
     config = ServeConfig.from_environ({"SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"})
-    text = render_config(config, tmp_path, tmp_path / "g.sock")
-    assert "listen 9000 " in text and f"server unix:{tmp_path}/g.sock;" in text
+    text = render_config(config, tmp_path, WorkerSockets.in_folder(tmp_path, 2))
+    assert "listen 9000 " in text and "least_conn;" in text  # a socket per worker, balanced
+    for name in ("worker-0", "worker-1", "ping-0", "ping-1"):
+        assert f"server unix:{tmp_path}/{name}.sock max_fails=0;" in text
+    assert "location = /ping {" in text and "proxy_pass http://ping_server;" in text
     assert "client_max_body_size 20971520;" in text and "client_body_buffer_size 8388608;" in text
     assert "proxy_read_timeout 60s;" in text
     # Upstream keep-alive: HTTP/1.1 without "Connection: close", and nginx drops an idle
@@ -115,8 +140,8 @@ def test_nginx_config_follows_the_settings(tmp_path):
     assert "keepalive 32;" in text and "proxy_http_version 1.1;" in text
     assert 'proxy_set_header Connection "";' in text
     idle = int(text.split("keepalive_timeout ")[1].split("s;")[0])
-    assert idle < gunicorn_options(config, unix_socket="/run/x.sock")["keepalive"]
-    default = render_config(ServeConfig.from_environ({}), tmp_path, tmp_path / "g.sock")
+    assert idle < gunicorn_options(config, WorkerSockets.in_folder(tmp_path, 1))["keepalive"]
+    default = render_config(ServeConfig.from_environ({}), tmp_path, WorkerSockets.in_folder(tmp_path, 1))
     assert "listen 8080 " in default and "client_body_buffer_size 6291456;" in default  # 6 MB in memory
 
 
@@ -387,6 +412,42 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(custom_model_server, t
     thread.join(10)
     assert answer["result"][0] == 200
     assert server.proc.wait(EXIT_SECONDS) == 0
+
+
+@pytest.mark.process
+def test_ping_answers_while_every_worker_is_busy(model_dir, tmp_path):
+    """One request at a time per worker, but /ping has a thread of its own: with both workers
+    held by requests in predict_fn (and more queued behind them), pings still answer at once."""
+    add_code(model_dir, "inference.py", CUSTOM_MODEL)
+    started, release = tmp_path / "started", tmp_path / "release"
+    env = {C.ENV_WORKERS: "2", "TEST_STARTED_FILE": str(started), "TEST_RELEASE_FILE": str(release)}
+    answers: list[int] = []
+
+    def held_request() -> None:
+        answers.append(
+            request(server.port, "POST", C.ROUTE_INVOCATIONS, rows(-2.0), {"Content-Type": NPY})[0]
+        )
+
+    with LocalServer(model_dir, tmp_path / "log", env=env) as server:
+        threads = [threading.Thread(target=held_request) for _ in range(4)]  # 2 running, 2 queued
+        for thread in threads:
+            thread.start()
+        try:
+            services.wait_for(started.exists, 10, "requests reaching predict_fn")
+            time.sleep(0.5)  # both workers' request threads are in predict_fn now
+            for _ in range(5):
+                t0 = time.monotonic()
+                status, headers, body = request(server.port, "GET", C.ROUTE_PING, timeout=5)
+                assert (status, body) == (200, b"") and time.monotonic() - t0 < 1.0
+                assert headers["content-type"].startswith("text/plain")
+            assert answers == []  # still held: the pings did not wait for them
+            status, headers, body = request(server.port, "POST", C.ROUTE_PING, b"x", timeout=5)
+            assert status == 405 and headers["allow"] == "GET, HEAD" and body == b"Method Not Allowed\n"
+        finally:
+            release.touch()
+            for thread in threads:
+                thread.join(30)
+        assert answers == [200] * 4
 
 
 SLOW_MODEL = """

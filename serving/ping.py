@@ -1,0 +1,79 @@
+"""GET /ping behind nginx: a thread of its own in each worker, on a unix socket of its own.
+
+A worker runs one request at a time (serving/server.py says why). A ping sent to the worker's
+request socket would wait behind every batch queued there, past SageMaker's 2 s under load. So
+nginx sends /ping here instead (serving/nginx.py): this thread answers while the worker's
+request thread computes (it needs the GIL only for a moment, and a computing thread lets the
+GIL go every few milliseconds). It starts after the worker has loaded its model, and dies with
+the worker: nginx gets an answer only from a live worker with a model, tries the next worker's
+socket when one is refused, and answers 503 when none answers.
+
+nginx has read the whole request before it connects here, so the standard library's small HTTP
+server is enough: no slow client ever reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import socketserver
+import threading
+
+from serving import constants as C
+from serving import content_types
+
+READ_TIMEOUT_SECONDS = 5  # nginx sends the request at once; a stuck connection is dropped
+
+
+class _PingHandler(http.server.BaseHTTPRequestHandler):
+    # HTTP/1.0: one request per connection (pings are seconds apart; nginx keeps none of these
+    # open), so a request body nobody reads is never taken for the next request.
+    timeout = READ_TIMEOUT_SECONDS
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != C.ROUTE_PING:  # nginx sends only /ping here
+            self.send_error(404)
+        else:
+            self._answer(200, b"")
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_POST(self) -> None:  # as the WSGI app answers a method it has no responder for
+        self.send_error(405)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_POST
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Our one-line text/plain refusal instead of the standard library's HTML page."""
+        self._answer(code, f"{message or self.responses[code][0]}\n".encode())
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_types.TEXT)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 405:
+            self.send_header("Allow", "GET, HEAD")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # no access log, as for /invocations
+        pass
+
+    def version_string(self) -> str:  # no server or Python version in the answer
+        return "serve"
+
+
+class _PingServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True  # an open connection does not keep a stopping worker alive
+
+
+def start(path: str) -> None:
+    """Listen on ``path`` (replacing a dead predecessor's socket) and answer in a daemon thread."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    server = _PingServer(path, _PingHandler)
+    os.chmod(path, 0o666)  # nginx's workers run as nobody when `serve` runs as root
+    threading.Thread(target=server.serve_forever, name="ping", daemon=True).start()
