@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 
 lock: $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --build-constraints build-constraints.txt -o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --build-constraints build-constraints.txt -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra plots --python-version 3.11 --build-constraints build-constraints.txt -o requirements-dev.lock
 
 demo: install
 	rm -rf $(DEMO_DIR)

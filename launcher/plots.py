@@ -1,5 +1,8 @@
 """The study -> plots in a folder: static PNG (matplotlib) and interactive HTML (plotly), drawn
 by Optuna's own visualization modules from the whole study (``sagemaker-optuna report`` only).
+
+matplotlib and plotly are the ``plots`` extra (``pip install 'sagemaker-optuna-chainer[plots]'``),
+not in the image: without them the report keeps its summary files and says what to install.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import optuna
 from entrypoint.constants import PLOTS_DIR
 
 logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'sagemaker-optuna-chainer[plots]'"
 
 # name -> (plotly function, matplotlib function); each takes the study.
 PLOTS: dict[str, tuple[Callable, Callable]] = {
@@ -42,8 +47,12 @@ def write(study: optuna.Study, out: str | Path) -> list[Path]:
     A plot that cannot be drawn (too few completed trials for importances, say) is skipped
     with a log line: a missing plot must never cost the report its summary files.
     """
-    import matplotlib
-
+    try:
+        import matplotlib
+        import plotly  # noqa: F401 (optuna.visualization draws with it)
+    except ImportError as exc:
+        logger.warning("Plots skipped: %s is not installed (%s)", exc.name, INSTALL_HINT)
+        return []
     matplotlib.use("Agg")  # files only, also on a machine without a display
     import matplotlib.pyplot as plt
 

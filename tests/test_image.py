@@ -114,7 +114,10 @@ def test_image_is_configured_for_sagemaker(engine: Engine, image: str):
         "command -v train; command -v serve; "
         "for tool in gcc cc make; do command -v $tool && echo has-$tool; done; "
         "ls -A /var/lib/apt/lists; ls -d /root/.cache/pip 2>/dev/null; "
-        "python -c 'import entrypoint.train, sagemaker_training, chainer, optuna'"
+        "python -c 'import entrypoint.train, sagemaker_training, chainer, optuna'; "
+        # The `plots` extra is for `sagemaker-optuna report` on the user's machine, not the image.
+        "python -c 'import matplotlib' 2>/dev/null && echo has-matplotlib; "
+        "python -c 'import plotly' 2>/dev/null && echo has-plotly; true"
     )
     result = engine.run_container("--network=none", image, "sh", "-c", checks, timeout=120)
     assert result.returncode == 0, tail(result)

@@ -15,6 +15,7 @@ import io
 import json
 import re
 import subprocess
+import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -531,3 +532,27 @@ def test_the_launcher_does_not_need_the_training_toolkit():
         [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("missing", ["matplotlib", "plotly"])
+def test_report_without_the_plots_extra_keeps_its_summary_and_says_what_to_install(
+    monkeypatch, tmp_path, caplog, missing
+):
+    """The image has no matplotlib or plotly (the `plots` extra): `report` still writes its files."""
+    from launcher import plots, report
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.9):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"x": value},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            )
+        )
+    monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError
+    written = report.write(study, tmp_path)
+    assert [p.name for p in written] == ["trials.csv", "best_trial.json"]
+    assert all(p.exists() for p in written) and not (tmp_path / "plots").exists()
+    assert f"Plots skipped: {missing} is not installed ({plots.INSTALL_HINT})" in caplog.text
