@@ -88,15 +88,17 @@ class LocalServer:
     def workers(self) -> int:
         return int(self.extra_env.get(C.ENV_WORKERS) or cpu_count())
 
+    def master_pid(self) -> int:
+        """The gunicorn master's pid (Linux /proc): `serve` itself without a proxy, else its
+        child that is not nginx."""
+        assert self.proc is not None, "not started"
+        if self.extra_env.get(C.ENV_PROXY, C.PROXY_NGINX) == C.PROXY_NONE:
+            return self.proc.pid
+        return next(pid for pid in _children(self.proc.pid) if not _command(pid).startswith("nginx"))
+
     def worker_pids(self) -> set[int]:
-        """The gunicorn workers' pids (Linux /proc): children of the gunicorn master, which is
-        `serve` itself without a proxy, else its child that is not nginx."""
-        if self.proc is None:
-            return set()
-        master = self.proc.pid
-        if self.extra_env.get(C.ENV_PROXY, C.PROXY_NGINX) != C.PROXY_NONE:
-            master = next(pid for pid in _children(master) if not _command(pid).startswith("nginx"))
-        return set(_children(master))
+        """The gunicorn workers' pids: the master's children."""
+        return set() if self.proc is None else set(_children(self.master_pid()))
 
     def ready_workers(self) -> int:
         """Workers that have logged their model as loaded (replaced workers count again)."""

@@ -1,7 +1,7 @@
 """The study -> plots in a folder: static PNG (matplotlib) and interactive HTML (plotly), drawn
 by Optuna's own visualization modules from the whole study (``sagemaker-optuna report`` only).
 
-matplotlib and plotly are the ``plots`` extra (``pip install 'sagemaker-optuna-chainer[plots]'``),
+matplotlib and plotly are the ``plots`` extra (``pip install '.[plots]'`` in the project's folder),
 not in the image: without them the report keeps its summary files and says what to install.
 """
 
@@ -18,7 +18,7 @@ from entrypoint.constants import PLOTS_DIR
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'sagemaker-optuna-chainer[plots]'"
+INSTALL_HINT = "install this project with its plots extra: pip install '.[plots]' in its folder"
 
 # name -> (plotly function, matplotlib function); each takes the study.
 PLOTS: dict[str, tuple[Callable, Callable]] = {

@@ -1,7 +1,9 @@
 """The WSGI app: SageMaker's /ping and /invocations over the four hooks.
 
-It is built only after ``model_fn`` has returned, and a gunicorn worker accepts no connection
-before its app exists: so a worker that answers /ping has its model loaded.
+It is built only after ``model_fn`` has returned, and a worker takes no request before its app
+exists: without nginx it accepts no connection before; behind nginx its socket gets the name
+nginx connects to only then, and /ping goes to a thread that starts only then
+(serving/server.py, serving/ping.py). So a worker that answers /ping has its model loaded.
 """
 
 from __future__ import annotations

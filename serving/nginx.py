@@ -3,7 +3,7 @@
 A sync worker reading a slow client's headers or body is a worker lost for as long as the client
 likes; two such clients on a 2-CPU host were enough to keep /ping unanswered for a minute.
 nginx reads every request completely (headers and up to the body limit, in memory) before it
-hands it to gunicorn over a unix socket, and buffers the answer, so gunicorn's workers only
+hands it to a gunicorn worker over that worker's unix socket, and buffers the answer, so gunicorn's workers only
 ever see whole requests at memory speed. Over-limit bodies are refused by nginx itself (413,
 in the same one-line text/plain form as our other refusals).
 """
@@ -89,16 +89,23 @@ http {{
         proxy_set_header Connection ""; # ... and no "Connection: close" from nginx
 
         error_page 413 @too_large;
-        error_page 502 503 @unavailable;
+        error_page 502 503 =503 @unavailable;  # a 503, whichever nginx met
         error_page 504 @timed_out;
 
         location / {{
             proxy_pass http://model_server;
         }}
+        # SageMaker gives /ping 2 s: a worker whose ping thread does not answer within 0.75 s
+        # (stopped, or a hook holding the GIL in one C call) is skipped for the next one.
         location = {ping} {{
             proxy_pass http://ping_server;
-            proxy_read_timeout 5s;
-            proxy_next_upstream error timeout http_502 http_503 http_504;
+            proxy_connect_timeout 500ms;
+            proxy_send_timeout 750ms;
+            proxy_read_timeout 750ms;
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_timeout 1500ms;
+            error_page 413 @too_large;
+            error_page 502 503 504 =503 @unavailable;
         }}
         location @too_large {{
             return 413 "body is over the {max_body} byte limit\\n";

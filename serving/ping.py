@@ -4,9 +4,11 @@ A worker runs one request at a time (serving/server.py says why). A ping sent to
 request socket would wait behind every batch queued there, past SageMaker's 2 s under load. So
 nginx sends /ping here instead (serving/nginx.py): this thread answers while the worker's
 request thread computes (it needs the GIL only for a moment, and a computing thread lets the
-GIL go every few milliseconds). It starts after the worker has loaded its model, and dies with
-the worker: nginx gets an answer only from a live worker with a model, tries the next worker's
-socket when one is refused, and answers 503 when none answers.
+GIL go every few milliseconds; a user hook stuck in a C call that keeps the GIL holds this
+thread too, so nginx gives each worker under a second before it asks the next). It starts
+after the worker has loaded its model, and dies with the worker: nginx gets an answer only from
+a live worker with a model, tries the next worker's socket when one is refused, and answers 503
+when none answers.
 
 nginx has read the whole request before it connects here, so the standard library's small HTTP
 server is enough: no slow client ever reaches it.
@@ -16,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import logging
 import os
 import socketserver
+import sys
 import threading
 
-from serving import constants as C
 from serving import content_types
+
+log = logging.getLogger(__name__)
 
 READ_TIMEOUT_SECONDS = 5  # nginx sends the request at once; a stuck connection is dropped
 
@@ -31,16 +36,15 @@ class _PingHandler(http.server.BaseHTTPRequestHandler):
     # open), so a request body nobody reads is never taken for the next request.
     timeout = READ_TIMEOUT_SECONDS
 
+    # No path check: only nginx's `location = /ping` reaches this socket, and it passes the
+    # path as the client wrote it (/%70ing is /ping too).
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != C.ROUTE_PING:  # nginx sends only /ping here
-            self.send_error(404)
-        else:
-            self._answer(200, b"")
+        self._answer(200, b"")
 
     def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_POST(self) -> None:  # as the WSGI app answers a method it has no responder for
+    def do_POST(self) -> None:  # /ping is GET only
         self.send_error(405)
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_POST
@@ -56,7 +60,7 @@ class _PingHandler(http.server.BaseHTTPRequestHandler):
         if status == 405:
             self.send_header("Allow", "GET, HEAD")
         self.end_headers()
-        if self.command != "HEAD":
+        if body and self.command != "HEAD":  # nginx may have closed the connection after the headers
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # no access log, as for /invocations
@@ -68,6 +72,11 @@ class _PingHandler(http.server.BaseHTTPRequestHandler):
 
 class _PingServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True  # an open connection does not keep a stopping worker alive
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A peer that hung up is no error; anything else goes to the log (not bare stderr)."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            log.exception("/ping failed")
 
 
 def start(path: str) -> None:

@@ -20,6 +20,7 @@ GRACEFUL_TIMEOUT_SECONDS, and exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -70,12 +71,14 @@ def gunicorn_options(config: ServeConfig, sockets: WorkerSockets | None = None) 
 
         def worker_ready(worker: Any) -> None:  # gunicorn's post_worker_init: the model is loaded
             watchdog.start(worker)
-            ping.start(sockets.ping[worker.socket_slot])
+            sockets.publish(worker)
 
         options.update(
-            bind=[f"unix:{path}" for path in sockets.requests],
+            bind=[f"unix:{path}" for path in sockets.bound],
             pre_fork=sockets.assign,
             post_fork=sockets.keep_only_own,
+            child_exit=sockets.withdraw,
+            nworkers_changed=sockets.keep_count,
             worker_class="gthread",
             threads=config.threads,
             keepalive=C.UPSTREAM_KEEPALIVE_SECONDS,  # nginx reuses its connections (serving/nginx.py)
@@ -94,28 +97,61 @@ class WorkerSockets:
     accepted them, and one worker often holds most requests in flight while the other idles.
     With a socket per worker, nginx's ``least_conn`` sends each request to the worker with the
     fewest in flight. gunicorn has no per-worker bind, hence these hooks (hand-written: no
-    library does this): the arbiter binds every request socket; a new worker takes the lowest
-    slot no live worker holds (a replacement inherits its dead predecessor's socket and the
-    connections the kernel queued on it) and stops listening on the others.
+    library does this):
+
+    - the arbiter binds every slot's request socket under a name nginx does not know
+      (``bound``); a new worker takes the lowest slot no live worker holds and stops listening
+      on the others;
+    - once its model is loaded, the worker links its socket under the name nginx connects to
+      (``requests``) and starts its ping thread (``ping``);
+    - when it exits, the arbiter removes both names, so nginx, failing to connect, sends requests
+      and pings to the other workers until the replacement has loaded its model (a socket the
+      kernel accepts on would hold them there for the whole load);
+    - the number of workers is fixed: SIGTTIN/SIGTTOU would leave two workers on one slot and
+      another slot without one.
     """
 
+    bound: tuple[str, ...]
     requests: tuple[str, ...]
     ping: tuple[str, ...]
 
     @classmethod
     def in_folder(cls, folder: Path, workers: int) -> WorkerSockets:
-        return cls(
-            tuple(str(folder / f"worker-{slot}.sock") for slot in range(workers)),
-            tuple(str(folder / f"ping-{slot}.sock") for slot in range(workers)),
-        )
+        def names(prefix: str) -> tuple[str, ...]:
+            return tuple(str(folder / f"{prefix}-{slot}.sock") for slot in range(workers))
+
+        return cls(names("bound"), names("worker"), names("ping"))
 
     def assign(self, arbiter: Any, worker: Any) -> None:  # gunicorn's pre_fork, in the arbiter
         taken = {getattr(w, "socket_slot", None) for w in arbiter.WORKERS.values()}
-        free = [slot for slot in range(len(self.requests)) if slot not in taken]
-        worker.socket_slot = free[0] if free else worker.age % len(self.requests)
+        free = [slot for slot in range(len(self.bound)) if slot not in taken]
+        # None free only in a reload (SIGHUP), which starts the new workers before it stops the
+        # old ones: consecutive ages spread them over the slots, each shared until the old leaves.
+        worker.socket_slot = free[0] if free else worker.age % len(self.bound)
 
     def keep_only_own(self, arbiter: Any, worker: Any) -> None:  # gunicorn's post_fork, in the worker
         worker.sockets = [worker.sockets[worker.socket_slot]]
+
+    def publish(self, worker: Any) -> None:  # from gunicorn's post_worker_init: the model is loaded
+        slot = worker.socket_slot
+        staged = f"{self.requests[slot]}.new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        os.symlink(self.bound[slot], staged)
+        os.replace(staged, self.requests[slot])  # atomic: nginx sees the old name or the new one
+        ping.start(self.ping[slot])
+
+    def withdraw(self, arbiter: Any, worker: Any) -> None:  # gunicorn's child_exit, in the arbiter
+        if any(w.socket_slot == worker.socket_slot for w in arbiter.WORKERS.values()):
+            return  # a reload's new worker holds the slot already
+        for path in (self.requests[worker.socket_slot], self.ping[worker.socket_slot]):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def keep_count(self, arbiter: Any, new: int, old: int | None) -> None:  # nworkers_changed
+        if old is not None and new not in (old, len(self.bound)):
+            log.warning("serve runs %d workers, one per socket: SIGTTIN/SIGTTOU ignored", len(self.bound))
+            arbiter._num_workers = old  # the property's setter would call this hook again
 
 
 class RequestWatchdog:

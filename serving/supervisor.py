@@ -1,8 +1,8 @@
 """`serve` behind nginx: this process starts gunicorn and nginx, watches both, and stops both.
 
 - gunicorn is forked from this process after the preflight, so its workers inherit the
-  imported user module and libraries (no second import of Chainer); it listens on a unix
-  socket in a private run folder.
+  imported user module and libraries (no second import of Chainer); its workers listen on
+  unix sockets in a private run folder, one per worker (serving.server.WorkerSockets).
 - nginx runs in the foreground on the port, from a config written into that folder.
 - Either one exiting ends the other and `serve` (exit 1): a half-alive server would pass no
   request or answer /ping falsely.

@@ -14,6 +14,7 @@ import threading
 import time
 import types
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -94,8 +95,11 @@ def test_defaults_follow_the_sagemaker_contract():
     assert config.workers >= 1 and config.max_body_bytes == 6 * 1024 * 1024
     assert config.proxy == "nginx" and config.threads == C.DEFAULT_THREADS
     options = gunicorn_options(config, WorkerSockets.in_folder(Path("/run"), 2))  # behind nginx
-    assert options["bind"] == ["unix:/run/worker-0.sock", "unix:/run/worker-1.sock"]
-    assert options["workers"] == config.workers
+    assert options["bind"] == [
+        "unix:/run/bound-0.sock",
+        "unix:/run/bound-1.sock",
+    ]  # named for nginx once loaded
+    assert options["workers"] == config.workers and options["threads"] == 1  # one request at a time
     assert options["worker_class"] == "gthread" and options["threads"] == C.DEFAULT_THREADS
     assert options["graceful_timeout"] < 30  # SageMaker sends SIGKILL 30 s after SIGTERM
     assert options["control_socket_disable"] and options["accesslog"] is None
@@ -104,10 +108,12 @@ def test_defaults_follow_the_sagemaker_contract():
 
 
 @pytest.mark.unit
-def test_each_worker_keeps_its_own_socket_and_a_replacement_takes_the_dead_ones():
-    sockets = WorkerSockets.in_folder(Path("/run"), 3)
-    arbiter = types.SimpleNamespace(WORKERS={})
+def test_each_worker_keeps_its_own_socket_and_a_replacement_takes_the_dead_ones(tmp_path):
+    sockets = WorkerSockets.in_folder(tmp_path, 3)
+    arbiter = types.SimpleNamespace(WORKERS={}, _num_workers=3)
     listeners = ["listener-0", "listener-1", "listener-2"]  # gunicorn binds all, in this order
+    for path in sockets.bound:  # stand-ins for the sockets the arbiter binds
+        Path(path).touch()
 
     def spawn(pid: int, age: int) -> types.SimpleNamespace:
         worker = types.SimpleNamespace(age=age, sockets=list(listeners))
@@ -118,9 +124,26 @@ def test_each_worker_keeps_its_own_socket_and_a_replacement_takes_the_dead_ones(
 
     workers = [spawn(pid, age) for pid, age in ((10, 1), (11, 2), (12, 3))]
     assert [w.sockets for w in workers] == [["listener-0"], ["listener-1"], ["listener-2"]]
-    del arbiter.WORKERS[11]  # the worker on slot 1 died and was reaped
+    assert not any(os.path.lexists(path) for path in sockets.requests)  # nginx sees none yet
+    with mock.patch("serving.ping.start") as start_ping:
+        sockets.publish(workers[1])  # post_worker_init: worker 11's model is loaded
+    assert os.readlink(sockets.requests[1]) == sockets.bound[1]
+    start_ping.assert_called_once_with(sockets.ping[1])
+    del arbiter.WORKERS[11]  # the worker on slot 1 died and was reaped ...
+    sockets.withdraw(arbiter, workers[1])  # ... and child_exit takes its name from nginx
+    assert not os.path.lexists(sockets.requests[1])
     assert spawn(13, 4).sockets == ["listener-1"] and arbiter.WORKERS[13].socket_slot == 1
-    assert sockets.ping[1] == "/run/ping-1.sock"
+    # A reload (SIGHUP) starts new workers before the old ones leave: they share the slots, and
+    # an old one leaving does not withdraw the name its successor published.
+    reloaded = spawn(14, 5)
+    Path(sockets.requests[reloaded.socket_slot]).touch()
+    old = next(w for pid, w in arbiter.WORKERS.items() if pid != 14 and w.socket_slot == reloaded.socket_slot)
+    del arbiter.WORKERS[next(pid for pid, w in arbiter.WORKERS.items() if w is old)]
+    sockets.withdraw(arbiter, old)
+    assert os.path.lexists(sockets.requests[reloaded.socket_slot])
+    # SIGTTIN / SIGTTOU: the count stays (one worker per socket).
+    sockets.keep_count(arbiter, 4, 3)
+    assert arbiter._num_workers == 3
 
 
 @pytest.mark.unit
@@ -434,13 +457,16 @@ def test_ping_answers_while_every_worker_is_busy(model_dir, tmp_path):
             thread.start()
         try:
             services.wait_for(started.exists, 10, "requests reaching predict_fn")
-            time.sleep(0.5)  # both workers' request threads are in predict_fn now
+            time.sleep(0.5)  # time for the second request to reach the other worker's predict_fn
             for _ in range(5):
                 t0 = time.monotonic()
                 status, headers, body = request(server.port, "GET", C.ROUTE_PING, timeout=5)
                 assert (status, body) == (200, b"") and time.monotonic() - t0 < 1.0
                 assert headers["content-type"].startswith("text/plain")
             assert answers == []  # still held: the pings did not wait for them
+            for _ in range(30):  # nginx hangs up once it has the headers: no error in the log for that
+                assert request(server.port, "GET", C.ROUTE_PING, timeout=5)[0] == 200
+            assert "Exception occurred" not in server.log() and "BrokenPipe" not in server.log()
             status, headers, body = request(server.port, "POST", C.ROUTE_PING, b"x", timeout=5)
             assert status == 405 and headers["allow"] == "GET, HEAD" and body == b"Method Not Allowed\n"
         finally:
@@ -448,6 +474,75 @@ def test_ping_answers_while_every_worker_is_busy(model_dir, tmp_path):
             for thread in threads:
                 thread.join(30)
         assert answers == [200] * 4
+
+
+@pytest.mark.process
+def test_ping_skips_a_worker_that_does_not_answer_within_2_s(model_dir, tmp_path):
+    """A stopped worker (or one stuck in a C call that holds the GIL): nginx gives its ping
+    thread under a second, then asks the other worker, inside SageMaker's 2 s."""
+    with LocalServer(model_dir, tmp_path / "log", env={C.ENV_WORKERS: "2"}) as server:
+        stuck = min(server.worker_pids())
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            for _ in range(4):  # nginx alternates: every other ping meets the stopped worker first
+                t0 = time.monotonic()
+                assert request(server.port, "GET", C.ROUTE_PING, timeout=5)[0] == 200
+                assert time.monotonic() - t0 < 2.0
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+
+
+# The first worker to load proceeds; every later one loads until the test creates the release file.
+SECOND_WORKER_SLOW = """
+import os, time
+from pathlib import Path
+from serving.handlers import model_fn as default_model_fn
+
+def model_fn(model_dir):
+    try:
+        os.close(os.open(os.environ["TEST_FIRST_FILE"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        Path(os.environ["TEST_LOADING_FILE"]).touch()
+        release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return default_model_fn(model_dir)
+"""
+
+
+@pytest.mark.process
+def test_requests_go_only_to_workers_that_have_loaded_their_model(model_dir, tmp_path):
+    """While one worker still loads (at start, or a replacement), nginx sends every request and
+    ping to the loaded one: the loading worker's socket is not under nginx's name yet."""
+    add_code(model_dir, "inference.py", SECOND_WORKER_SLOW)
+    loading, release = tmp_path / "loading", tmp_path / "release"
+    env = {
+        C.ENV_WORKERS: "2",
+        "TEST_FIRST_FILE": str(tmp_path / "first"),
+        "TEST_LOADING_FILE": str(loading),
+        "TEST_RELEASE_FILE": str(release),
+    }
+    server = LocalServer(model_dir, tmp_path / "log", env=env).start()
+    try:
+        services.wait_for(lambda: server.ready_workers() == 1 and loading.exists(), 60, "one worker loaded")
+        for _ in range(6):  # least_conn alternates: half would wait on the loading worker
+            t0 = time.monotonic()
+            status = request(
+                server.port, "POST", C.ROUTE_INVOCATIONS, rows(0.0), {"Content-Type": NPY}, timeout=5
+            )[0]
+            assert status == 200 and time.monotonic() - t0 < 2
+            assert request(server.port, "GET", C.ROUTE_PING, timeout=5)[0] == 200
+        master = server.master_pid()
+        os.kill(master, signal.SIGTTIN)  # a third worker would have no socket of its own
+        services.wait_for(lambda: "SIGTTIN/SIGTTOU ignored" in server.log(), 10, "the refusal in the log")
+        release.touch()
+        services.wait_for(lambda: server.ready_workers() == 2, 30, "the second worker loaded")
+        time.sleep(1)
+        assert len(server.worker_pids()) == 2
+        assert "Traceback" not in server.log() and "Exception occurred" not in server.log()
+    finally:
+        release.touch()
+        assert server.stop() == 0
 
 
 SLOW_MODEL = """
@@ -480,7 +575,7 @@ def test_ping_is_not_200_while_the_model_loads(model_dir, tmp_path):
     try:
         services.wait_for(loading.exists, 60, "the worker starting to load the model")
         not_ready = [ping() for _ in range(3)]  # nginx answers 503 at once while the worker loads
-        assert 200 not in not_ready, not_ready
+        assert not_ready == [503] * 3, not_ready
         release.touch()
         services.wait_for(lambda: ping() == 200, 30, "/ping answering 200 once the model is loaded")
         assert server.ready_workers() == 1  # the worker had logged its model as loaded
