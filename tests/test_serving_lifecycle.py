@@ -323,6 +323,7 @@ def predict_fn(data, model):
         raise RuntimeError("secret internal detail")
     if marker in (-2, -3):
         Path(os.environ["TEST_STARTED_FILE"]).touch()
+        Path(os.environ["TEST_STARTED_FILE"] + "." + str(os.getpid())).touch()  # which worker
     if marker == -2:  # in flight until the test creates the release file (at most 30 s)
         release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 30
         while not release.exists() and time.monotonic() < deadline:
@@ -456,8 +457,9 @@ def test_ping_answers_while_every_worker_is_busy(model_dir, tmp_path):
         for thread in threads:
             thread.start()
         try:
-            services.wait_for(started.exists, 10, "requests reaching predict_fn")
-            time.sleep(0.5)  # time for the second request to reach the other worker's predict_fn
+            services.wait_for(
+                lambda: len(list(tmp_path.glob("started.*"))) == 2, 10, "both workers in predict_fn"
+            )
             for _ in range(5):
                 t0 = time.monotonic()
                 status, headers, body = request(server.port, "GET", C.ROUTE_PING, timeout=5)
