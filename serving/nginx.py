@@ -34,6 +34,7 @@ SHUTDOWN_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS - 5  # nginx drains first, then gu
 # connection gunicorn is closing (a POST is not retried: that would be a 502).
 UPSTREAM_IDLE_CONNECTIONS = 32
 UPSTREAM_IDLE_SECONDS = C.UPSTREAM_KEEPALIVE_SECONDS - 10
+FAIL_SECONDS = 1  # a worker nginx could not reach is skipped this long (render_config)
 
 CONFIG = """\
 # Written by `serve` (serving/nginx.py) at every start.
@@ -106,6 +107,9 @@ http {{
             proxy_next_upstream_timeout 1500ms;
             error_page 413 @too_large;
             error_page 502 503 504 =503 @unavailable;
+            # Pings come every few seconds while the workers load, and each would log a [crit]
+            # "connect() failed" per worker: the 503 says it already.
+            error_log stderr alert;
         }}
         location @too_large {{
             return 413 "body is over the {max_body} byte limit\\n";
@@ -133,10 +137,14 @@ def nginx_binary() -> str:
 
 
 def render_config(config: ServeConfig, run_dir: Path, sockets: WorkerSockets) -> str:
-    # max_fails=0: a worker that timed out or died is not taken out of the rotation (its
-    # replacement takes over its sockets); with every one out, nginx would answer 502 for 10 s.
+    # A worker's socket names are missing while it loads its model (serving/server.py): after
+    # one failed connect nginx leaves that worker alone for a second (one log line a second, not
+    # one per request) and retries it then. nginx's default, 10 s, would keep requests from a
+    # replacement that is ready; when every worker has failed, nginx tries them all again at once.
     def servers(paths: Sequence[str]) -> str:
-        return "\n".join(f"        server unix:{path} max_fails=0;" for path in paths)
+        return "\n".join(
+            f"        server unix:{path} max_fails=1 fail_timeout={FAIL_SECONDS}s;" for path in paths
+        )
 
     return CONFIG.format(
         run_dir=run_dir,

@@ -154,7 +154,7 @@ def test_nginx_config_follows_the_settings(tmp_path):
     text = render_config(config, tmp_path, WorkerSockets.in_folder(tmp_path, 2))
     assert "listen 9000 " in text and "least_conn;" in text  # a socket per worker, balanced
     for name in ("worker-0", "worker-1", "ping-0", "ping-1"):
-        assert f"server unix:{tmp_path}/{name}.sock max_fails=0;" in text
+        assert f"server unix:{tmp_path}/{name}.sock max_fails=1 fail_timeout=1s;" in text
     assert "location = /ping {" in text and "proxy_pass http://ping_server;" in text
     assert "client_max_body_size 20971520;" in text and "client_body_buffer_size 8388608;" in text
     assert "proxy_read_timeout 60s;" in text
@@ -578,6 +578,7 @@ def test_ping_is_not_200_while_the_model_loads(model_dir, tmp_path):
         services.wait_for(loading.exists, 60, "the worker starting to load the model")
         not_ready = [ping() for _ in range(3)]  # nginx answers 503 at once while the worker loads
         assert not_ready == [503] * 3, not_ready
+        assert "[crit]" not in server.log()  # no "connect() failed" line for each early ping
         release.touch()
         services.wait_for(lambda: ping() == 200, 30, "/ping answering 200 once the model is loaded")
         assert server.ready_workers() == 1  # the worker had logged its model as loaded
