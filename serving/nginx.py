@@ -3,8 +3,8 @@
 A sync worker reading a slow client's headers or body is a worker lost for as long as the client
 likes; two such clients on a 2-CPU host were enough to keep /ping unanswered for a minute.
 nginx reads every request completely (headers and up to the body limit, in memory) before it
-hands it to a gunicorn worker over that worker's unix socket, and buffers the answer, so gunicorn's workers only
-ever see whole requests at memory speed. Over-limit bodies are refused by nginx itself (413,
+hands it to a gunicorn worker over that worker's unix socket, and buffers the answer, so the
+workers only ever see whole requests at memory speed. Over-limit bodies are refused by nginx itself (413,
 in the same one-line text/plain form as our other refusals).
 """
 

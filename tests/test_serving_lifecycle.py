@@ -494,20 +494,25 @@ def test_ping_skips_a_worker_that_does_not_answer_within_2_s(model_dir, tmp_path
             os.kill(stuck, signal.SIGCONT)
 
 
-# The first worker to load proceeds; every later one loads until the test creates the release file.
-SECOND_WORKER_SLOW = """
+# Loads until the test creates the release file (at most 60 s). With TEST_FIRST_FILE set, the
+# first worker to load skips the wait (it creates that file); every later one waits.
+SLOW_MODEL = """
 import os, time
 from pathlib import Path
 from serving.handlers import model_fn as default_model_fn
 
 def model_fn(model_dir):
+    first = os.environ.get("TEST_FIRST_FILE")
     try:
-        os.close(os.open(os.environ["TEST_FIRST_FILE"], os.O_CREAT | os.O_EXCL))
+        if first:
+            os.close(os.open(first, os.O_CREAT | os.O_EXCL))
+            return default_model_fn(model_dir)
     except FileExistsError:
-        Path(os.environ["TEST_LOADING_FILE"]).touch()
-        release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 60
-        while not release.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        pass
+    Path(os.environ["TEST_LOADING_FILE"]).touch()
+    release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     return default_model_fn(model_dir)
 """
 
@@ -516,7 +521,7 @@ def model_fn(model_dir):
 def test_requests_go_only_to_workers_that_have_loaded_their_model(model_dir, tmp_path):
     """While one worker still loads (at start, or a replacement), nginx sends every request and
     ping to the loaded one: the loading worker's socket is not under nginx's name yet."""
-    add_code(model_dir, "inference.py", SECOND_WORKER_SLOW)
+    add_code(model_dir, "inference.py", SLOW_MODEL)
     loading, release = tmp_path / "loading", tmp_path / "release"
     env = {
         C.ENV_WORKERS: "2",
@@ -545,20 +550,6 @@ def test_requests_go_only_to_workers_that_have_loaded_their_model(model_dir, tmp
     finally:
         release.touch()
         assert server.stop() == 0
-
-
-SLOW_MODEL = """
-import os, time
-from pathlib import Path
-from serving.handlers import model_fn as default_model_fn
-
-def model_fn(model_dir):  # loads until the test creates the release file (at most 60 s)
-    Path(os.environ["TEST_LOADING_FILE"]).touch()
-    release, deadline = Path(os.environ["TEST_RELEASE_FILE"]), time.monotonic() + 60
-    while not release.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return default_model_fn(model_dir)
-"""
 
 
 @pytest.mark.process
