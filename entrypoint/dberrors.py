@@ -34,6 +34,11 @@ def _driver_error(err: BaseException) -> bool:
     return any(isinstance(err, error) for error, _, _ in _driver_errors())
 
 
+class StorageUnreachable(ConnectionError):
+    """The server of the study (another host's proxy: entrypoint/proxy.py) did not answer in
+    time: worth waiting for, like a database that is away."""
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -46,6 +51,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def is_transient(exc: BaseException) -> bool:
     """True for lost connections, restarts, deadlocks and lock wait timeouts."""
     for err in _chain(exc):
+        if isinstance(err, StorageUnreachable):
+            return True
         if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
             return True
         for error, operational, engine in _driver_errors():

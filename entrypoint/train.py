@@ -6,19 +6,22 @@ The image's ``train`` command (entrypoint/cli.py) imports this module and calls 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from sagemaker_training import environment
 
 from core.artifact import ModelSource
 from core.errors import UserError
-from entrypoint import data, failure, report, search, storage, usermodule
+from entrypoint import data, failure, hosts, optuna_private, proxy, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import (
@@ -26,9 +29,10 @@ from entrypoint.constants import (
     CHECKPOINT_DIR,
     ENV_TRAINING_JOB_NAME,
     LOCAL_JOB_NAME,
+    PROXY_PORT,
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
-from entrypoint.dberrors import Retrier, describe
+from entrypoint.dberrors import Retrier, StorageUnreachable, describe
 from entrypoint.job import JobContext
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
@@ -66,9 +70,20 @@ class JobPaths:
 FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker's 120 s
 
 
-def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None = None) -> optuna.Study:
-    """Join the study, run this job's trials, keep the best model, write the summary."""
+def run(
+    settings: Settings,
+    paths: JobPaths,
+    job_name: str,
+    guard: Guard | None = None,
+    cluster: hosts.Cluster | None = None,
+) -> optuna.Study:
+    """Join the study, run this job's trials, keep the best model, write the summary.
+
+    ``cluster``: the job's hosts when it has several (entrypoint/hosts.py), else None.
+    """
     guard = guard or Guard()
+    if cluster is not None:  # every host syncs its checkpoints to the job's one S3 prefix
+        paths = dataclasses.replace(paths, checkpoint_dir=hosts.host_folder(paths.checkpoints, cluster))
     failure.check_writable(paths.folders())  # before any trial: a read-only model_dir is found now
     if settings.install_requirements and paths.code_dir is not None:
         usermodule.install_requirements(paths.code_dir)
@@ -82,20 +97,92 @@ def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None 
         dataset.n_features,
         dataset.n_classes,
     )
+    job = JobContext(settings, job_name, guard, None if cluster is None else cluster.current)
+    if cluster is not None and not settings.uses_shared_storage:
+        return _run_served(job, cluster, paths, dataset, spec)
     # With checkpointing on, an embedded study lives in the checkpoint folder so that a
     # restarted spot job finds it; it is copied to the output data folder at the end.
     db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
     with redacting(db.password):
-        return _run_on(JobContext(settings, job_name, guard), db, paths, dataset, spec)
+        return _run_on(job, db, paths, dataset, spec, cluster)
 
 
 def _run_on(
-    job: JobContext, db: storage.Database, paths: JobPaths, dataset: data.Dataset, spec: usermodule.ModelSpec
+    job: JobContext,
+    db: storage.Database,
+    paths: JobPaths,
+    dataset: data.Dataset,
+    spec: usermodule.ModelSpec,
+    cluster: hosts.Cluster | None = None,
 ) -> optuna.Study:
-    settings, job_name = job.settings, job.name
+    settings = job.settings
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
     baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
     study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
+    if cluster is not None and cluster.is_leader:  # hosts on a database: one study, one model
+        hosts.reset(
+            optuna_private.storage_of(study), optuna_private.study_id(study), job.name, cluster, job.db
+        )
+    return _run_study(
+        job, study, rdb, db.shown, paths, dataset, spec, cluster, lambda: _wrap_up(study, db, paths, job.db)
+    )
+
+
+def _run_served(
+    job: JobContext,
+    cluster: hosts.Cluster,
+    paths: JobPaths,
+    dataset: data.Dataset,
+    spec: usermodule.ModelSpec,
+) -> optuna.Study:
+    """A job of several hosts with an embedded study: the leader keeps it and serves it with
+    Optuna's gRPC proxy (entrypoint/proxy.py); every host runs its trials through the proxy."""
+    settings = job.settings
+    sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
+    with contextlib.ExitStack() as stack:
+        wrap_up: Callable[[], None] = lambda: None  # noqa: E731
+        if cluster.is_leader:
+            db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
+            baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
+            served, _ = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
+            hosts.reset(
+                optuna_private.storage_of(served), optuna_private.study_id(served), job.name, cluster, job.db
+            )
+            address = hosts.bind_address(cluster)
+            server = stack.enter_context(
+                proxy.ProxyServer(served, address, PROXY_PORT, settings.heartbeat_interval)
+            )
+
+            def wrap_up() -> None:
+                with server.lock:
+                    _wrap_up(served, db, paths, job.db)
+
+        client = proxy.ProxyClient(cluster.leader, PROXY_PORT, proxy.call_timeout(settings.db_retry_timeout))
+        stack.callback(client.close)
+        try:
+            study = job.db(
+                lambda: optuna.load_study(
+                    study_name=settings.study_name, storage=client, sampler=sampler, pruner=pruner
+                ),
+                "opening the study",
+            )
+        except StorageUnreachable as exc:
+            raise UserError(f"Cannot open the study: {exc}") from None
+        return _run_study(job, study, client, client.shown, paths, dataset, spec, cluster, wrap_up)
+
+
+def _run_study(
+    job: JobContext,
+    study: optuna.Study,
+    rdb: Any,
+    shown: str,
+    paths: JobPaths,
+    dataset: data.Dataset,
+    spec: usermodule.ModelSpec,
+    cluster: hosts.Cluster | None,
+    wrap_up: Callable[[], None],
+) -> optuna.Study:
+    settings, job_name = job.settings, job.name
     progress = Progress(paths.checkpoints, study.study_name, job_name)
     progress.restore_model(paths.model_dir)
     objective = Objective(job, dataset, spec)
@@ -118,18 +205,56 @@ def _run_on(
         mirror_dir=progress.model_dir,
     )
     logger.info(
-        "Job %s joins study '%s' on %s: %d of %d trials to run",
+        "Job %s%s joins study '%s' on %s: %d of %d trials to run",
         job_name,
+        "" if cluster is None else f" (host {cluster.current} of {len(cluster.hosts)})",
         study.study_name,
-        db.shown,
+        shown,
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
     runner = TrialRunner(job, study, rdb, objective, progress, [keeper])
-    try:
-        runner.run()
-    finally:
-        _wrap_up(study, db, paths, keeper, job.db)
+    if cluster is None:
+        try:
+            runner.run()
+        finally:
+            wrap_up()
+            _closing_lines(keeper)
+        _check_outcome(runner, keeper, job.guard)
+        return study
+    roster = hosts.Roster(
+        cluster,
+        job_name,
+        optuna_private.storage_of(study),
+        optuna_private.study_id(study),
+        settings.heartbeat_interval,
+        settings.heartbeat_grace_period,
+        job.db,
+        job.guard,
+    )
+    with roster:
+        try:
+            runner.run()
+        except BaseException:
+            roster.failed()
+            raise
+        try:
+            decision = roster.finish(keeper.record, settings.direction)
+        except StorageUnreachable as exc:
+            raise UserError(
+                f"The study's leader host stopped answering before the hosts agreed which one keeps "
+                f"the model (db-retry-timeout {settings.db_retry_timeout:g} s): {exc}"
+            ) from None
+    if not decision.keeps_model(cluster.current):
+        hosts.clear_model(paths.model_dir)
+    if cluster.is_leader:
+        wrap_up()  # the study-wide report, once
+    hosts.write_summary(paths.output_data_dir, cluster, decision, keeper.record, runner.states)
+    if decision.keeps_model(cluster.current):
+        _closing_lines(keeper)
+    else:
+        logger.info("Host %s keeps the job's model; this host's model_dir is left empty", decision.model_host)
+        gc.freeze()
     _check_outcome(runner, keeper, job.guard)
     return study
 
@@ -153,9 +278,7 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
     )
 
 
-def _wrap_up(
-    study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper, retry: Retrier
-) -> None:
+def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, retry: Retrier) -> None:
     """Summary files and closing lines; runs after success, failure and SIGTERM alike.
 
     No plots here: drawing them takes seconds that a stopped job does not have. The study's
@@ -177,6 +300,9 @@ def _wrap_up(
         storage.copy_embedded(db, paths.output_data_dir)
     if best is not None:
         print(f"best_trial={best.number} best_value={best.value:.6g} params={best.params}")
+
+
+def _closing_lines(keeper: BestModelKeeper) -> None:
     if keeper.record is not None:
         print(f"model_trial={keeper.record.trial_number} model_value={keeper.record.value:.6g}")
     else:
@@ -195,23 +321,6 @@ def _submit_directory() -> str | None:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw
-
-
-def _refuse_several_hosts() -> None:
-    """One instance per job: with instance_count > 1 SageMaker packs every host's model_dir and
-    output data into one model.tar.gz and one output.tar.gz, where same-named files clash."""
-    try:
-        resources = environment.read_resource_config()
-    except FileNotFoundError:
-        return
-    hosts = resources.get("hosts") or []
-    if len(hosts) > 1:
-        raise UserError(
-            f"This image trains on one instance per job, and this job has {len(hosts)} (instance_count="
-            f"{len(hosts)}): each would write its own model and report into the job's one model.tar.gz "
-            "and output.tar.gz. Run several one-instance jobs on one study instead (the same study-name "
-            "and db-secret; `sagemaker-optuna launch --jobs N`)"
-        )
 
 
 def _channel_names() -> list[str]:
@@ -255,7 +364,7 @@ def _main(guard: Guard, paths: JobPaths, output_dir: Path) -> None:
     # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
     # it logs every hyperparameter value that is not JSON.
     settings = settings_mod.load(environment.hyperparameters_file_dir)
-    _refuse_several_hosts()
+    cluster = hosts.read(_resource_config())
     if settings.model_module:
         usermodule.fetch_source(_submit_directory(), environment.code_dir)
     # After the fetch: SDK v3's code channel is the source folder only when /opt/ml/code is empty.
@@ -266,4 +375,11 @@ def _main(guard: Guard, paths: JobPaths, output_dir: Path) -> None:
     # seed derives from it); give each of several local jobs on one study its own name.
     job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or LOCAL_JOB_NAME
     failure.check_writable({"output folder": output_dir})  # where the failure file goes
-    run(settings, paths, job_name, guard)
+    run(settings, paths, job_name, guard, cluster)
+
+
+def _resource_config() -> dict | None:
+    try:
+        return environment.read_resource_config()
+    except FileNotFoundError:  # a hand-made local folder: one host
+        return None
