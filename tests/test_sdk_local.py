@@ -523,9 +523,7 @@ def assert_one_study_one_model(model_tar: Path, output_tar: Path, hosts: int) ->
     with tarfile.open(output_tar) as tar:
         output_names = tar.getnames()
         best = json.loads(tar.extractfile("data/best_trial.json").read())
-        summaries = [
-            json.loads(tar.extractfile(n).read()) for n in output_names if n.endswith("/host.json")
-        ]
+        summaries = [json.loads(tar.extractfile(n).read()) for n in output_names if n.endswith("/host.json")]
     assert "failure" not in output_names, output_names
     assert model_names.count("model.json") == 1, model_names
     assert meta["trial_number"] == best["number"] and meta["value"] == best["value"]
