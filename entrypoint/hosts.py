@@ -39,7 +39,7 @@ from typing import Any
 import optuna
 
 from core import ranking
-from core.artifact import ModelRecord
+from core.artifact import META_FILE, ModelRecord
 from core.errors import UserError
 from entrypoint.constants import HOST_SUMMARY_FILE
 from entrypoint.dberrors import Retrier, describe
@@ -126,13 +126,14 @@ def host_folder(folder: Path | None, cluster: Cluster) -> Path | None:
     return own
 
 
-def clear_model(model_dir: Path) -> None:
-    """Empty model_dir: another host keeps the job's model."""
-    for path in model_dir.iterdir():
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+def publish_model(kept: Path, model_dir: Path) -> None:
+    """Copy this host's kept model into model_dir, model.json last (the commit point: serving
+    and the keeper read a model only through it)."""
+    files = sorted(p for p in kept.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: p.name == META_FILE):
+        target = model_dir / path.relative_to(kept)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
 
 
 @dataclasses.dataclass(frozen=True)

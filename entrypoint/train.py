@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -183,14 +184,20 @@ def _run_study(
     wrap_up: Callable[[], None],
 ) -> optuna.Study:
     settings, job_name = job.settings, job.name
+    model_dir = paths.model_dir
+    if cluster is not None:
+        # A host keeps its best model aside, and only the host chosen at the end puts it in
+        # model_dir: a host that dies leaves nothing there, and SDK local mode, which gives all
+        # hosts one model folder, sees no clash.
+        model_dir = Path(tempfile.mkdtemp(prefix="host-model-"))
     progress = Progress(paths.checkpoints, study.study_name, job_name)
-    progress.restore_model(paths.model_dir)
+    progress.restore_model(model_dir)
     objective = Objective(job, dataset, spec)
-    for folder in (paths.model_dir, progress.model_dir):  # serving rebuilds the network from it
+    for folder in (model_dir, progress.model_dir):  # serving rebuilds the network from it
         if folder is not None:
             usermodule.pack(spec, folder)
     keeper = BestModelKeeper(
-        paths.model_dir,
+        model_dir,
         study.direction,
         objective.trained,
         source=ModelSource(
@@ -245,8 +252,8 @@ def _run_study(
                 f"The study's leader host stopped answering before the hosts agreed which one keeps "
                 f"the model (db-retry-timeout {settings.db_retry_timeout:g} s): {exc}"
             ) from None
-    if not decision.keeps_model(cluster.current):
-        hosts.clear_model(paths.model_dir)
+    if decision.keeps_model(cluster.current):
+        hosts.publish_model(model_dir, paths.model_dir)
     if cluster.is_leader:
         wrap_up()  # the study-wide report, once
     hosts.write_summary(paths.output_data_dir, cluster, decision, keeper.record, runner.states)
