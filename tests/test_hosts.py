@@ -7,7 +7,9 @@ import json
 import signal
 import time
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from entrypoint import hosts as hosts_mod
 from entrypoint import proxy
@@ -83,6 +85,40 @@ def test_three_hosts_share_one_study_and_leave_one_model(tmp_path, host_jobs):
     ):
         first.setdefault(json.loads(row[1]), []).append(row[2])
     assert len({tuple(v) for v in first.values()}) == len(first)
+
+
+@pytest.mark.process
+def test_hosts_on_a_database_each_join_the_study_and_leave_one_model(
+    tmp_path, host_jobs, aws, mysql_db, moto_endpoint
+):
+    """With db-secret every host joins the database's study as separate jobs do (no proxy)."""
+    hps = {
+        **FAST,
+        "n-trials": "3",
+        "host": "127.0.0.1",
+        "db-port": str(mysql_db.port),
+        "db-name": mysql_db.name,
+        "db-secret": aws(mysql_db.credentials(engine="mysql")),
+        "region-name": services.REGION,
+        "study-name": "hosts-db",
+    }
+    job = new_job(host_jobs, tmp_path, 3, hps)
+    job.start_all(**services.aws_env(moto_endpoint))
+    codes = job.finish_all()
+    assert codes == {h: 0 for h in job.hosts}, {h: p.stderr()[-2000:] for h, p in job.procs.items()}
+    study = optuna.load_study(study_name="hosts-db", storage=mysql_db.optuna_storage())
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(study.trials) == len(finished) == 9
+    assert sorted(t.user_attrs["host"] for t in finished) == sorted(job.hosts * 3)
+    assert not any("Serving study" in p.stderr() for p in job.procs.values())
+    best = json.loads((job.bases[job.leader] / "output/data/best_trial.json").read_text())
+    best_host = study.trials[best["number"]].user_attrs["host"]
+    assert list(model_hosts(job)) == [best_host]
+    assert (
+        json.loads((job.bases[best_host] / "model/model.json").read_text())["trial_number"] == best["number"]
+    )
+    outputs = [f for h in job.hosts for f in job.files(h, "output/data")]
+    assert len(outputs) == len(set(outputs)) and "optuna-study.db" not in outputs
 
 
 @pytest.mark.process
