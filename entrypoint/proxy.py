@@ -32,6 +32,7 @@ from typing import Any
 
 import grpc
 import optuna
+import sqlalchemy
 
 from entrypoint import optuna_private
 from entrypoint.dberrors import StorageUnreachable, describe
@@ -78,6 +79,27 @@ class _Served:
                 self._backend.set_trial_system_attr(trial_id, key, value)
 
 
+def _no_fsync(study: optuna.Study) -> None:
+    """The served SQLite study commits without fsync (``PRAGMA synchronous=OFF``).
+
+    Every host's writes go through this one file: with an fsync per commit (SQLite's default)
+    they queued on the disk, 220 ms per trial against 43 ms without, measured on this project's
+    development VM. A commit still reaches the operating system before the call returns, so the
+    study survives the process being killed; only the machine itself crashing could lose or
+    damage the last commits, and then the job is lost anyway.
+    """
+    rdb = optuna_private.rdb_of(study)
+    if rdb is None or optuna_private.engine(rdb).dialect.name != "sqlite":
+        return
+    engine = optuna_private.engine(rdb)
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _on_connect(conn: Any, record: Any) -> None:
+        conn.execute("PRAGMA synchronous=OFF")
+
+    engine.dispose()  # connections opened before the listener: closed, the next ones get it
+
+
 class ProxyServer:
     """The leader's study, served to the job's hosts on ``address:port`` while the job runs."""
 
@@ -90,6 +112,7 @@ class ProxyServer:
         self._sweeper = threading.Thread(target=self._sweep, name="proxy-stale-sweep", daemon=True)
 
     def __enter__(self) -> ProxyServer:
+        _no_fsync(self.study)
         served = _Served(optuna_private.storage_of(self.study), self.lock)
         self._server = optuna_private.grpc_server(
             served, self.address, self.port, ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="proxy")

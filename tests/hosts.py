@@ -55,11 +55,12 @@ class HostJob:
         checkpoints: bool = False,
         waiting_model: bool = False,
         name: str = "hosts-job",
+        channels: dict | None = None,
     ) -> None:
         self.root, self.name = root, name
         self.hosts = loopback_hosts(n)
         self.bases: dict[str, Path] = {}
-        channels = digits_channels()
+        channels = channels or digits_channels()
         hps = dict(hyperparameters)
         if waiting_model:
             hps["model-module"] = "waiting_model"
