@@ -268,3 +268,29 @@ def test_a_proxy_that_does_not_answer_is_a_transient_error_naming_the_leader():
         "StorageUnreachable: the study's leader host algo-1 (port 13000)"
     )
     assert proxy.call_timeout(6) == 2.0 and proxy.call_timeout(300) == proxy.MAX_CALL_TIMEOUT_S
+
+
+@pytest.mark.unit
+def test_the_proxy_binds_the_job_interface_address_never_every_interface(monkeypatch):
+    import socket
+    from types import SimpleNamespace
+
+    import psutil
+
+    eth0 = [SimpleNamespace(family=socket.AF_INET, address="10.0.1.5", netmask="255.255.255.0")]
+    monkeypatch.setattr(psutil, "net_if_addrs", lambda: {"eth0": eth0, "lo": []})
+    names = {"algo-1": "10.0.1.5", "elsewhere": "192.168.9.9"}
+
+    def resolve(name):
+        if name not in names:
+            raise socket.gaierror("unknown")
+        return names[name]
+
+    monkeypatch.setattr(socket, "gethostbyname", resolve)
+    cluster = hosts_mod.Cluster("algo-1", ("algo-1", "algo-2"), "eth0")
+    assert hosts_mod.bind_address(cluster) == "10.0.1.5"
+    # A name resolving off the interface (or not at all): the interface's own address.
+    for current in ("elsewhere", "unknown"):
+        assert hosts_mod.bind_address(hosts_mod.Cluster(current, (current, "z"), "eth0")) == "10.0.1.5"
+    with pytest.raises(Exception, match="network interface 'eth9' has no IPv4 address"):
+        hosts_mod.bind_address(hosts_mod.Cluster("unknown", ("unknown", "z"), "eth9"))
