@@ -165,7 +165,8 @@ def test_a_killed_worker_s_trial_is_failed_and_run_again(tmp_path, host_jobs):
 
 
 @pytest.mark.process
-def test_a_stopped_leader_fails_the_workers_naming_it(tmp_path, host_jobs):
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["stopped", "killed"])
+def test_a_stopped_or_dead_leader_fails_the_workers_naming_it(tmp_path, host_jobs, sig):
     job = new_job(
         host_jobs,
         tmp_path,
@@ -176,7 +177,7 @@ def test_a_stopped_leader_fails_the_workers_naming_it(tmp_path, host_jobs):
     leader, worker = job.hosts
     job.start_all(WAIT_S="0.2")
     job.procs[worker].wait_for_stderr("finished with value", 120)
-    job.signal(leader, signal.SIGSTOP)
+    job.signal(leader, sig)
     stopped = time.monotonic()
     code, _, err = job.procs[worker].finish(120)
     took = time.monotonic() - stopped
@@ -215,7 +216,7 @@ def test_sigterm_on_every_host_exits_0_and_a_restarted_job_resumes_the_study(tmp
         for sub in ("model", "output"):
             for path in sorted((base / sub).rglob("*"), reverse=True):
                 path.unlink() if path.is_file() else path.rmdir()
-        (base / "input/config/hyperparameters.json").write_text(json.dumps({**hps, "n-trials": "2"}))
+        (base / "input/config/hyperparameters.json").write_text(json.dumps({**hps, "n-trials": "6"}))
     job.procs.clear()
     job.start_all(WAIT_S="0")
     codes = job.finish_all(300)
