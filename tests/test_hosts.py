@@ -127,7 +127,7 @@ def test_a_killed_worker_s_trial_is_failed_and_run_again(tmp_path, host_jobs):
         host_jobs,
         tmp_path,
         2,
-        {**FAST, "n-trials": "12", "epochs": "1", "db-retry-timeout": "60", "baseline-trial": "false"},
+        {**FAST, "n-trials": "20", "epochs": "1", "db-retry-timeout": "60", "pruner": "none"},
         waiting_model=True,
     )
     leader, worker = job.hosts
