@@ -50,7 +50,7 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
     """Validate a secret's JSON; errors name the secret and the problem, never the content."""
     try:
         doc = json.loads(secret_string or "")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UserError(
             f"Secret '{secret_id}' is not JSON: store it as "
             '{"username": ..., "password": ...} (the format RDS creates)'

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
+from core.memory import memory_budget
+from core.npyfile import read_npy_header
 from entrypoint.constants import CHANNEL_TEST, CHANNEL_TRAIN, FEATURE_ARRAY_NAMES, LABEL_ARRAY_NAMES
 
 MAX_CLASSES = 100_000  # the output layer has one unit per class up to the largest label
 MIB = 2**20
 NPY_MAGIC = b"\x93NUMPY"
-HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,20 +37,6 @@ class Dataset:
     test: Split
     n_features: int
     n_classes: int
-
-
-def memory_budget() -> int:
-    """Bytes the channels may take in memory: half of what this container may use (its cgroup
-    limit, else the machine's memory). Hand-written: no library in the image reads cgroups."""
-    limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    for path in CGROUP_MEMORY_LIMITS:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if value.isdigit():
-            limit = min(limit, int(value))
-    return limit // 2
 
 
 class _Budget:
@@ -84,10 +70,10 @@ def _read_member(archive: zipfile.ZipFile, member: str, path: Path, budget: _Bud
     name = member.removesuffix(".npy")
     budget.take(info.file_size, path, f"array '{name}' ({info.file_size} bytes uncompressed)")
     with archive.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version not in HEADER_READERS:
-            raise UserError(f"{path}: array '{name}' has .npy format version {version}, not 1.0 or 2.0")
-        shape, _, dtype = HEADER_READERS[version](f)
+        try:
+            shape, dtype = read_npy_header(f)
+        except ValueError as exc:
+            raise UserError(f"{path}: array '{name}' has {exc}") from None
         if dtype.hasobject:
             raise UserError(
                 f"{path}: not a readable .npz file (array '{name}' holds Python objects; "

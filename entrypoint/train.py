@@ -97,6 +97,7 @@ def _run_on(
     baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
     study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
+    progress.set_aside_bad_model()
     progress.restore_model(paths.model_dir)
     objective = Objective(job, dataset, spec)
     for folder in (paths.model_dir, progress.model_dir):  # serving rebuilds the network from it
