@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import io
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,8 +79,17 @@ def build_network(params: Mapping[str, Any], n_features: int, n_classes: int) ->
 
 
 def save_weights(file: IO[bytes] | str | Path, network: chainer.Link) -> None:
-    """Write the network's arrays in Chainer's npz layout (``trial-<n>.npz``)."""
-    chainer.serializers.save_npz(file, network)
+    """Write the network's arrays in Chainer's npz layout (``trial-<n>.npz``).
+
+    Built in memory, then written in one call: numpy's savez leaves its ZipFile open when a
+    write fails (a full disk), and its ``__del__`` then logs a second traceback.
+    """
+    buffer = io.BytesIO()
+    chainer.serializers.save_npz(buffer, network)
+    if isinstance(file, (str, Path)):
+        Path(file).write_bytes(buffer.getbuffer())
+    else:
+        file.write(buffer.getbuffer())
 
 
 def load_weights(path: str | Path, network: chainer.Link) -> None:

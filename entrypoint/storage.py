@@ -121,8 +121,7 @@ def bind(engine: sqlalchemy.Engine, db: Database) -> sqlalchemy.Engine:
     that change). Returns ``engine``.
     """
     sqlalchemy.event.listen(engine, "handle_error", _stall_is_a_disconnect)
-    if db.secret is not None:
-        sqlalchemy.event.listen(engine, "do_connect", functools.partial(_connect_with_secret, db.secret))
+    sqlalchemy.event.listen(engine, "do_connect", functools.partial(_connect, db.secret))
     return engine
 
 
@@ -131,13 +130,34 @@ def _stall_is_a_disconnect(context: sqlalchemy.engine.ExceptionContext) -> None:
         context.is_disconnect = True
 
 
+def _connect(
+    secret: credentials.LivePassword | None, dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]
+) -> Any:
+    """SQLAlchemy's do_connect hook: the driver's connect, with the secret's password if any."""
+    if secret is None:
+        return _driver_connect(dialect, cargs, cparams)
+    return _connect_with_secret(secret, dialect, cargs, cparams)
+
+
+def _driver_connect(dialect: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+    """The driver's connect; a connect option it refuses before connecting (from the storage
+    URL's query: ``?ssl_key=`` without ``ssl_cert``) is a UserError, not a traceback."""
+    try:
+        return dialect.loaded_dbapi.connect(*cargs, **cparams)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:  # the driver's option checks
+        raise UserError(
+            f"The database driver refused the connect options ({type(exc).__name__}: {str(exc)[:200]}): "
+            "check the query options of 'storage'"
+        ) from None
+
+
 def _connect_with_secret(
-    secret: credentials.LivePassword, dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]
+    secret: credentials.LivePassword, dialect: Any, cargs: Any, cparams: dict[str, Any]
 ) -> Any:
     """Connect with the secret's password; after a refusal, once with each newer one it has."""
     refused = cparams["password"] = secret.value
     try:
-        return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        return _driver_connect(dialect, cargs, cparams)
     except dialect.loaded_dbapi.Error as exc:
         if not is_auth_failure(exc):
             raise
@@ -145,7 +165,7 @@ def _connect_with_secret(
     for password in secret.candidates(refused):
         cparams["password"] = password
         try:
-            connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+            connection = _driver_connect(dialect, cargs, cparams)
         except dialect.loaded_dbapi.Error as exc:
             if not is_auth_failure(exc):
                 raise
@@ -202,9 +222,10 @@ def _from_storage_url(
 ) -> Database:
     try:
         url = make_url(settings.storage)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
+        problem = " (its port is not a number)" if isinstance(exc, ValueError) else ""
         raise UserError(
-            "Hyperparameter 'storage' is not a database URL (dialect+driver://user@host/db)"
+            f"Hyperparameter 'storage' is not a database URL (dialect+driver://user@host:port/db){problem}"
         ) from None
     if url.password is not None or any(_names_a_password(key) for key in url.query):
         raise UserError(

@@ -232,3 +232,45 @@ def test_a_spot_job_whose_checkpoint_is_poisoned_runs(job_dir, moto_endpoint):
     assert (base / "model" / meta["weights_file"]).is_file()
     assert artifact.read(model_dir).weights_file == meta["weights_file"]  # a new checkpoint copy
     assert (base / "outside.npz").read_bytes() == b"not weights"
+
+
+# --- smaller: bad storage URLs, a full model or output folder ------------------------------------
+
+
+@pytest.mark.unit
+def test_a_storage_url_with_a_port_that_is_not_a_number_is_one_line():
+    from entrypoint import storage
+    from tests.cli import run_cli
+
+    s = settings_mod.parse({"storage": "mysql://root@127.0.0.1:notaport/x"})
+    with pytest.raises(UserError, match=r"is not a database URL .*\(its port is not a number\)"):
+        storage.resolve(s, "/nonexistent")
+    result = run_cli("status", "--study", "s", "--storage", "mysql://root@127.0.0.1:notaport/x")
+    assert result.code == 1 and "its port is not a number" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.services
+def test_driver_options_the_driver_refuses_are_one_line(mysql_db):
+    from entrypoint import search, storage
+
+    s = settings_mod.parse({"storage": f"{mysql_db.url}?ssl_key=/nonexistent", "db-retry-timeout": "2"})
+    db = storage.resolve(s, "/nonexistent")
+    with pytest.raises(UserError, match="The database driver refused the connect options .*ssl_key"):
+        storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+
+
+@pytest.mark.process
+def test_a_full_model_folder_logs_no_stray_traceback_and_a_full_output_folder_no_empty_failure(job_dir):
+    from tests.test_hardening import run_train, tmpfs
+
+    base = job_dir({"n-trials": "2", "epochs": "1", "seed": "1"})
+    with tmpfs(base / "model", "64k", fill_to_kb=56):
+        result = run_train(base)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "No space left on device" in (base / "output" / "failure").read_text()
+    assert "Exception ignored" not in result.stderr and "ZipFile.__del__" not in result.stderr
+    base = job_dir({"n-trials": "many"})
+    with tmpfs(base / "output", "1m", fill_to_kb=1024):
+        result = run_train(base)
+        assert not (base / "output" / "failure").exists()  # not an empty FailureReason
+    assert result.returncode == 1 and "'n-trials' must be an integer" in result.stderr
