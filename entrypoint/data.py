@@ -112,7 +112,7 @@ def _read_file(path: Path, budget: _Budget) -> Split:
         raise UserError(f"{path}: the feature array of shape {x.shape} has no feature columns")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise UserError(f"{path}: features must be numeric, not {x.dtype}")
-    x = x.reshape(len(x), -1).astype(np.float32)
+    x = x.reshape(len(x), -1).astype(np.float32, copy=False)  # float32 already: no second copy
     if not np.isfinite(x).all():
         raise UserError(f"{path}: features contain NaN or infinite values")
     if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
@@ -138,6 +138,8 @@ def load_channel(name: str, folder: str | Path | None, budget: _Budget | None = 
     widths = {p.x.shape[1] for p in parts}
     if len(widths) != 1:
         raise UserError(f"Channel '{name}': files have different feature widths {sorted(widths)}")
+    if len(parts) == 1:  # the common case: no copy of the whole channel
+        return parts[0]
     return Split(x=np.concatenate([p.x for p in parts]), y=np.concatenate([p.y for p in parts]))
 
 
