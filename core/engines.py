@@ -113,11 +113,15 @@ MYSQL = Engine(
     # socket path; 1290 and 1836: a server in read-only mode, the writer of an Aurora cluster
     # during a failover.
     transient_codes=frozenset(
-        {2002, 2003, 2005, 2006, 2013, 2055, 1040, 1053, 1205, 1213, 1290, 1836, 1927, 3024, 4031}
+        {-1, 2002, 2003, 2005, 2006, 2013, 2055, 1040, 1053, 1205, 1213, 1290, 1836, 1927, 3024, 4031}
     ),
     codeless_operational_is_transient=False,
     auth_codes=frozenset({1045}),  # Access denied for user (a wrong or rotated password)
-    stall_codes=frozenset({3024}),
+    # -1: the driver's "MySQL Connection not available": it pings before every cursor, and when
+    # the ping times out it closes the connection and raises this, code -1 (its other use of -1,
+    # refusing a LOCAL INFILE link, never happens here). Both mean the connection is gone: the
+    # pool must not roll it back.
+    stall_codes=frozenset({3024, -1}),
 )
 
 POSTGRESQL = Engine(

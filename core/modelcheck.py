@@ -30,7 +30,9 @@ def check(model_dir: str | Path, max_bytes: int | None = None) -> ModelRecord:
         try:
             expected = network.expected_shapes(record.params, record.n_features, record.n_classes)
         except ValueError as exc:
-            raise ArtifactError(model_dir / artifact.META_FILE, f"params do not describe a network ({exc})") from None
+            raise ArtifactError(
+                model_dir / artifact.META_FILE, f"params do not describe a network ({exc})"
+            ) from None
     try:
         found = npyfile.weight_shapes(weights, memory_budget() if max_bytes is None else max_bytes)
     except FileNotFoundError:

@@ -18,6 +18,8 @@ from core.npyfile import MAX_WEIGHT_ARRAYS
 
 # What a weights file that is not what model.json says can raise while it is read.
 WEIGHTS_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+
+
 def _positive_int(params: Mapping[str, Any], key: str) -> int:
     value = params.get(key)
     if type(value) is not int or value < 1:

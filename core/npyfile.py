@@ -15,7 +15,10 @@ from typing import IO
 import numpy as np
 
 MAX_WEIGHT_ARRAYS = 1_000  # 500 layers: far past any network this image trains or serves
-NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 NPY_MAX_HEADER_BYTES = 4_096  # numpy writes ~128; its own limit is 10,000
 
 
@@ -61,5 +64,3 @@ def weight_shapes(path: str | Path, max_bytes: int) -> dict[str, tuple[tuple[int
                 raise ValueError(f"arrays of over {total} bytes, more than the {max_bytes} allowed in memory")
             shapes[name] = (shape, dtype)
     return shapes
-
-

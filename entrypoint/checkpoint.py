@@ -79,7 +79,11 @@ class Progress:
         is copied into model_dir, and nothing outside the checkpoint folder may travel with it.
         Returns where it went, or None."""
         source = self.model_dir
-        if source is None or not (source / artifact.META_FILE).exists() and not (source / artifact.META_FILE).is_symlink():
+        if (
+            source is None
+            or not (source / artifact.META_FILE).exists()
+            and not (source / artifact.META_FILE).is_symlink()
+        ):
             return None
         try:
             links = [p.name for p in source.iterdir() if p.is_symlink()]

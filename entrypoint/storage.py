@@ -496,7 +496,9 @@ def join_study(
 def _gave_up(exc: BaseException, settings: Settings) -> str:
     """Why a call failed, saying when it was retried for db-retry-timeout first."""
     if is_transient(exc):
-        return f"unreachable for longer than db-retry-timeout ({settings.db_retry_timeout:g} s): {describe(exc)}"
+        return (
+            f"unreachable for longer than db-retry-timeout ({settings.db_retry_timeout:g} s): {describe(exc)}"
+        )
     return describe(exc)
 
 

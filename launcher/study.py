@@ -52,10 +52,11 @@ def read_secret(
 
     entrypoint.credentials blames "the training role" for a denial; here it is the caller.
     """
+    missing = f"has no version {stage}" if stage else "does not exist"
     answer = aws.call(
         aws.client(session, "secretsmanager"),
         "get_secret_value",
-        errors={"ResourceNotFoundException": f"Secret '{secret_id}' has no version {stage or 'AWSCURRENT'} in this region"},
+        errors={"ResourceNotFoundException": f"Secret '{secret_id}' {missing} in this region"},
         SecretId=secret_id,
         **({"VersionStage": stage} if stage else {}),
     )

@@ -39,7 +39,9 @@ FAIL_SECONDS = 1  # a worker nginx could not reach is skipped this long (render_
 # connections that send nothing) must not take /ping down: nginx's default 1,024 connections
 # were used up by 1,100 idle ones. Each client may hold a connection to a worker as well.
 WORKER_CONNECTIONS = 16_384
-OPEN_FILES = 2 * WORKER_CONNECTIONS + 64  # nginx raises its own limit to this (as root, or up to the hard limit)
+OPEN_FILES = (
+    2 * WORKER_CONNECTIONS + 64
+)  # nginx raises its own limit to this (as root, or up to the hard limit)
 LISTEN_BACKLOG = 4_096  # the kernel caps it at net.core.somaxconn (4096 by default on Linux 5.4+)
 HEADER_SECONDS = 20  # a connection that sends no complete request headers in this time is closed
 # An idle keep-alive connection is closed after this; SageMaker's front end reuses its

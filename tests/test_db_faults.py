@@ -15,7 +15,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from core.errors import UserError
-from entrypoint import dberrors, settings, storage
+from entrypoint import dberrors, search, settings, storage
 from tests import services
 from tests.cli import run_cli
 from tests.jobs import FINISHED, Followed, job_on_private_db, start_job, study_of, wait_for_training
@@ -73,7 +73,9 @@ def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error
 
 
 @pytest.mark.process
-def test_a_stall_is_logged_while_it_lasts_and_waited_out(private_mariadb, private_db, moto_endpoint, aws, job_dir):
+def test_a_stall_is_logged_while_it_lasts_and_waited_out(
+    private_mariadb, private_db, moto_endpoint, aws, job_dir
+):
     base, proc = job_on_private_db(private_db, aws, job_dir, moto_endpoint, "stall", n_trials=3, retry_s=300)
     job = Followed(proc)
     with private_mariadb.stalled():
@@ -154,7 +156,9 @@ def _rotate(db: services.MySqlDatabase, new_password: str) -> None:
 def _put_password(secret: str, db: services.MySqlDatabase, password: str, stage: str | None = None) -> None:
     client = boto3.client("secretsmanager", region_name=services.REGION)
     body = json.dumps({**db.credentials(), "password": password})
-    client.put_secret_value(SecretId=secret, SecretString=body, **({"VersionStages": [stage]} if stage else {}))
+    client.put_secret_value(
+        SecretId=secret, SecretString=body, **({"VersionStages": [stage]} if stage else {})
+    )
 
 
 @pytest.mark.process
@@ -205,13 +209,12 @@ def test_a_password_being_rotated_is_found_in_the_pending_version(aws, mysql_db)
 
 @pytest.mark.services
 def test_a_password_refused_also_after_reading_the_secret_again_is_one_clear_line(aws, mysql_db):
-    from tests.test_storage import open_study
-
     secret = aws({**mysql_db.credentials(), "password": "wrong"})
     s = stall_settings(mysql_db, secret, 300)
     t0 = time.monotonic()
     with pytest.raises(UserError) as info:
-        open_study(s)
+        db = storage.resolve(s, "/nonexistent")
+        storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
     assert time.monotonic() - t0 < 30  # no wait for db-retry-timeout: the secret was read again
     message = str(info.value)
     assert message.startswith(f"The database at mysql+mysqlconnector://{mysql_db.user}@")
@@ -226,7 +229,9 @@ def test_the_launcher_reads_a_rotated_secret_again(aws, mysql_db):
     new_password = "rotated/" + services.HARD_PASSWORD
     _put_password(secret, mysql_db, new_password, stage="AWSPENDING")  # mid-rotation
     _rotate(mysql_db, new_password)
-    result = run_cli("status", "--study", "launched", "--db-secret", secret, "--region", services.REGION, "--json")
+    result = run_cli(
+        "status", "--study", "launched", "--db-secret", secret, "--region", services.REGION, "--json"
+    )
     assert result.code == 0, result.err
     assert result.json()["best"]["value"] == 0.5
     assert new_password not in result.out + result.err

@@ -21,7 +21,7 @@ from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import SET_ASIDE_SUFFIX, Progress
 from serving.errors import ModelLoadError
 from serving.model import load_model
-from tests.jobs import finish, start_job
+from tests.jobs import finish, run_train, start_job, tmpfs
 
 DEEP = 200_000  # nesting depth of the JSON bombs: far past the interpreter's recursion limit
 
@@ -72,14 +72,19 @@ def refused_quickly(model_dir: Path, fragment: str) -> str:
     [
         ({"params": {**DEFAULT_PARAMS, "n_units_l0": 4_000_000}}, "does not match model.json"),
         ({"params": {**DEFAULT_PARAMS, "n_layers": 20_000}}, "n_layers 20000 is over the 499"),
-        ({"params": {**DEFAULT_PARAMS, "n_layers": True}}, "params['n_layers'] is 'True', not a positive integer"),
+        (
+            {"params": {**DEFAULT_PARAMS, "n_layers": True}},
+            "params['n_layers'] is 'True', not a positive integer",
+        ),
         ({"params": {**DEFAULT_PARAMS, "n_units_l1": "64"}}, "params['n_units_l1'] is '64'"),
         ({"format_version": True}, "format_version true, this image reads 1 (an integer)"),
         ({"format_version": 1.0}, "format_version 1.0, this image reads 1"),
         ({"n_classes": 11}, "does not match model.json: no array of shape (11,)"),
     ],
 )
-def test_serve_refuses_a_model_json_that_does_not_fit_its_weights_before_building(tmp_path, changes, fragment):
+def test_serve_refuses_a_model_json_that_does_not_fit_its_weights_before_building(
+    tmp_path, changes, fragment
+):
     write_model(tmp_path, 64, 10)
     edit_model_json(tmp_path, **changes)
     refused_quickly(tmp_path, fragment)
@@ -112,10 +117,18 @@ def test_weights_declaring_more_than_they_hold_or_than_memory_allows_are_refused
     with pytest.raises(artifact.ArtifactError, match="more than the 1000 allowed in memory"):
         modelcheck.check(tmp_path, max_bytes=1000)
     # A header claiming a 4,000,000 x 64 array in a member of a few bytes.
-    npz_with(weights, {"0/W.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4000000, 64), }")})
+    npz_with(
+        weights, {"0/W.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4000000, 64), }")}
+    )
     with pytest.raises(artifact.ArtifactError, match=r"array '0/W' claims 1024000000 bytes but holds 0"):
         modelcheck.check(tmp_path)
-    npz_with(weights, {f"{i}.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }") for i in range(1001)})
+    npz_with(
+        weights,
+        {
+            f"{i}.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }")
+            for i in range(1001)
+        },
+    )
     with pytest.raises(artifact.ArtifactError, match="1001 arrays, over the 1000 a model may have"):
         modelcheck.check(tmp_path)
 
@@ -187,7 +200,9 @@ def checkpointed_model(folder: Path, **changes) -> Path:
         ({"format_version": True}, "format_version true"),
     ],
 )
-def test_a_checkpointed_model_failing_the_checks_is_set_aside_with_a_warning(tmp_path, caplog, poison, fragment):
+def test_a_checkpointed_model_failing_the_checks_is_set_aside_with_a_warning(
+    tmp_path, caplog, poison, fragment
+):
     folder = tmp_path / "checkpoints"
     checkpointed_model(folder, **poison)
     progress = Progress(folder, "spot", "spot")
@@ -261,8 +276,6 @@ def test_driver_options_the_driver_refuses_are_one_line(mysql_db):
 
 @pytest.mark.process
 def test_a_full_model_folder_logs_no_stray_traceback_and_a_full_output_folder_no_empty_failure(job_dir):
-    from tests.test_hardening import run_train, tmpfs
-
     base = job_dir({"n-trials": "2", "epochs": "1", "seed": "1"})
     with tmpfs(base / "model", "64k", fill_to_kb=56):
         result = run_train(base)

@@ -51,7 +51,9 @@ def test_ping_answers_within_2_s_with_2000_idle_connections_open(tmp_path, enoug
             status, _, _ = request(server.port, "GET", C.ROUTE_PING, timeout=PING_LIMIT_S)
             times.append(time.monotonic() - t0)
             assert status == 200
-        status, _, _ = request(server.port, "POST", C.ROUTE_INVOCATIONS, b"[[0]]", {"Content-Type": "application/json"})
+        status, _, _ = request(
+            server.port, "POST", C.ROUTE_INVOCATIONS, b"[[0]]", {"Content-Type": "application/json"}
+        )
         assert status in (200, 400)  # answered (a wrong width is a 400): the workers are reachable
         log = server.log()
     print(
