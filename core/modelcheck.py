@@ -38,10 +38,12 @@ def check(model_dir: str | Path, max_bytes: int | None = None) -> ModelRecord:
     except FileNotFoundError:
         raise ArtifactError(weights, f"missing (named by {artifact.META_FILE})") from None
     except network.WEIGHTS_ERRORS as exc:
-        raise ArtifactError(weights, f"not a usable weights file ({type(exc).__name__}: {exc})") from None
+        raise ArtifactError(
+            weights, f"corrupt or does not match {artifact.META_FILE} ({type(exc).__name__}: {exc})"
+        ) from None
     if expected is not None:
         try:
             network.check_shapes(expected, found)
         except ValueError as exc:
-            raise ArtifactError(weights, f"does not match {artifact.META_FILE}: {exc}") from None
+            raise ArtifactError(weights, f"corrupt or does not match {artifact.META_FILE}: {exc}") from None
     return record
