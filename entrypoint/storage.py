@@ -468,7 +468,7 @@ def join_study(
     except _DB_ERRORS as exc:
         if is_auth_failure(exc):
             raise refused(db, exc) from None
-        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings)}") from None
+        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
     except TimeoutError as exc:  # the schema lock
         raise UserError(
             f"Cannot open the study on {db.shown}: {exc}; another job is creating the schema "
@@ -489,12 +489,15 @@ def join_study(
     try:
         retry(lambda: fail_stale_trials(study), "failing stale trials")
     except _DB_ERRORS as exc:
-        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings)}") from None
+        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
     return study, rdb
 
 
-def _gave_up(exc: BaseException, settings: Settings) -> str:
-    """Why a call failed, saying when it was retried for db-retry-timeout first."""
+def _gave_up(exc: BaseException, settings: Settings, retry: Retrier) -> str:
+    """Why a call failed, saying when it was retried for db-retry-timeout first, or cut short
+    by SIGTERM."""
+    if is_transient(exc) and retry.stop.is_set():
+        return f"unreachable when the job was stopped (SIGTERM): {describe(exc)}"
     if is_transient(exc):
         return (
             f"unreachable for longer than db-retry-timeout ({settings.db_retry_timeout:g} s): {describe(exc)}"

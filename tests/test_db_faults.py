@@ -255,3 +255,32 @@ def test_each_candidate_password_is_read_once_per_refusal():
     assert live.candidates("old") == ["new"] and len(reads) == 2  # another thread's refusal: no read
     versions[None] = versions["AWSPENDING"] = "new"
     assert live.candidates("new") == [] and len(reads) == 4
+
+
+@pytest.mark.process
+def test_sigterm_while_a_stalled_database_is_being_joined_ends_the_job_at_once(
+    private_mariadb, private_db, moto_endpoint, aws, job_dir
+):
+    hps = {
+        "host": "127.0.0.1",
+        "db-port": str(private_db.port),
+        "db-name": private_db.name,
+        "db-secret": aws(private_db.credentials()),
+        "region-name": services.REGION,
+        "study-name": "shared",
+        "db-retry-timeout": "300",
+    }
+    base = job_dir(hps)
+    with private_mariadb.stalled():
+        job = Followed(start_job(base, "joining", moto_endpoint))
+        job.wait_for_stderr("The database has not answered for", 120)
+        t0 = time.monotonic()
+        os.killpg(job.proc.pid, signal.SIGTERM)
+        rc, _, err = job.finish(timeout=120)
+        took = time.monotonic() - t0
+    print(f"stopped {took:.1f} s after SIGTERM while joining a stalled database")
+    assert took < 60, err[-3000:]
+    assert rc == 1  # no study was joined: nothing ran, and the line says why
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(f"Cannot open the study on mysql+mysqlconnector://{private_db.user}@"), failure
+    assert "unreachable when the job was stopped (SIGTERM)" in failure
