@@ -33,7 +33,7 @@ from entrypoint.constants import (
     PROXY_PORT,
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
-from entrypoint.dberrors import Retrier, StorageUnreachable, describe
+from entrypoint.dberrors import Retrier, StorageUnreachable, describe, is_auth_failure
 from entrypoint.job import JobContext
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
@@ -125,7 +125,15 @@ def _run_on(
             optuna_private.storage_of(study), optuna_private.study_id(study), job.name, cluster, job.db
         )
     return _run_study(
-        job, study, rdb, db.shown, paths, dataset, spec, cluster, lambda: _wrap_up(study, db, paths, job.db)
+        job,
+        study,
+        rdb,
+        db,
+        paths,
+        dataset,
+        spec,
+        cluster,
+        lambda limit_s: _wrap_up(study, db, paths, job.db, limit_s),
     )
 
 
@@ -141,7 +149,7 @@ def _run_served(
     settings = job.settings
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
     with contextlib.ExitStack() as stack:
-        wrap_up: Callable[[], None] = lambda: None  # noqa: E731
+        wrap_up: Callable[[float], None] = lambda limit_s: None  # noqa: E731
         if cluster.is_leader:
             db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
             baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
@@ -154,9 +162,9 @@ def _run_served(
                 proxy.ProxyServer(served, address, PROXY_PORT, settings.heartbeat_interval)
             )
 
-            def wrap_up() -> None:
+            def wrap_up(limit_s: float) -> None:
                 with server.lock:
-                    _wrap_up(served, db, paths, job.db)
+                    _wrap_up(served, db, paths, job.db, limit_s)
 
         client = proxy.ProxyClient(cluster.leader, PROXY_PORT, proxy.call_timeout(settings.db_retry_timeout))
         stack.callback(client.close)
@@ -169,21 +177,25 @@ def _run_served(
             )
         except StorageUnreachable as exc:
             raise UserError(f"Cannot open the study: {exc}") from None
-        return _run_study(job, study, client, client.shown, paths, dataset, spec, cluster, wrap_up)
+        return _run_study(job, study, client, None, paths, dataset, spec, cluster, wrap_up, client.shown)
 
 
 def _run_study(
     job: JobContext,
     study: optuna.Study,
     rdb: Any,
-    shown: str,
+    db: storage.Database | None,
     paths: JobPaths,
     dataset: data.Dataset,
     spec: usermodule.ModelSpec,
     cluster: hosts.Cluster | None,
-    wrap_up: Callable[[], None],
+    wrap_up: Callable[[float], None],
+    shown: str | None = None,
 ) -> optuna.Study:
+    """Run this host's trials on a joined study. ``db``: the database it is on (None through
+    the proxy); ``wrap_up(limit_s)`` writes the study-wide report."""
     settings, job_name = job.settings, job.name
+    shown = shown or (db.shown if db is not None else "")
     model_dir = paths.model_dir
     if cluster is not None:
         # A host keeps its best model aside, and only the host chosen at the end puts it in
@@ -191,6 +203,7 @@ def _run_study(
         # hosts one model folder, sees no clash.
         model_dir = Path(tempfile.mkdtemp(prefix="host-model-"))
     progress = Progress(paths.checkpoints, study.study_name, job_name)
+    progress.set_aside_bad_model()
     progress.restore_model(model_dir)
     objective = Objective(job, dataset, spec)
     for folder in (model_dir, progress.model_dir):  # serving rebuilds the network from it
@@ -224,8 +237,13 @@ def _run_study(
     if cluster is None:
         try:
             runner.run()
+        except Exception as exc:
+            _raise_refused(db, exc)
+            raise
         finally:
-            wrap_up()
+            # After SIGTERM with the database away, the summary gets one try: the time left before
+            # SageMaker's SIGKILL is better spent exiting than waiting for a stalled server.
+            wrap_up(0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)
             _closing_lines(keeper)
         _check_outcome(runner, keeper, job.guard)
         return study
@@ -242,8 +260,9 @@ def _run_study(
     with roster:
         try:
             runner.run()
-        except BaseException:
+        except BaseException as exc:
             roster.failed()
+            _raise_refused(db, exc)
             raise
         try:
             decision = roster.finish(keeper.record, settings.direction)
@@ -255,7 +274,7 @@ def _run_study(
     if decision.keeps_model(cluster.current):
         hosts.publish_model(model_dir, paths.model_dir)
     if cluster.is_leader:
-        wrap_up()  # the study-wide report, once
+        wrap_up(0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)  # the study-wide report, once
     hosts.write_summary(paths.output_data_dir, cluster, decision, keeper.record, runner.states)
     if decision.keeps_model(cluster.current):
         _closing_lines(keeper)
@@ -264,6 +283,12 @@ def _run_study(
         gc.freeze()
     _check_outcome(runner, keeper, job.guard)
     return study
+
+
+def _raise_refused(db: storage.Database | None, exc: BaseException) -> None:
+    """A refused login (also after the secret was read again): one clear line."""
+    if db is not None and isinstance(exc, Exception) and is_auth_failure(exc):
+        raise storage.refused(db, exc) from exc
 
 
 def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -> None:
@@ -285,22 +310,33 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
     )
 
 
-def _wrap_up(study: optuna.Study, db: storage.Database, paths: JobPaths, retry: Retrier) -> None:
-    """Summary files and closing lines; runs after success, failure and SIGTERM alike.
+def _wrap_up(
+    study: optuna.Study,
+    db: storage.Database,
+    paths: JobPaths,
+    retry: Retrier,
+    limit_s: float = FINAL_DB_RETRY_S,
+) -> None:
+    """The summary files; runs after success, failure and SIGTERM alike (for a job of several
+    hosts: on the leader, once).
 
     No plots here: drawing them takes seconds that a stopped job does not have. The study's
     trials are already in Optuna's cache (the sampler read them), so the summary costs one
     query. ``sagemaker-optuna report`` draws the plots from the study.
     """
     try:
-        best = retry(  # also after SIGTERM, within the outage's deadline and FINAL_DB_RETRY_S
+        best = retry(  # also after SIGTERM, within the outage's deadline and limit_s
             lambda: report.write(study, paths.output_data_dir),
             "writing the report",
-            limit_s=FINAL_DB_RETRY_S,
+            limit_s=limit_s,
             stoppable=False,
         )
     except Exception as exc:  # the study may be unreachable; the model is already safe
-        logger.error("Could not write the study summary: %s", describe(exc))
+        logger.error(
+            "Not written: the study summary (trials.csv, best_trial.json; `sagemaker-optuna report` "
+            "writes it from the study later): %s",
+            describe(exc),
+        )
         logger.debug("The summary's error", exc_info=exc)
         best = None
     if db.kind == "sqlite" and paths.checkpoints is not None:

@@ -35,6 +35,18 @@ SHUTDOWN_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS - 5  # nginx drains first, then gu
 UPSTREAM_IDLE_CONNECTIONS = 32
 UPSTREAM_IDLE_SECONDS = C.UPSTREAM_KEEPALIVE_SECONDS - 10
 FAIL_SECONDS = 1  # a worker nginx could not reach is skipped this long (render_config)
+# Many idle clients (a load balancer's or SDK clients' keep-alive connections, or a flood of
+# connections that send nothing) must not take /ping down: nginx's default 1,024 connections
+# were used up by 1,100 idle ones. Each client may hold a connection to a worker as well.
+WORKER_CONNECTIONS = 16_384
+OPEN_FILES = (
+    2 * WORKER_CONNECTIONS + 64
+)  # nginx raises its own limit to this (as root, or up to the hard limit)
+LISTEN_BACKLOG = 4_096  # the kernel caps it at net.core.somaxconn (4096 by default on Linux 5.4+)
+HEADER_SECONDS = 20  # a connection that sends no complete request headers in this time is closed
+# An idle keep-alive connection is closed after this; SageMaker's front end reuses its
+# connections, and nginx's default (75 s) keeps one open longer than a client's typical 60 s.
+KEEPALIVE_SECONDS = 75
 
 CONFIG = """\
 # Written by `serve` (serving/nginx.py) at every start.
@@ -43,9 +55,11 @@ worker_processes 1;
 pid {run_dir}/nginx.pid;
 error_log stderr warn;
 worker_shutdown_timeout {shutdown}s;
+worker_rlimit_nofile {open_files};
 
 events {{
-    worker_connections 1024;
+    worker_connections {worker_connections};
+    multi_accept on;  # a burst of new connections is taken in one wake-up
 }}
 
 http {{
@@ -70,12 +84,14 @@ http {{
     }}
 
     server {{
-        listen {port} backlog=1024;
+        listen {port} backlog={backlog};
 
         # Whole requests only: slow senders wait here, not in a model worker.
         client_max_body_size {max_body};
         client_body_buffer_size {body_buffer};
-        client_header_timeout {slow_client}s;
+        client_header_timeout {header_seconds}s;
+        keepalive_timeout {keepalive_seconds}s;
+        reset_timedout_connection on;  # a timed-out client's socket is freed at once
         client_body_timeout {slow_client}s;
         send_timeout {slow_client}s;
         proxy_request_buffering on;
@@ -161,6 +177,11 @@ def render_config(config: ServeConfig, run_dir: Path, sockets: WorkerSockets) ->
         shutdown=SHUTDOWN_SECONDS,
         idle_connections=UPSTREAM_IDLE_CONNECTIONS,
         idle_seconds=UPSTREAM_IDLE_SECONDS,
+        open_files=OPEN_FILES,
+        worker_connections=WORKER_CONNECTIONS,
+        backlog=LISTEN_BACKLOG,
+        header_seconds=HEADER_SECONDS,
+        keepalive_seconds=KEEPALIVE_SECONDS,
     )
 
 
