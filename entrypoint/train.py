@@ -125,11 +125,12 @@ def _run_on(
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
-    runner = TrialRunner(job, study, rdb, objective, progress, [keeper])
+    lines = report.ProgressLines(keeper, progress.finished)
+    runner = TrialRunner(job, study, rdb, objective, progress, [keeper, lines])
     try:
         runner.run()
     finally:
-        _wrap_up(study, db, paths, keeper, job.db)
+        _wrap_up(study, db, paths, keeper, lines, job.db)
     _check_outcome(runner, keeper, job.guard)
     return study
 
@@ -154,7 +155,12 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
 
 
 def _wrap_up(
-    study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper, retry: Retrier
+    study: optuna.Study,
+    db: storage.Database,
+    paths: JobPaths,
+    keeper: BestModelKeeper,
+    lines: report.ProgressLines,
+    retry: Retrier,
 ) -> None:
     """Summary files and closing lines; runs after success, failure and SIGTERM alike.
 
@@ -175,11 +181,12 @@ def _wrap_up(
         best = None
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
+    # The study's best as this job sees it, and this job's own model: the last values of the
+    # metrics best:trial, best:value, job:trials, model:trial, model:value (FinalMetricDataList).
     if best is not None:
-        print(f"best_trial={best.number} best_value={best.value:.6g} params={best.params}")
-    if keeper.record is not None:
-        print(f"model_trial={keeper.record.trial_number} model_value={keeper.record.value:.6g}")
-    else:
+        print(f"best_trial={best.number} best_value={best.value!r} params={best.params}")
+    print(lines.line())
+    if keeper.record is None:
         logger.warning("No trial of this job completed: model_dir holds no model")
     # The process exits next. Python's final garbage collections walk every object that
     # Chainer, Optuna and SQLAlchemy created (1.2-1.9 s measured under load); frozen objects

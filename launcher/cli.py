@@ -18,11 +18,12 @@ import optuna
 
 from core.engines import DEFAULT_ENGINE, ENGINES
 from core.errors import UserError
-from launcher import aws, jobs, output, stack, status
+from launcher import aws, jobresults, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod
 from launcher import launch as launch_mod
 from launcher import report as report_mod
+from launcher import source as source_mod
 from launcher import study as study_mod
 from launcher.constants import (
     DEFAULT_ENDPOINT_TIMEOUT_S,
@@ -110,6 +111,25 @@ def _study() -> argparse.ArgumentParser:
     return p
 
 
+def _reading() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("source", source_mod.__doc__.split("\n\n")[0] if source_mod.__doc__ else None)
+    g.add_argument(
+        "--source",
+        choices=source_mod.CHOICES,
+        default=source_mod.AUTO,
+        help="study: read the study database; jobs: read the study's training jobs (SageMaker metrics "
+        "and S3, AWS credentials only); auto (default): the database with --host/--storage or when it "
+        "answers, else the jobs",
+    )
+    g.add_argument(
+        "--job-prefix",
+        help="with the jobs as source: the study's jobs are those whose name contains this "
+        "(default: the study name, as launch names them) and whose study-name is --study",
+    )
+    return p
+
+
 def _waiting(timeout_s: float) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("waiting")
@@ -169,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "status",
-        parents=[common, study],
+        parents=[common, study, _reading()],
         help="trials by state, the best so far, and each job's share",
         description=status.__doc__,
     )
@@ -178,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "best",
-        parents=[common, study],
+        parents=[common, study, _reading()],
         help="the best trial and the S3 URI of its model.tar.gz",
         description=best_mod.__doc__,
     )
@@ -187,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "deploy",
-        parents=[common, study, _waiting(DEFAULT_ENDPOINT_TIMEOUT_S)],
+        parents=[common, study, _reading(), _waiting(DEFAULT_ENDPOINT_TIMEOUT_S)],
         help="serve the best model from a SageMaker endpoint",
         description=deploy_mod.__doc__,
     )
@@ -328,23 +348,47 @@ def _status_text(doc: dict[str, Any], with_jobs: bool) -> str:
     return "\n".join(lines)
 
 
+def _source(args: argparse.Namespace, session: Any) -> tuple[Any, source_mod.Source]:
+    settings = study_mod.settings(args.study, _study_options(args))
+    source = source_mod.choose(args.source, settings, session)
+    _note(f"Source: {source.why}")
+    return settings, source
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     session = _session(args)
-    settings = study_mod.settings(args.study, _study_options(args))
+    settings, source = _source(args, session)
+    if not source.is_study:
+        doc = jobresults.status(
+            aws.client(session, "sagemaker"),
+            aws.client(session, "s3"),
+            aws.client(session, "cloudwatch"),
+            args.study,
+            args.job_prefix,
+        )
+        _print(args, doc, jobresults.status_text(doc))
+        return EXIT_OK
     sagemaker = aws.client(session, "sagemaker") if args.describe_jobs else None
     with study_mod.opened(settings, session) as study:
-        doc = status.summary(study, sagemaker)
+        doc = {"source": source.why, **status.summary(study, sagemaker)}
     _print(args, doc, _status_text(doc, args.describe_jobs))
     return EXIT_OK
 
 
-def _find_best(args: argparse.Namespace) -> tuple[Any, best_mod.BestModel]:
+def _find_best(args: argparse.Namespace) -> tuple[Any, best_mod.BestModel, str]:
     session = _session(args)
-    settings = study_mod.settings(args.study, _study_options(args))
+    settings, source = _source(args, session)
     sagemaker = aws.client(session, "sagemaker")
     s3 = None if args.no_verify else aws.client(session, "s3")
+    if not source.is_study:
+        found, notes = jobresults.find_best(
+            sagemaker, s3, aws.client(session, "cloudwatch"), args.study, args.job_prefix
+        )
+        for note in notes:
+            _note(f"Note: {note}")
+        return sagemaker, found, source.why
     with study_mod.opened(settings, session) as study:
-        return sagemaker, best_mod.find(study, sagemaker, s3)
+        return sagemaker, best_mod.find(study, sagemaker, s3), source.why
 
 
 def _lines(doc: dict[str, Any]) -> str:
@@ -356,13 +400,14 @@ def _lines(doc: dict[str, Any]) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    _, found = _find_best(args)
-    _print(args, found.as_dict(), _lines(found.as_dict()))
+    _, found, source = _find_best(args)
+    doc = {**found.as_dict(), "source": source}
+    _print(args, doc, _lines(doc))
     return EXIT_OK
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    sagemaker, found = _find_best(args)
+    sagemaker, found, source = _find_best(args)
     spec = deploy_mod.DeploySpec(
         instance_type=args.instance_type,
         instance_count=args.instance_count,
@@ -374,7 +419,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.wait:
         _note(f"Endpoint {done.endpoint_name} created; waiting until it is in service")
         done = deploy_mod.wait_in_service(sagemaker, done, args.timeout, args.poll)
-    doc = {"trial": found.trial_number, "value": found.value, **done.as_dict()}
+    doc = {"trial": found.trial_number, "value": found.value, "source": source, **done.as_dict()}
     _print(args, doc, _lines(doc))
     return EXIT_OK if not args.wait or done.status == ENDPOINT_IN_SERVICE else EXIT_FAILED
 

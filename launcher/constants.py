@@ -22,8 +22,19 @@ METRIC_DEFINITIONS = (
     {"Name": "train:accuracy", "Regex": r" accuracy=([-+0-9.eE]+)"},
     {"Name": "validation:loss", "Regex": r" validation_loss=([-+0-9.eE]+)"},
     {"Name": "validation:accuracy", "Regex": r" validation_accuracy=([-+0-9.eE]+)"},
+    # The study's best as the job sees it at its end, and the job's own progress and kept model
+    # (entrypoint/report.py ProgressLines): what status/best/deploy read without the database.
+    {"Name": "best:trial", "Regex": r"best_trial=([0-9]+)"},
     {"Name": "best:value", "Regex": r" best_value=([-+0-9.eE]+)"},
+    {"Name": "job:trials", "Regex": r"job_trials=([0-9]+)"},
+    {"Name": "model:trial", "Regex": r"model_trial=([0-9]+)"},
+    {"Name": "model:value", "Regex": r"model_value=([-+0-9.eE]+)"},
 )
+METRIC_BEST_TRIAL, METRIC_BEST_VALUE = "best:trial", "best:value"
+METRIC_JOB_TRIALS, METRIC_MODEL_TRIAL, METRIC_MODEL_VALUE = "job:trials", "model:trial", "model:value"
+# Where SageMaker publishes them while a job runs (what the SDK's TrainingJobAnalytics reads).
+CLOUDWATCH_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+CLOUDWATCH_JOB_DIMENSION = "TrainingJobName"
 
 # Channels every job needs (entrypoint/data.py).
 REQUIRED_CHANNELS = ("train", "test")

@@ -316,7 +316,7 @@ def test_database_without_optuna_tables_is_not_touched(aws_env):
 
 @pytest.mark.unit
 def test_no_database_option_is_a_clear_error():
-    result = run_cli("status", "--study", "s")
+    result = run_cli("status", "--study", "s", "--source", "study")
     assert result.code == 1 and "Which database?" in result.err
 
 
