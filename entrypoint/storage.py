@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 from core.engines import DEFAULT_ENGINE, ENGINES, Engine
 from core.engines import names as engine_names
 from core.errors import UserError
-from entrypoint import credentials, optuna_private
+from entrypoint import credentials, optuna_private, region
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 from entrypoint.dberrors import Retrier, describe
 from entrypoint.redact import MASK
@@ -162,7 +162,9 @@ def resolve(
     the session of its --profile/--region); else it is read here with the default session.
     """
     if creds is None and settings.db_secret:
-        creds = credentials.fetch(settings.db_secret, settings.region_name)
+        creds = credentials.fetch(
+            settings.db_secret, region.resolve(settings.region_name, settings.db_secret)
+        )
     if settings.storage:
         return _from_storage_url(settings, creds)
     if creds is None:

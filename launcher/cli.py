@@ -18,6 +18,7 @@ import optuna
 
 from core.engines import DEFAULT_ENGINE, ENGINES
 from core.errors import UserError
+from entrypoint import region as region_mod
 from launcher import aws, jobresults, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod
@@ -33,6 +34,7 @@ from launcher.constants import (
     DEFAULT_VOLUME_GB,
     DEFAULT_WAIT_TIMEOUT_S,
     ENDPOINT_IN_SERVICE,
+    HP_REGION_NAME,
     HP_STUDY_NAME,
     PROG,
     STUDY_OPTION_HPS,
@@ -259,8 +261,20 @@ def _file_hyperparameters(path: Path | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in doc.items()}
 
 
-def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
-    """The command line (after --stack) -> a LaunchSpec (not validated yet)."""
+def _secret_region(args: argparse.Namespace, region: str | None) -> list[tuple[str, str]]:
+    """``region-name`` for the jobs when --db-secret is a name, not an ARN (an ARN names its
+    region, which the job reads from it: entrypoint/region.py): the command's own region."""
+    if not args.db_secret or region_mod.arn_region(args.db_secret) or not region:
+        return []
+    given = {launch_mod.canonical(k) for k, _ in args.hp} | {
+        launch_mod.canonical(k) for k in _file_hyperparameters(args.hyperparameters)
+    }
+    return [] if HP_REGION_NAME in given else [(HP_REGION_NAME, region)]
+
+
+def launch_spec(args: argparse.Namespace, region: str | None = None) -> launch_mod.LaunchSpec:
+    """The command line (after --stack) -> a LaunchSpec (not validated yet); ``region``: the
+    command's region, passed to the jobs with a secret given by name."""
     missing = [f"--{dest}" for dest in ("image", "role", "output") if not getattr(args, dest)]
     if missing:
         raise UsageError(f"launch needs {', '.join(missing)} (or --stack, whose outputs provide them)")
@@ -273,6 +287,7 @@ def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
         study_mod.hyperparameters(args.study, _study_options(args)).items(),
         _file_hyperparameters(args.hyperparameters).items(),
         args.hp,
+        _secret_region(args, region),
     )
     return launch_mod.LaunchSpec(
         hyperparameters=hps,
@@ -303,7 +318,7 @@ def _session(args: argparse.Namespace) -> Any:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     session = _session(args)
-    spec = launch_spec(args)
+    spec = launch_spec(args, session.region_name)
     if args.dry_run:
         print(output.to_json(launch_mod.requests(spec)))
         return EXIT_OK

@@ -4,6 +4,7 @@ PROG = "sagemaker-optuna"
 
 # Hyperparameters the launcher fills in from its own options (README "Hyperparameters").
 HP_STUDY_NAME = "study-name"
+HP_REGION_NAME = "region-name"  # the secret's region, sent when --db-secret is a name (not an ARN)
 # Command-line option (dest) -> the hyperparameter it sets; shared by every subcommand.
 STUDY_OPTION_HPS = {
     "db_secret": "db-secret",

@@ -121,6 +121,7 @@ def test_launch_sends_one_valid_request_per_job(fleet):
             "n-trials": "2",
             "epochs": "1",
             "seed": "7",
+            "region-name": services.REGION,  # the secret is given by name: the command's region
         }
         assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
         assert job["RoleArn"] == ROLE
