@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 from core.engines import DEFAULT_ENGINE, ENGINES, Engine
 from core.engines import names as engine_names
 from core.errors import UserError
-from entrypoint import credentials, optuna_private, region
+from entrypoint import credentials, optuna_private, region, tls
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 from entrypoint.dberrors import Retrier, describe
 from entrypoint.redact import MASK
@@ -146,7 +146,7 @@ def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | Non
     engine = ENGINES[kind]
     if url.get_driver_name() == engine.dialect_default_driver or "+" not in url.drivername:
         url = url.set(drivername=engine.driver)
-    args = _connect_args(engine, settings.db_ssl_ca)
+    args = _connect_args(engine, tls.ca_bundle(settings.db_ssl_ca, settings.db_ssl_verify, url.host))
     if creds is not None:
         url = url.set(username=url.username or creds.username)
         args["password"] = creds.password
@@ -182,7 +182,8 @@ def resolve(
         port=settings.db_port or creds.port or engine.default_port,
         database=settings.db_name or creds.dbname or DEFAULT_DB_NAME,
     )
-    args = {"password": creds.password, **_connect_args(engine, settings.db_ssl_ca)}
+    ca = tls.ca_bundle(settings.db_ssl_ca, settings.db_ssl_verify, host)
+    args = {"password": creds.password, **_connect_args(engine, ca)}
     return Database(url, args)
 
 

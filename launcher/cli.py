@@ -109,6 +109,11 @@ def _study() -> argparse.ArgumentParser:
         "--db-engine", choices=tuple(ENGINES), help=f"default: the secret's 'engine', else {DEFAULT_ENGINE}"
     )
     g.add_argument("--db-ssl-ca", help="CA bundle for verified TLS (launch: a path in the container)")
+    g.add_argument(
+        "--db-ssl-verify",
+        choices=("true", "false"),
+        help="false: do not verify an RDS endpoint against the RDS CA bundle (default true)",
+    )
     g.add_argument("--storage", help="a SQLAlchemy URL without password (e.g. sqlite:///optuna-study.db)")
     return p
 

@@ -13,6 +13,7 @@ STUDY_OPTION_HPS = {
     "db_name": "db-name",
     "db_engine": "db-engine",
     "db_ssl_ca": "db-ssl-ca",
+    "db_ssl_verify": "db-ssl-verify",
     "storage": "storage",
 }
 MAX_HYPERPARAMETERS = 100  # CreateTrainingJob's limit

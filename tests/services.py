@@ -214,13 +214,15 @@ def postgres_database(password: str = HARD_PASSWORD) -> Iterator[MySqlDatabase]:
         root.close()
 
 
-def make_tls_files(folder: Path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI."""
+def make_tls_files(folder: Path, dns_names: tuple[str, ...] = ()) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1/localhost (and ``dns_names``), made with the
+    openssl CLI."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert, ext = (
         folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "san.ext")
     )
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    names = "".join(f",DNS:{name}" for name in dns_names)
+    ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost{names}\n")
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
