@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from launcher import launch as launch_mod
 from launcher import report as report_mod
 from launcher import source as source_mod
 from launcher import study as study_mod
+from launcher import tunnel as tunnel_mod
 from launcher.constants import (
     DEFAULT_ENDPOINT_TIMEOUT_S,
     DEFAULT_MAX_RUNTIME_S,
@@ -236,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("study-report"), help="folder (default study-report)")
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser(
+        "tunnel",
+        parents=[common],
+        help="forward a local port to the study database through the stack's SSM access instance",
+        description=tunnel_mod.__doc__,
+    )
+    p.add_argument(
+        "--local-port",
+        type=_positive_int,
+        default=tunnel_mod.DEFAULT_LOCAL_PORT,
+        help=f"default {tunnel_mod.DEFAULT_LOCAL_PORT}",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the aws ssm command, run nothing")
+    p.set_defaults(handler=cmd_tunnel)
     return parser
 
 
@@ -451,6 +468,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = report_mod.write(study, args.out)
     _print(args, [str(p) for p in written], "\n".join(str(p) for p in written))
     return EXIT_OK
+
+
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    if not args.stack:
+        raise UsageError("tunnel needs --stack (a stack made with EnableSsmAccess=true)")
+    session = aws.session(args.region, args.profile)
+    tunnel = tunnel_mod.from_outputs(
+        stack.outputs(session, args.stack), args.stack, args.local_port, session.region_name, args.profile
+    )
+    options = " ".join(tunnel.options)
+    if args.dry_run:
+        _print(args, tunnel.as_dict(), f"{shlex.join(tunnel.command())}\nthen pass: {options}")
+        return EXIT_OK
+    _note(
+        f"Forwarding {tunnel_mod.LOCAL_HOST}:{tunnel.local_port} to {tunnel.db_host}:{tunnel.db_port} "
+        f"through {tunnel.instance_id}; Ctrl-C closes it. In another terminal, pass: {options}"
+    )
+    print(options, flush=True)
+    code = tunnel_mod.run(tunnel)
+    return EXIT_OK if code == 0 else EXIT_FAILED
 
 
 # --- entry point -------------------------------------------------------------------------------

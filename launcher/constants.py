@@ -81,3 +81,6 @@ STACK_OUTPUT = "OutputS3Uri"
 STACK_CHECKPOINTS = "CheckpointS3Uri"
 STACK_IMAGE_REPOSITORY = "ImageRepositoryUri"
 STACK_IMAGE_TAG = "latest"  # buildspec.yml moves it to each new build
+STACK_ACCESS_INSTANCE = "AccessInstanceId"  # with EnableSsmAccess=true (`tunnel`)
+STACK_DB_ENDPOINT = "DatabaseEndpoint"
+STACK_DB_PORT = "DatabasePort"
