@@ -217,7 +217,10 @@ def results(
             metrics = _final_metrics(d)
             source = FROM_FINAL if METRIC_MODEL_VALUE in metrics else None
             if source is None and state.has_model and s3 is not None:
-                metrics.update(_from_model_json(s3, state))
+                try:
+                    metrics.update(_from_model_json(s3, state))
+                except UserError as exc:  # one unreadable archive does not hide the other jobs
+                    note = str(exc)
                 source = FROM_MODEL_JSON if METRIC_MODEL_VALUE in metrics else None
         elif cloudwatch is not None and started is not None:
             try:

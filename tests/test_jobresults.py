@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import subprocess
 import tarfile
 import uuid
@@ -42,6 +43,8 @@ class Fleet:
     laptop_secret: str  # the same database on a closed port
     jobs: list[str]  # two run for real, the third still InProgress
     logs: Path
+    models: dict[str, Path]  # the model folders of the jobs run for real
+    bucket: str
 
     def study(self) -> optuna.Study:
         return optuna.load_study(study_name=STUDY, storage=self.db.optuna_storage())
@@ -105,7 +108,7 @@ def fleet(small_digits, tmp_path_factory):
         for name in names[:2]:
             hps = dict(sagemaker.describe_training_job(TrainingJobName=name)["HyperParameters"])
             hps["db-secret"] = jobs_secret  # inside the VPC the jobs reach the database
-            folder = write_job_folder(tmp_path_factory.mktemp("job") / name, hps, small_digits)
+            folder = write_job_folder(tmp_path_factory.getbasetemp() / name, hps, small_digits)
             env = train_env(folder, TRAINING_JOB_NAME=name, **services.aws_env(endpoint))
             proc = subprocess.run(
                 [str(VENV_BIN / "train")], env=env, capture_output=True, text=True, timeout=300
@@ -114,11 +117,12 @@ def fleet(small_digits, tmp_path_factory):
             (logs / f"{name}.log").write_text(proc.stdout)
             uri = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"]["S3ModelArtifacts"]
             _upload_model(s3, folder / "model", uri)
+        models = {name: tmp_path_factory.getbasetemp() / name for name in names[:2]}
         running = names[2]
         (logs / f"{running}.log").write_text("job_trials=1 model_trial=99 model_value=0.01\n")
         (logs / f"{running}.status").write_text("InProgress")
         put_live_metrics(running, job_trials=1, model_trial=99, model_value=0.01)
-        yield Fleet(endpoint, db, laptop_secret, names, logs)
+        yield Fleet(endpoint, db, laptop_secret, names, logs, models, bucket)
 
 
 def _laptop(*argv: str):
@@ -195,6 +199,40 @@ def test_with_host_or_a_reachable_database_the_study_is_read(fleet):
     assert with_host.json()["source"] == "the study database" and with_host.json()["trials"] == 6
     forced = _laptop("best", "--db-secret", fleet.laptop_secret, "--source", "study", "--no-verify")
     assert forced.code == 1 and "Cannot read the study database" in forced.err, forced.err
+
+
+def test_jobs_launched_without_the_metric_definitions_are_read_from_model_json(fleet):
+    """E.g. an SDK Estimator without metric_definitions: no final metrics, the archive says."""
+    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
+    s3 = boto3.client("s3", region_name=services.REGION)
+    prefix = f"sdk-{uuid.uuid4().hex[:6]}"
+    for name in (f"{prefix}-with-model", f"{prefix}-without"):
+        sagemaker.create_training_job(
+            TrainingJobName=name,
+            HyperParameters={"study-name": f'"{STUDY}"'},  # SDK v2 JSON-encodes values
+            AlgorithmSpecification={"TrainingImage": "i", "TrainingInputMode": "File"},
+            RoleArn="arn:aws:iam::123456789012:role/r",
+            OutputDataConfig={"S3OutputPath": f"s3://{fleet.bucket}/sdk"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            StoppingCondition={"MaxRuntimeInSeconds": 600},
+        )
+    uri = sagemaker.describe_training_job(TrainingJobName=f"{prefix}-with-model")["ModelArtifacts"][
+        "S3ModelArtifacts"
+    ]
+    _upload_model(s3, fleet.models[fleet.jobs[0]] / "model", uri)
+    status = _laptop("status", "--source", "jobs", "--job-prefix", prefix)
+    assert status.code == 0, status.err
+    rows = {row["job"]: row for row in status.json()["jobs"]}
+    kept = json.loads((fleet.models[fleet.jobs[0]] / "model" / "model.json").read_text())
+    assert rows[f"{prefix}-with-model"]["from"] == "model.json"
+    assert (rows[f"{prefix}-with-model"]["model_trial"], rows[f"{prefix}-with-model"]["best"]) == (
+        kept["trial_number"],
+        kept["value"],
+    )
+    assert rows[f"{prefix}-without"]["from"] is None
+    assert any("does not exist" in note for note in status.json()["notes"])
+    best = _laptop("best", "--source", "jobs", "--job-prefix", prefix)
+    assert best.code == 0 and best.json()["job"] == f"{prefix}-with-model", best.err
 
 
 def test_a_running_job_with_a_better_model_is_not_passed_over(fleet):
