@@ -357,6 +357,12 @@ def test_buildspec_pushes_an_image_that_pulls_back_and_trains(
         "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),
     }
+    # CodeBuild fetches the RDS CA bundle from the internet (`make rds-ca`); this machine has
+    # none, so a local CA file stands in for the download (curl reads file:// URLs).
+    stand_in = services.make_tls_files(tmp_path / "rds-ca")["ca"]
+    env["RDS_CA_URL"] = stand_in.as_uri()
+    bundle = ROOT / "build" / "rds-ca" / "global-bundle.pem"
+    had_bundle = bundle.exists()
     pushed = f"{registry}/{repo}:{tag}"
     built = f"sagemaker-optuna-chainer:{tag}"
     try:
@@ -379,5 +385,12 @@ def test_buildspec_pushes_an_image_that_pulls_back_and_trains(
         job = engine.run_container("--network=none", "-v", f"{base}:/opt/ml", pushed, "train")
         assert job.returncode == 0, tail(job)
         assert_one_model(base)
+        assert "RDS CA bundle: 1 certificates" in result.stdout + result.stderr
+        shipped = engine.run_container(
+            "--network=none", pushed, "cat", "/usr/local/share/rds-ca/global-bundle.pem"
+        )
+        assert shipped.stdout == stand_in.read_text(), tail(shipped)
     finally:
+        if not had_bundle:  # never leave the stand-in where a later `make image` would ship it
+            bundle.unlink(missing_ok=True)
         engine.untag(pushed, f"{registry}/{repo}:latest", built)
