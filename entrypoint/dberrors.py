@@ -44,12 +44,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _code(err: BaseException, operational: type[BaseException], engine: Engine) -> object:
+    """The driver error code of ``err`` (None when it has none that counts)."""
+    code = getattr(err, engine.error_code_attr, None)
+    if code in engine.operational_only_codes and not isinstance(err, operational):
+        return None
+    return code
+
+
 def _codes(exc: BaseException) -> Iterator[tuple[object, Engine]]:
     """The driver error codes in ``exc``'s chain, with the engine of each."""
     for err in _chain(exc):
-        for error, _, engine in _driver_errors():
+        for error, operational, engine in _driver_errors():
             if isinstance(err, error):
-                yield getattr(err, engine.error_code_attr, None), engine
+                yield _code(err, operational, engine), engine
 
 
 def is_auth_failure(exc: BaseException) -> bool:
@@ -70,7 +78,7 @@ def is_transient(exc: BaseException) -> bool:
             return True
         for error, operational, engine in _driver_errors():
             if isinstance(err, error):
-                code = getattr(err, engine.error_code_attr, None)
+                code = _code(err, operational, engine)
                 if code in engine.transient_codes or (
                     code is None and engine.codeless_operational_is_transient and isinstance(err, operational)
                 ):

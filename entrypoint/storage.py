@@ -51,6 +51,10 @@ CONNECT_TIMEOUT_S = 10
 # (the slowest, reading a large study, takes well under a second on a live server).
 IO_TIMEOUT_S = 15
 LOCK_TIMEOUT_S = 120
+# The schema lock is asked for in waits of this length, so that no round trip on its connection
+# waits longer than IO_TIMEOUT_S + LOCK_POLL_S for a stalled server and SIGTERM is seen between
+# them (one GET_LOCK of LOCK_TIMEOUT_S would hold the connection's time-out at 135 s).
+LOCK_POLL_S = 5
 STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many times
 DEFAULT_DB_NAME = "optuna"
 PASSWORD_KEYS = ("password", "passwd", "pwd")  # query keys that carry a password, in any case
@@ -301,8 +305,12 @@ def resolve(
 
 
 @contextlib.contextmanager
-def schema_lock(db: Database) -> Iterator[None]:
-    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway)."""
+def schema_lock(db: Database, stop: threading.Event | None = None) -> Iterator[None]:
+    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway).
+
+    An engine whose lock reports its grant (MySQL's GET_LOCK) is asked in waits of LOCK_POLL_S
+    until LOCK_TIMEOUT_S, giving up early when ``stop`` is set (SIGTERM).
+    """
     if db.kind == "sqlite":
         yield
         return
@@ -311,19 +319,29 @@ def schema_lock(db: Database) -> Iterator[None]:
     key = {"key": lock.key(name)}
     acquire = sqlalchemy.text(lock.acquire)
     if lock.reports_grant:
-        acquire = acquire.bindparams(timeout=LOCK_TIMEOUT_S)
-    # The lock's wait is no stall: its round trip may take the lock's whole time-out.
-    engine = db.create_engine(io_timeout_s=LOCK_TIMEOUT_S + IO_TIMEOUT_S, poolclass=sqlalchemy.pool.NullPool)
+        acquire = acquire.bindparams(timeout=min(LOCK_POLL_S, LOCK_TIMEOUT_S))
+    stop = stop or threading.Event()
+    # The lock's wait is no stall: its round trip may take one poll.
+    engine = db.create_engine(io_timeout_s=IO_TIMEOUT_S + LOCK_POLL_S, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
-            got = conn.execute(acquire, key).scalar()
-            if lock.reports_grant and got != 1:
-                raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            granted = conn.execute(acquire, key).scalar()
+            while lock.reports_grant and granted != 1:
+                if stop.is_set():
+                    raise TimeoutError(f"schema lock {name} not granted before the job was stopped (SIGTERM)")
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+                granted = conn.execute(acquire, key).scalar()
+            released = False
             try:
                 yield
-            finally:
                 with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
                     conn.execute(sqlalchemy.text(lock.release), key)
+                    released = True
+            finally:
+                if not released:  # an error, maybe a stall: closing the connection frees the lock
+                    conn.invalidate()  # (and skips the rollback, another wait on a stalled server)
     finally:
         engine.dispose()
 
@@ -440,7 +458,7 @@ def join_study(
         if schema_ready(db):  # the common case: no lock, no DDL
             storage = _open(db, settings, create_schema=False)
         else:
-            with schema_lock(db):  # the first jobs on an empty database: one at a time
+            with schema_lock(db, stop):  # the first jobs on an empty database: one at a time
                 storage = _open(db, settings, create_schema=not schema_ready(db))
         nonlocal created
         # Creating the study is one INSERT of a unique name; a job that loses the race loads it.
@@ -470,10 +488,10 @@ def join_study(
             raise refused(db, exc) from None
         raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
     except TimeoutError as exc:  # the schema lock
-        raise UserError(
-            f"Cannot open the study on {db.shown}: {exc}; another job is creating the schema "
-            "and may be stuck (see its log), or the database is very slow"
-        ) from None
+        why = "" if retry.stop.is_set() else (
+            "; another job is creating the schema and may be stuck (see its log), or the database is very slow"
+        )
+        raise UserError(f"Cannot open the study on {db.shown}: {exc}{why}") from None
     if len(study.directions) != 1:
         raise UserError(
             f"Study '{settings.study_name}' is multi-objective ({len(study.directions)} objectives); "
