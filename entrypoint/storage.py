@@ -488,10 +488,10 @@ def join_study(
             raise refused(db, exc) from None
         raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
     except TimeoutError as exc:  # the schema lock
-        why = "" if retry.stop.is_set() else (
-            "; another job is creating the schema and may be stuck (see its log), or the database is very slow"
-        )
-        raise UserError(f"Cannot open the study on {db.shown}: {exc}{why}") from None
+        stuck = "; another job is creating the schema and may be stuck (see its log), or the database is very slow"
+        raise UserError(
+            f"Cannot open the study on {db.shown}: {exc}{'' if retry.stop.is_set() else stuck}"
+        ) from None
     if len(study.directions) != 1:
         raise UserError(
             f"Study '{settings.study_name}' is multi-objective ({len(study.directions)} objectives); "
