@@ -6,6 +6,7 @@ engine in core/engines.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -133,6 +134,16 @@ class _Watchdog:
     def leave(self) -> None:
         self._waiting.pop(threading.get_ident(), None)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """A wait that is no stall (another job's lock): not timed; the clock restarts after."""
+        entry = self._waiting.pop(threading.get_ident(), None)
+        try:
+            yield
+        finally:
+            if entry is not None:
+                self.enter(entry[0])
+
     def _run(self) -> None:
         logged: set[tuple[int, float]] = set()
         while True:
@@ -152,6 +163,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+not_timed = _WATCHDOG.paused  # for a call whose long wait is expected (a lock): no stall warning
 
 
 class Retrier:
@@ -213,7 +225,13 @@ class Retrier:
                 state.upcoming_sleep,
             )
 
-        _WATCHDOG.enter(what)
+        def timed() -> T:  # each attempt is timed, not the backoff between them
+            _WATCHDOG.enter(what)
+            try:
+                return fn()
+            finally:
+                _WATCHDOG.leave()
+
         try:
             result = tenacity.Retrying(
                 retry=tenacity.retry_if_exception(is_transient),
@@ -222,13 +240,11 @@ class Retrier:
                 sleep=sleep,
                 before_sleep=log,
                 reraise=True,
-            )(fn)
+            )(timed)
         except Exception as exc:
             if not is_transient(exc):  # the database answered: the outage is over
                 self._end_outage()
             raise
-        finally:
-            _WATCHDOG.leave()
         self._end_outage()
         return result
 

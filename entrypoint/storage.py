@@ -35,7 +35,7 @@ from core.engines import names as engine_names
 from core.errors import UserError
 from entrypoint import credentials, optuna_private
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from entrypoint.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient
+from entrypoint.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient, not_timed
 from entrypoint.redact import MASK, keep_out
 from entrypoint.settings import Settings
 
@@ -326,13 +326,16 @@ def schema_lock(db: Database, stop: threading.Event | None = None) -> Iterator[N
     try:
         with engine.connect() as conn:
             deadline = time.monotonic() + LOCK_TIMEOUT_S
-            granted = conn.execute(acquire, key).scalar()
-            while lock.reports_grant and granted != 1:
-                if stop.is_set():
-                    raise TimeoutError(f"schema lock {name} not granted before the job was stopped (SIGTERM)")
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+            with not_timed():  # waiting for another job's lock is no stall
                 granted = conn.execute(acquire, key).scalar()
+                while lock.reports_grant and granted != 1:
+                    if stop.is_set():
+                        raise TimeoutError(
+                            f"schema lock {name} not granted before the job was stopped (SIGTERM)"
+                        )
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+                    granted = conn.execute(acquire, key).scalar()
             released = False
             try:
                 yield
