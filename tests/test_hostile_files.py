@@ -168,6 +168,11 @@ def test_every_failure_line_is_cut_to_1024_characters_quoted_values_first(tmp_pa
     assert len(unquoted) == 1024 and unquoted.endswith("...")
     failure.write(message, tmp_path)
     assert (tmp_path / "failure").read_text() == fitted
+    # Apostrophes are no quotes: the advice between "job's" and "server's" is kept whole.
+    prose = failure.fit(f"The job's database refused: {'x' * 1100} (check the server's log) final advice")
+    assert prose.startswith("The job's database refused: xxx") and prose.endswith("...")
+    quoted_after_apostrophe = failure.fit(f"The job's value {long_value!r} is refused (see the server's log)")
+    assert quoted_after_apostrophe.endswith("...' is refused (see the server's log)")
 
 
 @pytest.mark.process
@@ -287,3 +292,20 @@ def test_a_full_model_folder_logs_no_stray_traceback_and_a_full_output_folder_no
         result = run_train(base)
         assert not (base / "output" / "failure").exists()  # not an empty FailureReason
     assert result.returncode == 1 and "'n-trials' must be an integer" in result.stderr
+
+
+@pytest.mark.unit
+def test_training_refuses_to_save_a_model_that_serve_would_refuse(monkeypatch, tmp_path):
+    """The cap on arrays that serve reads is also applied when a model is saved (bring-your-own
+    networks included), so a job never leaves a model that serve refuses."""
+    import chainer
+    import chainer.links as L
+
+    from core import network
+
+    net = chainer.Sequential(L.Linear(4, 3), L.BatchNormalization(3), L.Linear(3, 2))  # 9 arrays
+    network.save_weights(tmp_path / "ok.npz", net)
+    monkeypatch.setattr(network, "MAX_WEIGHT_ARRAYS", 8)
+    with pytest.raises(UserError, match="The model has 9 arrays, over the 8 that serve loads"):
+        network.save_weights(tmp_path / "too-many.npz", net)
+    assert not (tmp_path / "too-many.npz").exists()
