@@ -48,7 +48,7 @@ def _probe(settings: Settings, session: boto3.session.Session) -> str | None:
         return str(exc)
     if db.kind == "sqlite":
         return None
-    args = {**db.connect_args, ENGINES[db.kind].timeout_arg: PROBE_CONNECT_S}
+    args = {**db.driver_args, ENGINES[db.kind].timeout_arg: PROBE_CONNECT_S}
     engine = sqlalchemy.create_engine(db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=args)
     with redacting(db.password):
         try:
