@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import artifact, modelcheck
+from core import artifact, modelcheck, npyfile
 from core.errors import UserError
 from devtools.localmodel import DEFAULT_PARAMS, write_model
 from entrypoint import credentials, data, failure
@@ -122,14 +122,18 @@ def test_weights_declaring_more_than_they_hold_or_than_memory_allows_are_refused
     )
     with pytest.raises(artifact.ArtifactError, match=r"array '0/W' claims 1024000000 bytes but holds 0"):
         modelcheck.check(tmp_path)
+    too_many = npyfile.MAX_WEIGHT_ARRAYS + 1
     npz_with(
         weights,
         {
             f"{i}.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }")
-            for i in range(1001)
+            for i in range(too_many)
         },
     )
-    with pytest.raises(artifact.ArtifactError, match="1001 arrays, over the 1000 a model may have"):
+    with pytest.raises(
+        artifact.ArtifactError,
+        match=f"{too_many} arrays, over the {npyfile.MAX_WEIGHT_ARRAYS} a model may have",
+    ):
         modelcheck.check(tmp_path)
 
 
