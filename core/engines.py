@@ -59,6 +59,9 @@ class Engine:
     codeless_operational_is_transient: bool  # an OperationalError without code: a lost link
     auth_codes: frozenset[int | str]  # the server refused the user name or password
     stall_codes: frozenset[int | str]  # a round trip timed out: the connection is closed
+    # Codes that mean the above only on the driver's OperationalError: a driver that gives one
+    # code to every error raised without one (mysql-connector: -1) must not make a typo transient.
+    operational_only_codes: frozenset[int | str] = frozenset()
 
     def io_connect_args(self, seconds: int) -> dict[str, Any]:
         """Connect arguments after which no round trip waits longer than about ``seconds`` for a
@@ -122,6 +125,9 @@ MYSQL = Engine(
     # refusing a LOCAL INFILE link, never happens here). Both mean the connection is gone: the
     # pool must not roll it back.
     stall_codes=frozenset({3024, -1}),
+    # -1 is also the code of every error the driver raises without one (an unknown charset or
+    # auth_plugin, "Unread result found"): those are mistakes, not lost links.
+    operational_only_codes=frozenset({-1}),
 )
 
 POSTGRESQL = Engine(

@@ -14,6 +14,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
+from core.errors import UserError
 from core.npyfile import MAX_WEIGHT_ARRAYS
 
 # What a weights file that is not what model.json says can raise while it is read.
@@ -86,6 +87,12 @@ def save_weights(file: IO[bytes] | str | Path, network: chainer.Link) -> None:
     Built in memory, then written in one call: numpy's savez leaves its ZipFile open when a
     write fails (a full disk), and its ``__del__`` then logs a second traceback.
     """
+    arrays = sum(1 for _ in network.namedparams()) + sum(
+        len(link._persistent)
+        for link in network.links()  # BatchNorm's running statistics
+    )
+    if arrays > MAX_WEIGHT_ARRAYS:
+        raise UserError(f"The model has {arrays} arrays, over the {MAX_WEIGHT_ARRAYS} that serve loads")
     buffer = io.BytesIO()
     chainer.serializers.save_npz(buffer, network)
     if isinstance(file, (str, Path)):

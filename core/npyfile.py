@@ -14,7 +14,10 @@ from typing import IO
 
 import numpy as np
 
-MAX_WEIGHT_ARRAYS = 1_000  # 500 layers: far past any network this image trains or serves
+# Far past any network this image trains or serves, bring-your-own ones included (2,000
+# BatchNorm layers); training refuses to save a model over it (core/network.save_weights), so a
+# model that trained is never one that serve refuses.
+MAX_WEIGHT_ARRAYS = 10_000
 NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 import boto3
+import botocore.config
 import botocore.exceptions
 
 from core.engines import SECRET_ENGINES
@@ -80,6 +81,14 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
     )
 
 
+# Secrets Manager is also read while a job runs (a refused password after a rotation), with a
+# database connection waiting on it: bounded like a database round trip, not boto3's 60 s
+# time-outs times its retries.
+_CLIENT_CONFIG = botocore.config.Config(
+    connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+)
+
+
 def fetch(
     secret_id: str, region_name: str | None, caller: str = "the training role", stage: str | None = None
 ) -> DbCredentials:
@@ -89,7 +98,9 @@ def fetch(
     A fresh session each call: credentials are resolved now, not cached from earlier.
     """
     try:
-        client = boto3.session.Session().client("secretsmanager", region_name=region_name)
+        client = boto3.session.Session().client(
+            "secretsmanager", region_name=region_name, config=_CLIENT_CONFIG
+        )
         response = client.get_secret_value(SecretId=secret_id, **({"VersionStage": stage} if stage else {}))
     except botocore.exceptions.NoRegionError:
         raise UserError(

@@ -6,6 +6,7 @@ engine in core/engines.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -49,12 +50,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _code(err: BaseException, operational: type[BaseException], engine: Engine) -> object:
+    """The driver error code of ``err`` (None when it has none that counts)."""
+    code = getattr(err, engine.error_code_attr, None)
+    if code in engine.operational_only_codes and not isinstance(err, operational):
+        return None
+    return code
+
+
 def _codes(exc: BaseException) -> Iterator[tuple[object, Engine]]:
     """The driver error codes in ``exc``'s chain, with the engine of each."""
     for err in _chain(exc):
-        for error, _, engine in _driver_errors():
+        for error, operational, engine in _driver_errors():
             if isinstance(err, error):
-                yield getattr(err, engine.error_code_attr, None), engine
+                yield _code(err, operational, engine), engine
 
 
 def is_auth_failure(exc: BaseException) -> bool:
@@ -77,7 +86,7 @@ def is_transient(exc: BaseException) -> bool:
             return True
         for error, operational, engine in _driver_errors():
             if isinstance(err, error):
-                code = getattr(err, engine.error_code_attr, None)
+                code = _code(err, operational, engine)
                 if code in engine.transient_codes or (
                     code is None and engine.codeless_operational_is_transient and isinstance(err, operational)
                 ):
@@ -132,6 +141,16 @@ class _Watchdog:
     def leave(self) -> None:
         self._waiting.pop(threading.get_ident(), None)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """A wait that is no stall (another job's lock): not timed; the clock restarts after."""
+        entry = self._waiting.pop(threading.get_ident(), None)
+        try:
+            yield
+        finally:
+            if entry is not None:
+                self.enter(entry[0])
+
     def _run(self) -> None:
         logged: set[tuple[int, float]] = set()
         while True:
@@ -151,6 +170,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+not_timed = _WATCHDOG.paused  # for a call whose long wait is expected (a lock): no stall warning
 
 
 class Retrier:
@@ -212,7 +232,13 @@ class Retrier:
                 state.upcoming_sleep,
             )
 
-        _WATCHDOG.enter(what)
+        def timed() -> T:  # each attempt is timed, not the backoff between them
+            _WATCHDOG.enter(what)
+            try:
+                return fn()
+            finally:
+                _WATCHDOG.leave()
+
         try:
             result = tenacity.Retrying(
                 retry=tenacity.retry_if_exception(is_transient),
@@ -221,13 +247,11 @@ class Retrier:
                 sleep=sleep,
                 before_sleep=log,
                 reraise=True,
-            )(fn)
+            )(timed)
         except Exception as exc:
             if not is_transient(exc):  # the database answered: the outage is over
                 self._end_outage()
             raise
-        finally:
-            _WATCHDOG.leave()
         self._end_outage()
         return result
 

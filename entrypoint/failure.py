@@ -29,7 +29,9 @@ EXIT_FAILED = 1
 PROBE_BYTES = 4096  # one page: enough to meet a full disk, not enough to fill one
 MAX_REASON_CHARS = 1024  # SageMaker's FailureReason: the failure file's first 1,024 characters
 QUOTE_KEPT_CHARS = 80  # of each quoted value (user data: a name, a header, a value) in a long line
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# A quote opens after a non-word character and closes before one: the apostrophes of "the job's"
+# and "the server's" do not make a quoted value of the advice between them.
+_QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|(?<!\w)\"[^\"]*\"(?!\w)")
 ELLIPSIS = "..."
 
 

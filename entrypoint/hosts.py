@@ -142,11 +142,22 @@ class Decision:
 
     model_host: str | None
     model_trial: int | None = None
+    model_value: float | None = None
     hosts: tuple[str, ...] = ()  # the hosts the leader heard finish
     absent: tuple[str, ...] = ()  # the hosts it gave up on (dead, stopped, or too slow after SIGTERM)
 
     def keeps_model(self, host: str) -> bool:
         return self.model_host == host
+
+
+def _decision_from(doc: Mapping[str, Any]) -> Decision:
+    return Decision(
+        doc["model_host"],
+        doc["model_trial"],
+        doc.get("model_value"),
+        tuple(doc["hosts"]),
+        tuple(doc["absent"]),
+    )
 
 
 class _Liveness:
@@ -335,6 +346,7 @@ class Roster:
         decision = Decision(
             model_host=winner[0] if winner else None,
             model_trial=winner[1]["trial"] if winner else None,
+            model_value=winner[1]["value"] if winner else None,
             hosts=tuple([self.cluster.current, *finished]),
             absent=tuple(absent),
         )
@@ -342,6 +354,7 @@ class Roster:
             "leader_nonce": self.nonce,
             "model_host": decision.model_host,
             "model_trial": decision.model_trial,
+            "model_value": decision.model_value,
             "hosts": {h: (records[h] or {}).get("nonce") for h in finished},
             "absent": list(absent),
         }
@@ -393,17 +406,13 @@ class Roster:
                 bool(doc) and bool(leader_record) and doc.get("leader_nonce") == leader_record.get("nonce")
             )
             if current and doc["hosts"].get(self.cluster.current) == self.nonce:
-                decision = Decision(
-                    doc["model_host"], doc["model_trial"], tuple(doc["hosts"]), tuple(doc["absent"])
-                )
+                decision = _decision_from(doc)
                 break
             if current and leader_seen_alive:
                 logger.warning(
                     "The leader host %s decided without this host (it stopped hearing from it)", leader
                 )
-                decision = Decision(
-                    doc["model_host"], doc["model_trial"], tuple(doc["hosts"]), tuple(doc["absent"])
-                )
+                decision = _decision_from(doc)
                 break
             silent = liveness.silent_for(leader, leader_record)
             if silent > self._grace_s:
@@ -419,6 +428,15 @@ class Roster:
             time.sleep(POLL_S)
         self._post(state="closed")
         return decision
+
+
+def job_model_line(trials_run: int, decision: Decision) -> str:
+    """This host's last metric line (report.ProgressLines' format) naming the job's one model,
+    so that the job's final metrics (model:trial, model:value) are the same on every host."""
+    text = f"job_trials={trials_run}"
+    if decision.model_trial is not None:
+        text += f" model_trial={decision.model_trial} model_value={decision.model_value!r}"
+    return text
 
 
 def write_summary(

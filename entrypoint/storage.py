@@ -33,9 +33,9 @@ from sqlalchemy.engine import URL, make_url
 from core.engines import DEFAULT_ENGINE, ENGINES, Engine
 from core.engines import names as engine_names
 from core.errors import UserError
-from entrypoint import credentials, optuna_private
+from entrypoint import credentials, optuna_private, region, tls
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from entrypoint.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient
+from entrypoint.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient, not_timed
 from entrypoint.redact import MASK, keep_out
 from entrypoint.settings import Settings
 
@@ -51,6 +51,10 @@ CONNECT_TIMEOUT_S = 10
 # (the slowest, reading a large study, takes well under a second on a live server).
 IO_TIMEOUT_S = 15
 LOCK_TIMEOUT_S = 120
+# The schema lock is asked for in waits of this length, so that no round trip on its connection
+# waits longer than IO_TIMEOUT_S + LOCK_POLL_S for a stalled server and SIGTERM is seen between
+# them (one GET_LOCK of LOCK_TIMEOUT_S would hold the connection's time-out at 135 s).
+LOCK_POLL_S = 5
 STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many times
 DEFAULT_DB_NAME = "optuna"
 PASSWORD_KEYS = ("password", "passwd", "pwd")  # query keys that carry a password, in any case
@@ -240,7 +244,7 @@ def _from_storage_url(
     engine = ENGINES[kind]
     if url.get_driver_name() == engine.dialect_default_driver or "+" not in url.drivername:
         url = url.set(drivername=engine.driver)
-    args = _connect_args(engine, settings.db_ssl_ca)
+    args = _connect_args(engine, tls.ca_bundle(settings.db_ssl_ca, settings.db_ssl_verify, url.host))
     if creds is not None:
         url = url.set(username=url.username or creds.username)
         args["password"] = creds.password
@@ -255,11 +259,11 @@ def _live(
     """The secret's password, read again (with ``read``) when the database refuses it."""
     if creds is None or not settings.db_secret:
         return None
-    secret_id, region = settings.db_secret, settings.region_name
+    secret_id, region_name = settings.db_secret, region.resolve(settings.region_name, settings.db_secret)
     if read is None:
 
         def read(stage: str | None) -> credentials.DbCredentials:
-            return credentials.fetch(secret_id, region, stage=stage)
+            return credentials.fetch(secret_id, region_name, stage=stage)
 
     return credentials.LivePassword(secret_id, creds.password, read, on_new=keep_out)
 
@@ -278,7 +282,9 @@ def resolve(
     when the database refuses its password; by default as it is read here.
     """
     if creds is None and settings.db_secret:
-        creds = credentials.fetch(settings.db_secret, settings.region_name)
+        creds = credentials.fetch(
+            settings.db_secret, region.resolve(settings.region_name, settings.db_secret)
+        )
     if settings.storage:
         return _from_storage_url(settings, creds, read)
     if creds is None:
@@ -296,13 +302,18 @@ def resolve(
         port=settings.db_port or creds.port or engine.default_port,
         database=settings.db_name or creds.dbname or DEFAULT_DB_NAME,
     )
-    args = {"password": creds.password, **_connect_args(engine, settings.db_ssl_ca)}
+    ca = tls.ca_bundle(settings.db_ssl_ca, settings.db_ssl_verify, host)
+    args = {"password": creds.password, **_connect_args(engine, ca)}
     return Database(url, args, _live(settings, creds, read))
 
 
 @contextlib.contextmanager
-def schema_lock(db: Database) -> Iterator[None]:
-    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway)."""
+def schema_lock(db: Database, stop: threading.Event | None = None) -> Iterator[None]:
+    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway).
+
+    An engine whose lock reports its grant (MySQL's GET_LOCK) is asked in waits of LOCK_POLL_S
+    until LOCK_TIMEOUT_S, giving up early when ``stop`` is set (SIGTERM).
+    """
     if db.kind == "sqlite":
         yield
         return
@@ -311,19 +322,32 @@ def schema_lock(db: Database) -> Iterator[None]:
     key = {"key": lock.key(name)}
     acquire = sqlalchemy.text(lock.acquire)
     if lock.reports_grant:
-        acquire = acquire.bindparams(timeout=LOCK_TIMEOUT_S)
-    # The lock's wait is no stall: its round trip may take the lock's whole time-out.
-    engine = db.create_engine(io_timeout_s=LOCK_TIMEOUT_S + IO_TIMEOUT_S, poolclass=sqlalchemy.pool.NullPool)
+        acquire = acquire.bindparams(timeout=min(LOCK_POLL_S, LOCK_TIMEOUT_S))
+    stop = stop or threading.Event()
+    # The lock's wait is no stall: its round trip may take one poll.
+    engine = db.create_engine(io_timeout_s=IO_TIMEOUT_S + LOCK_POLL_S, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
-            got = conn.execute(acquire, key).scalar()
-            if lock.reports_grant and got != 1:
-                raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            with not_timed():  # waiting for another job's lock is no stall
+                granted = conn.execute(acquire, key).scalar()
+                while lock.reports_grant and granted != 1:
+                    if stop.is_set():
+                        raise TimeoutError(
+                            f"schema lock {name} not granted before the job was stopped (SIGTERM)"
+                        )
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+                    granted = conn.execute(acquire, key).scalar()
+            released = False
             try:
                 yield
-            finally:
                 with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
                     conn.execute(sqlalchemy.text(lock.release), key)
+                    released = True
+            finally:
+                if not released:  # an error, maybe a stall: closing the connection frees the lock
+                    conn.invalidate()  # (and skips the rollback, another wait on a stalled server)
     finally:
         engine.dispose()
 
@@ -440,7 +464,7 @@ def join_study(
         if schema_ready(db):  # the common case: no lock, no DDL
             storage = _open(db, settings, create_schema=False)
         else:
-            with schema_lock(db):  # the first jobs on an empty database: one at a time
+            with schema_lock(db, stop):  # the first jobs on an empty database: one at a time
                 storage = _open(db, settings, create_schema=not schema_ready(db))
         nonlocal created
         # Creating the study is one INSERT of a unique name; a job that loses the race loads it.
@@ -470,9 +494,9 @@ def join_study(
             raise refused(db, exc) from None
         raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
     except TimeoutError as exc:  # the schema lock
+        stuck = "; another job is creating the schema and may be stuck (see its log), or the database is very slow"
         raise UserError(
-            f"Cannot open the study on {db.shown}: {exc}; another job is creating the schema "
-            "and may be stuck (see its log), or the database is very slow"
+            f"Cannot open the study on {db.shown}: {exc}{'' if retry.stop.is_set() else stuck}"
         ) from None
     if len(study.directions) != 1:
         raise UserError(

@@ -233,7 +233,8 @@ def _run_study(
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
-    runner = TrialRunner(job, study, rdb, objective, progress, [keeper])
+    lines = report.ProgressLines(keeper, progress.finished)
+    runner = TrialRunner(job, study, rdb, objective, progress, [keeper, lines])
     if cluster is None:
         try:
             runner.run()
@@ -244,7 +245,7 @@ def _run_study(
             # After SIGTERM with the database away, the summary gets one try: the time left before
             # SageMaker's SIGKILL is better spent exiting than waiting for a stalled server.
             wrap_up(0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)
-            _closing_lines(keeper)
+            _closing_lines(keeper, lines.line())
         _check_outcome(runner, keeper, job.guard)
         return study
     roster = hosts.Roster(
@@ -276,11 +277,11 @@ def _run_study(
     if cluster.is_leader:
         wrap_up(0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)  # the study-wide report, once
     hosts.write_summary(paths.output_data_dir, cluster, decision, keeper.record, runner.states)
-    if decision.keeps_model(cluster.current):
-        _closing_lines(keeper)
-    else:
+    if not decision.keeps_model(cluster.current):
         logger.info("Host %s keeps the job's model; this host's model_dir is left empty", decision.model_host)
-        gc.freeze()
+    # Every host's last metric line names the job's one model, whichever host's log is read.
+    print(hosts.job_model_line(len(progress.finished), decision), flush=True)
+    gc.freeze()
     _check_outcome(runner, keeper, job.guard)
     return study
 
@@ -342,13 +343,15 @@ def _wrap_up(
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
     if best is not None:
-        print(f"best_trial={best.number} best_value={best.value:.6g} params={best.params}")
+        print(f"best_trial={best.number} best_value={best.value!r} params={best.params}")
 
 
-def _closing_lines(keeper: BestModelKeeper) -> None:
-    if keeper.record is not None:
-        print(f"model_trial={keeper.record.trial_number} model_value={keeper.record.value:.6g}")
-    else:
+def _closing_lines(keeper: BestModelKeeper, progress_line: str) -> None:
+    # The study's best as this job sees it (best_trial=, printed by _wrap_up), and this job's own
+    # model: the last values of the metrics best:trial, best:value, job:trials, model:trial,
+    # model:value (FinalMetricDataList).
+    print(progress_line, flush=True)
+    if keeper.record is None:
         logger.warning("No trial of this job completed: model_dir holds no model")
     # The process exits next. Python's final garbage collections walk every object that
     # Chainer, Optuna and SQLAlchemy created (1.2-1.9 s measured under load); frozen objects

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 
 import boto3
@@ -70,6 +71,39 @@ def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error
             assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.services
+def test_the_schema_lock_neither_outwaits_a_stall_nor_sigterm(private_mariadb, private_db, aws):
+    """The first jobs create the schema under a named lock on a connection of its own. A server
+    that stalls while the lock is held costs one read time-out (not the lock's 120 s wait plus
+    one), and a job waiting for another's lock stops between polls when it gets SIGTERM."""
+    db = storage.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
+    try:
+        with storage.schema_lock(db):
+            os.kill(private_mariadb.proc.pid, signal.SIGSTOP)  # a stall while the schema is made
+            t0 = time.monotonic()
+        released_s = time.monotonic() - t0  # the release meets the stall: the connection is dropped
+    finally:
+        os.kill(private_mariadb.proc.pid, signal.SIGCONT)
+    print(f"leaving the schema lock on a stalled server took {released_s:.1f} s")
+    assert released_s < storage.IO_TIMEOUT_S + storage.LOCK_POLL_S + 10
+
+    name = f"optuna-schema-{private_db.name}"
+    other = mysql.connector.connect(
+        user=private_db.user, password=private_db.password, host=private_db.host, port=private_db.port
+    )
+    try:
+        other.cursor().execute("SELECT GET_LOCK(%s, 0)", (name,))
+        stop = threading.Event()
+        stop.set()  # SIGTERM came while this job waits for the other job's lock
+        with pytest.raises(TimeoutError, match="not granted before the job was stopped"):
+            with storage.schema_lock(db, stop):
+                pass
+    finally:
+        other.close()
+    with storage.schema_lock(db):  # the holder's connection closed: the lock is free again
+        pass
 
 
 @pytest.mark.process

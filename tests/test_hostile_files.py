@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import artifact, modelcheck
+from core import artifact, modelcheck, npyfile
 from core.errors import UserError
 from devtools.localmodel import DEFAULT_PARAMS, write_model
 from entrypoint import credentials, data, failure
@@ -52,12 +51,21 @@ def edit_model_json(model_dir: Path, **changes) -> None:
     (model_dir / "model.json").write_text(json.dumps(doc))
 
 
-def refused_quickly(model_dir: Path, fragment: str) -> str:
-    t0 = time.monotonic()
+def refused_before_building(model_dir: Path, fragment: str, monkeypatch, builds: bool = False) -> str:
+    """load_model refuses ``model_dir`` with ``fragment`` in its one-line error; unless ``builds``,
+    before any network was built (the bombs cost neither time nor memory)."""
+    from serving import model as serving_model
+
+    built = []
+    builder = serving_model.usercode.network_builder
+    monkeypatch.setattr(
+        serving_model.usercode,
+        "network_builder",
+        lambda *args: built.append(args) or builder(*args),
+    )
     with pytest.raises(ModelLoadError) as info:
         load_model(model_dir)
-    took = time.monotonic() - t0
-    assert took < 2, f"refused after {took:.1f} s"
+    assert bool(built) == builds, "a network was built before the model folder was checked"
     assert fragment in str(info.value), str(info.value)
     assert len(str(info.value)) < 1024
     return str(info.value)
@@ -83,30 +91,30 @@ def refused_quickly(model_dir: Path, fragment: str) -> str:
     ],
 )
 def test_serve_refuses_a_model_json_that_does_not_fit_its_weights_before_building(
-    tmp_path, changes, fragment
+    tmp_path, changes, fragment, monkeypatch
 ):
     write_model(tmp_path, 64, 10)
     edit_model_json(tmp_path, **changes)
-    refused_quickly(tmp_path, fragment)
+    refused_before_building(tmp_path, fragment, monkeypatch)
 
 
 @pytest.mark.unit
-def test_serve_refuses_a_model_json_nested_100000_deep(tmp_path):
+def test_serve_refuses_a_model_json_nested_100000_deep(tmp_path, monkeypatch):
     write_model(tmp_path, 64, 10)
     (tmp_path / "model.json").write_text(deep_json(100_000))
-    refused_quickly(tmp_path, "not valid JSON (nested too deeply)")
+    refused_before_building(tmp_path, "not valid JSON (nested too deeply)", monkeypatch)
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_serve_refuses_non_finite_weights_at_start(tmp_path, value):
+def test_serve_refuses_non_finite_weights_at_start(tmp_path, value, monkeypatch):
     import chainer
 
     net = write_model(tmp_path, 64, 10)
     record = artifact.read(tmp_path)
     next(iter(net.params())).array[0, 0] = value
     chainer.serializers.save_npz(str(tmp_path / record.weights_file), net)
-    refused_quickly(tmp_path, "holds NaN or infinite weights")
+    refused_before_building(tmp_path, "holds NaN or infinite weights", monkeypatch, builds=True)
 
 
 @pytest.mark.unit
@@ -122,14 +130,18 @@ def test_weights_declaring_more_than_they_hold_or_than_memory_allows_are_refused
     )
     with pytest.raises(artifact.ArtifactError, match=r"array '0/W' claims 1024000000 bytes but holds 0"):
         modelcheck.check(tmp_path)
+    too_many = npyfile.MAX_WEIGHT_ARRAYS + 1
     npz_with(
         weights,
         {
             f"{i}.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }")
-            for i in range(1001)
+            for i in range(too_many)
         },
     )
-    with pytest.raises(artifact.ArtifactError, match="1001 arrays, over the 1000 a model may have"):
+    with pytest.raises(
+        artifact.ArtifactError,
+        match=f"{too_many} arrays, over the {npyfile.MAX_WEIGHT_ARRAYS} a model may have",
+    ):
         modelcheck.check(tmp_path)
 
 
@@ -168,6 +180,11 @@ def test_every_failure_line_is_cut_to_1024_characters_quoted_values_first(tmp_pa
     assert len(unquoted) == 1024 and unquoted.endswith("...")
     failure.write(message, tmp_path)
     assert (tmp_path / "failure").read_text() == fitted
+    # Apostrophes are no quotes: the advice between "job's" and "server's" is kept whole.
+    prose = failure.fit(f"The job's database refused: {'x' * 1100} (check the server's log) final advice")
+    assert prose.startswith("The job's database refused: xxx") and prose.endswith("...")
+    quoted_after_apostrophe = failure.fit(f"The job's value {long_value!r} is refused (see the server's log)")
+    assert quoted_after_apostrophe.endswith("...' is refused (see the server's log)")
 
 
 @pytest.mark.process
@@ -287,3 +304,20 @@ def test_a_full_model_folder_logs_no_stray_traceback_and_a_full_output_folder_no
         result = run_train(base)
         assert not (base / "output" / "failure").exists()  # not an empty FailureReason
     assert result.returncode == 1 and "'n-trials' must be an integer" in result.stderr
+
+
+@pytest.mark.unit
+def test_training_refuses_to_save_a_model_that_serve_would_refuse(monkeypatch, tmp_path):
+    """The cap on arrays that serve reads is also applied when a model is saved (bring-your-own
+    networks included), so a job never leaves a model that serve refuses."""
+    import chainer
+    import chainer.links as L
+
+    from core import network
+
+    net = chainer.Sequential(L.Linear(4, 3), L.BatchNormalization(3), L.Linear(3, 2))  # 9 arrays
+    network.save_weights(tmp_path / "ok.npz", net)
+    monkeypatch.setattr(network, "MAX_WEIGHT_ARRAYS", 8)
+    with pytest.raises(UserError, match="The model has 9 arrays, over the 8 that serve loads"):
+        network.save_weights(tmp_path / "too-many.npz", net)
+    assert not (tmp_path / "too-many.npz").exists()
