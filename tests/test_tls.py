@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import settings, storage, tls
+from entrypoint import dberrors, settings, storage, tls
 from tests import services
 
 ENDPOINT = "optuna.cluster-abc123.us-east-1.rds.amazonaws.com"
@@ -112,8 +112,12 @@ def test_an_rds_endpoint_is_verified_against_the_bundle_by_default(rds_like, sec
 @pytest.mark.services
 def test_a_wrong_host_name_is_refused(rds_like, secret, resolver, monkeypatch):
     monkeypatch.setenv(tls.ENV_RDS_CA, str(rds_like.tls["ca"]))
-    with pytest.raises(sqlalchemy.exc.DBAPIError, match="CERTIFICATE_VERIFY_FAILED.*Hostname mismatch"):
+    with pytest.raises(
+        sqlalchemy.exc.DBAPIError, match="CERTIFICATE_VERIFY_FAILED.*Hostname mismatch"
+    ) as info:
         _connect({"db-secret": secret(OTHER_ENDPOINT)})
+    # A server that fails verification is no outage: the job fails at once, not after db-retry-timeout.
+    assert not dberrors.is_transient(info.value), [type(e) for e in dberrors._chain(info.value)]
     # Told otherwise, it only encrypts.
     assert _connect({"db-secret": secret(OTHER_ENDPOINT), "db-ssl-verify": "false"})
 
