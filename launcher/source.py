@@ -18,7 +18,7 @@ import sqlalchemy
 from core.engines import ENGINES
 from core.errors import UserError
 from entrypoint import storage
-from entrypoint.dberrors import describe
+from entrypoint.dberrors import describe, is_cert_failure
 from entrypoint.redact import redacting
 from entrypoint.settings import Settings
 from launcher import jobresults
@@ -69,6 +69,8 @@ MYSQL_UNREACHABLE = frozenset({2002, 2003, 2005, 2013, 2055})
 
 def _unreachable(kind: str, exc: sqlalchemy.exc.DBAPIError) -> bool:
     """True when no server answered; False when one did and refused (its error then stands)."""
+    if is_cert_failure(exc):  # a server answered, and failed verification: its error stands
+        return False
     errno = getattr(exc.orig, ENGINES[kind].error_code_attr, None)
     if kind == "mysql":
         return errno in MYSQL_UNREACHABLE

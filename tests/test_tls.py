@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import settings, storage, tls
+from entrypoint import dberrors, settings, storage, tls
 from tests import services
 
 ENDPOINT = "optuna.cluster-abc123.us-east-1.rds.amazonaws.com"
@@ -29,7 +29,7 @@ OTHER_ENDPOINT = "other.cluster-abc123.us-east-1.rds.amazonaws.com"  # not in th
     [
         (ENDPOINT, True),
         ("db.cluster-ro-abc.eu-west-1.rds.amazonaws.com.", True),
-        ("x.rds.cn-north-1.rds.amazonaws.com.cn", True),
+        ("x.rds.cn-north-1.rds.amazonaws.com.cn", False),  # China: a bundle of its own (db-ssl-ca)
         ("127.0.0.1", False),
         ("rds.amazonaws.com.example.org", False),
         (None, False),
@@ -50,6 +50,15 @@ def test_bundle_choice(monkeypatch, tmp_path):
     assert tls.ca_bundle("/mine.pem", True, ENDPOINT) == "/mine.pem"  # db-ssl-ca wins
     assert tls.ca_bundle(None, False, ENDPOINT) is None  # told otherwise
     assert tls.ca_bundle(None, True, "127.0.0.1") is None  # not RDS: the driver's default
+    # RDS Proxy: ACM certificates, verified against the system's trust store (Amazon Root CAs).
+    proxy = "hpo.proxy-abc123.us-east-1.rds.amazonaws.com"
+    assert tls.is_rds_proxy_host(proxy) and not tls.is_rds_proxy_host(ENDPOINT)
+    system = tmp_path / "system.pem"
+    monkeypatch.setenv(tls.ENV_PROXY_CA, str(system))
+    with pytest.raises(UserError, match="none at .*system.pem"):
+        tls.ca_bundle(None, True, proxy)
+    system.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert tls.ca_bundle(None, True, proxy) == str(system)
     parsed = settings.parse({"db-secret": "s", "db-ssl-verify": "false"})
     assert parsed.db_ssl_verify is False and settings.parse({}).db_ssl_verify is True
 
@@ -112,8 +121,12 @@ def test_an_rds_endpoint_is_verified_against_the_bundle_by_default(rds_like, sec
 @pytest.mark.services
 def test_a_wrong_host_name_is_refused(rds_like, secret, resolver, monkeypatch):
     monkeypatch.setenv(tls.ENV_RDS_CA, str(rds_like.tls["ca"]))
-    with pytest.raises(sqlalchemy.exc.DBAPIError, match="CERTIFICATE_VERIFY_FAILED.*Hostname mismatch"):
+    with pytest.raises(
+        sqlalchemy.exc.DBAPIError, match="CERTIFICATE_VERIFY_FAILED.*Hostname mismatch"
+    ) as info:
         _connect({"db-secret": secret(OTHER_ENDPOINT)})
+    # A server that fails verification is no outage: the job fails at once, not after db-retry-timeout.
+    assert not dberrors.is_transient(info.value), [type(e) for e in dberrors._chain(info.value)]
     # Told otherwise, it only encrypts.
     assert _connect({"db-secret": secret(OTHER_ENDPOINT), "db-ssl-verify": "false"})
 
