@@ -222,3 +222,72 @@ def test_tpe_samples_through_sample_and_reads_the_study_through_get_trials(rdb, 
     sampled_by_tpe = 3  # after 2 start-up trials, each trial samples x and y once
     assert len(reads) == sampled_by_tpe  # one read per trial, not one per parameter
     assert len(served) >= sampled_by_tpe  # TPE read them from the snapshot, not the storage
+
+
+# --- the lean trial read ------------------------------------------------------------------------
+
+
+def _varied_study(storage: optuna.storages.RDBStorage, directions=("maximize",)) -> optuna.Study:
+    """Trials in every state, with every kind of value, parameter and attribute Optuna stores."""
+    study = optuna.create_study(storage=storage, directions=list(directions))
+    for i in range(6):
+        trial = study.ask()
+        trial.suggest_int("n", 1, 128, log=True)
+        trial.suggest_categorical("opt", ["Adam", "SGD", None])
+        trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        if i % 2:
+            trial.suggest_float("x", -1, 1, step=0.25)
+        trial.set_user_attr("job_name", f"job-{i}")
+        trial.set_user_attr("nested", {"a": [1, 2.5, None]})
+        storage.set_trial_system_attr(optuna_private.trial_id(trial), "sys", i)
+        for step, value in enumerate([0.1, math.nan, math.inf, -math.inf][: i % 4 + 1]):
+            if len(directions) == 1:
+                trial.report(value, step)
+        ends = [
+            (TrialState.COMPLETE, [0.5 + i] * len(directions)),
+            (TrialState.PRUNED, None),
+            (TrialState.FAIL, None),
+            (TrialState.COMPLETE, [math.inf] * len(directions)),
+        ]
+        if i < 4:
+            state, values = ends[i]
+            study.tell(trial, values, state=state)
+    study.enqueue_trial({"n": 4})  # WAITING
+    return study
+
+
+def check_lean_read(url: str, directions: tuple[str, ...], engine_kwargs=None) -> None:
+    """``RDBStorage._get_trials`` (and ``_build_frozen_trial_from_trial_model``'s output): the
+    lean read gives equal FrozenTrials for every filter the cache and get_all_trials use."""
+    kwargs = {"engine_kwargs": engine_kwargs} if engine_kwargs else {}
+    theirs = optuna.storages.RDBStorage(url, **kwargs)
+    study = _varied_study(theirs, directions)
+    ours = optuna_private.LeanReadStorage(url, skip_table_creation=True, **kwargs)
+    sid = optuna_private.study_id(study)
+    ids = [optuna_private.trial_id(t) for t in study.trials]
+    cases = [
+        (None, set(), -1),
+        ((TrialState.COMPLETE,), set(), -1),
+        ((TrialState.RUNNING, TrialState.WAITING), set(), -1),
+        (None, {ids[1], ids[4], ids[-1]}, ids[3]),  # the cache's refresh: unfinished ones + newer
+        (None, set(), ids[2]),
+    ]
+    for states, included, newer in cases:
+        expected = theirs._get_trials(sid, states, included, newer)
+        got = ours._get_trials(sid, states, included, newer)
+        # repr: NaN values compare unequal to themselves; repr shows every field.
+        assert [repr(t) for t in got] == [repr(t) for t in expected], (states, included, newer)
+        assert [t._trial_id for t in got] == [t._trial_id for t in expected]
+        assert [t.system_attrs for t in got] == [t.system_attrs for t in expected]
+    assert repr(ours.get_all_trials(sid)) == repr(theirs.get_all_trials(sid))
+    with pytest.raises(KeyError):
+        ours._get_trials(sid + 100, None, set(), -1)
+    assert ours._get_trials(optuna.create_study(storage=ours)._study_id, None, set(), -1) == []
+    theirs.engine.dispose()
+    ours.engine.dispose()
+
+
+@pytest.mark.parametrize("directions", [("maximize",), ("minimize", "maximize")])
+def test_the_lean_read_returns_optunas_trials(tmp_path, directions):
+    check_lean_read(f"sqlite:///{tmp_path / 'lean.db'}", directions)
+
