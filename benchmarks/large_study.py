@@ -183,7 +183,12 @@ def fill(database: str, size: int, seed: int = 0) -> None:
                 values.append({"trial_id": tid, "objective": 0, "value": curve[-1], "value_type": "FINITE"})
             for step, v in enumerate(curve, 1):
                 inter.append(
-                    {"trial_id": tid, "step": step, "intermediate_value": v, "intermediate_value_type": "FINITE"}
+                    {
+                        "trial_id": tid,
+                        "step": step,
+                        "intermediate_value": v,
+                        "intermediate_value_type": "FINITE",
+                    }
                 )
             metrics = {
                 "job_name": f"job-{number % N_JOBS:03d}",
@@ -224,7 +229,12 @@ def run_job(database: str, trials: int = 3) -> dict[str, float]:
         env["TRAINING_JOB_NAME"] = f"bench-{uuid.uuid4().hex[:6]}"
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [str(VENV_BIN / "train")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp
+            [str(VENV_BIN / "train")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp,
         )
         lines = [(time.perf_counter() - t0, line) for line in proc.stdout]  # stamped as they arrive
         proc.wait()
@@ -238,7 +248,7 @@ def run_job(database: str, trials: int = 3) -> dict[str, float]:
     ended = [t for t, line in lines if re.search(r"Trial \d+ (finished|pruned|failed)", line)]
     # Sampling and bookkeeping of the later trials: the previous trial's end (its log line) to
     # this one's first epoch line, minus nothing: one epoch of 3 is inside, the same in both arms.
-    later = [e - f for f, e in zip(ended, epoch1[1:])]
+    later = [e - f for f, e in zip(ended, epoch1[1:], strict=False)]
     return {
         "first_trial_s": started[0],
         "first_epoch_s": epoch1[0],
@@ -288,9 +298,15 @@ def run_plain(database: str) -> dict[str, float]:
 def run_cli(database: str) -> dict[str, float]:
     """status, best and report, each a fresh process of the launcher's CLI."""
     where = ["--study", STUDY, "--storage", f"mysql://root@127.0.0.1:3306/{database}"]
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-           # no AWS here: best's DescribeTrainingJob goes to a closed port and fails at once
-           "AWS_ENDPOINT_URL_SAGEMAKER": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
+    env = {
+        **os.environ,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        # no AWS here: best's DescribeTrainingJob goes to a closed port and fails at once
+        "AWS_ENDPOINT_URL_SAGEMAKER": "http://127.0.0.1:9",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, args in (
@@ -300,7 +316,11 @@ def run_cli(database: str) -> dict[str, float]:
         ):
             t0 = time.perf_counter()
             out = subprocess.run(
-                [str(VENV_BIN / "sagemaker-optuna"), *args], capture_output=True, text=True, env=env, timeout=900
+                [str(VENV_BIN / "sagemaker-optuna"), *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=900,
             )
             result[name] = time.perf_counter() - t0
             if name == "report_s" and out.returncode != 0:
@@ -317,10 +337,14 @@ def load() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 5000, 10000])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="+", default=["start", "plain", "cli"], choices=["start", "plain", "cli"])
+    parser.add_argument(
+        "--only", nargs="+", default=["start", "plain", "cli"], choices=["start", "plain", "cli"]
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases (their names are printed)")
     parser.add_argument("--database", nargs="*", default=[], help="SIZE=NAME: reuse a database --keep left")
     args = parser.parse_args()

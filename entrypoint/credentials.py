@@ -11,9 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import boto3
-import botocore.exceptions
-
 from core.engines import SECRET_ENGINES
 from core.errors import UserError
 
@@ -77,6 +74,9 @@ def fetch(secret_id: str, region_name: str | None, caller: str = "the training r
     ``caller`` names who lacks a permission in the error (the training role, or "you").
     A fresh session each call: credentials are resolved now, not cached from earlier.
     """
+    import boto3  # here: a job without a secret never loads boto3 (0.7 s of its start)
+    import botocore.exceptions
+
     try:
         client = boto3.session.Session().client("secretsmanager", region_name=region_name)
         response = client.get_secret_value(SecretId=secret_id)

@@ -16,9 +16,13 @@ import json
 from collections.abc import Container, Iterable
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy
+from optuna.distributions import BaseDistribution
+from optuna.samplers._tpe.sampler import _split_trials, default_gamma, default_gamma_multiobjective
 from optuna.storages._rdb import models
+from optuna.storages._rdb import storage as rdb_storage
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 from packaging.specifiers import SpecifierSet  # packaging: a dependency of Optuna itself
@@ -129,8 +133,37 @@ def running_heartbeats(conn: sqlalchemy.Connection, study: int) -> list[tuple[in
 # --- overrides of private methods --------------------------------------------------------------
 
 
+# Optuna's schema revision (alembic) for the tested Optuna versions; a test checks it is the
+# head of the installed Optuna's migration scripts.
+SCHEMA_HEAD = "v3.2.0.a"
+
+
+class _QuickVersionManager(rdb_storage._VersionManager):
+    """Optuna's version manager, which loads alembic (0.4-0.7 s of a job's start) only when the
+    schema has no alembic revision yet: Optuna's own ``_init_alembic`` returns at once when
+    ``alembic_version`` holds a row, and reading that row needs no alembic."""
+
+    def _init_alembic(self) -> None:
+        if current_revision(self.engine) is None:
+            super()._init_alembic()
+
+
+def current_revision(engine: sqlalchemy.Engine) -> str | None:
+    """The schema's alembic revision, None if there is none (no table, or no row)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+    except sqlalchemy.exc.ProgrammingError:  # no such table (MySQL, PostgreSQL)
+        return None
+    except sqlalchemy.exc.OperationalError as exc:  # SQLite's "no such table"; others propagate
+        if "no such table" in str(exc):
+            return None
+        raise
+
+
 class LeanReadStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage whose trial reads skip the ORM.
+    """Optuna's RDB storage whose trial reads skip the ORM, and whose start skips alembic when
+    the schema is Optuna's current one.
 
     Every read of a study's trials (the cache's first fill when a job joins, its refreshes,
     ``get_trials`` in ``status`` and ``report``) goes through the private ``_get_trials``, which
@@ -139,7 +172,29 @@ class LeanReadStorage(optuna.storages.RDBStorage):
     the same six tables are read with plain selects in one transaction and the FrozenTrials are
     built straight from the rows, each distribution parsed once per distinct JSON text. The
     trials are equal to Optuna's own (tests/test_optuna_private.py compares them).
+
+    At start, Optuna's schema check parses its alembic migration scripts (with the alembic
+    import, 0.5-0.9 s under load): here the schema's revision is read with one query, and only
+    a schema at another revision than :data:`SCHEMA_HEAD` gets Optuna's own check (and its
+    message to upgrade).
     """
+
+    def __init__(
+        self,
+        url: str,
+        engine_kwargs: dict[str, Any] | None = None,
+        skip_compatibility_check: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # RDBStorage.__init__ builds its version manager from this module global; ours differs
+        # only in reading the revision without alembic first (the same outcome).
+        original, rdb_storage._VersionManager = rdb_storage._VersionManager, _QuickVersionManager
+        try:
+            super().__init__(url, engine_kwargs, skip_compatibility_check=True, **kwargs)
+        finally:
+            rdb_storage._VersionManager = original
+        if not skip_compatibility_check and current_revision(self.engine) != SCHEMA_HEAD:
+            self._version_manager.check_table_schema_compatibility()  # Optuna's check and message
 
     def _get_trials(
         self,
@@ -166,7 +221,8 @@ class LeanReadStorage(optuna.storages.RDBStorage):
                     TRIALS.c.state,
                     TRIALS.c.datetime_start,
                     TRIALS.c.datetime_complete,
-                ).where(*where)
+                )
+                .where(*where)
                 .order_by(TRIALS.c.trial_id)
             ).all()
             if not rows:
@@ -174,12 +230,15 @@ class LeanReadStorage(optuna.storages.RDBStorage):
                 if conn.execute(exists).first() is None:  # as Optuna's find_or_raise_by_id
                     raise KeyError(f"No study with study_id {study_id} exists.")
                 return []
+
             def children(table: sqlalchemy.Table, *columns: str, order: Any = None) -> list[Any]:
                 query = sqlalchemy.select(table.c.trial_id, *(table.c[c] for c in columns))
                 query = query.join(TRIALS, TRIALS.c.trial_id == table.c.trial_id).where(*where)
                 return conn.execute(query.order_by(order) if order is not None else query).all()
 
-            params = children(PARAMS, "param_name", "param_value", "distribution_json", order=PARAMS.c.param_id)
+            params = children(
+                PARAMS, "param_name", "param_value", "distribution_json", order=PARAMS.c.param_id
+            )
             values = children(VALUES, "objective", "value", "value_type")
             steps = children(INTERMEDIATE_VALUES, "step", "intermediate_value", "intermediate_value_type")
             user = children(USER_ATTRS, "key", "value_json")
@@ -188,7 +247,12 @@ class LeanReadStorage(optuna.storages.RDBStorage):
 
 
 def _frozen_trials(
-    rows: list[Any], params: list[Any], values: list[Any], steps: list[Any], user: list[Any], system: list[Any]
+    rows: list[Any],
+    params: list[Any],
+    values: list[Any],
+    steps: list[Any],
+    user: list[Any],
+    system: list[Any],
 ) -> list[FrozenTrial]:
     """FrozenTrials as Optuna's ``_build_frozen_trial_from_trial_model`` builds them, from rows."""
     by_id: dict[int, dict[str, Any]] = {
@@ -266,22 +330,87 @@ class _TrialSnapshot:
 
 
 class LiarTPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE with ``constant_liar``, reading the study once per trial.
+    """Optuna's TPE with ``constant_liar``, reading the study once per trial, and its work per
+    trial flat in what earlier trials already did.
 
     With ``constant_liar`` Optuna bypasses its per-trial cache of the study and re-reads every
     unfinished trial (six queries each) for each parameter it samples: profiled on MariaDB, a
     third of a short trial's time. Here the trials, running ones included, are read at the
     trial's first sampled parameter and reused for its others; trials that start meanwhile in
-    other jobs count from the next trial on. Overrides Optuna's private ``_sample`` and stands in
-    for ``Study._get_trials`` (tests/test_pruning.py compares the parameters with Optuna's own).
+    other jobs count from the next trial on.
+
+    On a large study the rest of a trial's sampling is Optuna's own work, done again for each
+    parameter sampled (three times per trial for the built-in network: the multivariate group,
+    then each conditional parameter): splitting every trial into good and bad ones, and each
+    trial's parameters in the sampler's internal form. Both are deterministic: the split is done
+    once per trial (it depends only on the trials and on the number of good ones), and a
+    finished trial's internal form once per job (a finished trial never changes). The draws
+    are Optuna's own: the same trials in the same order reach the same estimators, with the
+    same random generator (tests/test_pruning.py compares the parameters with Optuna's own).
+
+    Overrides Optuna's private ``_sample`` (a copy of Optuna 5.0's, which calls the private
+    ``_split_trials``) and ``_get_internal_repr``, and stands in for ``Study._get_trials``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._snapshot: tuple[int, int, list[FrozenTrial]] | None = None
+        self._splits: dict[int, tuple[list[FrozenTrial], list[FrozenTrial]]] = {}  # n_below -> split
+        # (param name, distribution) -> trial id -> internal representation, finished trials only
+        self._internal: dict[tuple[str, BaseDistribution], dict[int, float]] = {}
 
     def _sample(self, study, trial, search_space):
         key = (study_id(study), trial.number)
         if self._snapshot is None or self._snapshot[:2] != key:
             self._snapshot = (*key, read_trials(study))
-        return super()._sample(_TrialSnapshot(study, self._snapshot[2]), trial, search_space)
+            self._splits = {}
+        return self._sample_snapshot(_TrialSnapshot(study, self._snapshot[2]), trial, search_space)
+
+    def _split(self, study, trials: list[FrozenTrial], n_below: int):
+        if n_below not in self._splits:
+            self._splits[n_below] = _split_trials(study, trials, n_below)
+        return self._splits[n_below]
+
+    def _sample_snapshot(self, study, trial, search_space):
+        """Optuna 5.0's ``TPESampler._sample``, with the split of the trials kept per trial."""
+        if self._constant_liar:
+            states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]
+        else:
+            states = [TrialState.COMPLETE, TrialState.PRUNED]
+        trials = study._get_trials(deepcopy=False, states=states, use_cache=not self._constant_liar)
+        if self._constant_liar:
+            trials = [t for t in trials if trial.number != t.number]
+        if self._gamma is None:
+            self._gamma = default_gamma if len(study.directions) <= 1 else default_gamma_multiobjective
+        n = sum(t.state != TrialState.RUNNING for t in trials)
+        below_trials, above_trials = self._split(study, trials, self._gamma(n))
+        mpe_below = self._build_parzen_estimator(study, search_space, below_trials, handle_below=True)
+        mpe_above = self._build_parzen_estimator(study, search_space, above_trials, handle_below=False)
+        samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acq_func_vals = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
+        ret = optuna.samplers.TPESampler._compare(samples_below, acq_func_vals)
+        for param_name, dist in search_space.items():
+            ret[param_name] = dist.to_external_repr(ret[param_name])
+        return ret
+
+    def _get_internal_repr(self, trials, search_space, study):
+        """Optuna's, with each finished trial's values converted once."""
+        names = search_space.keys()
+        memos = [
+            (name, dist, self._internal.setdefault((name, dist), {})) for name, dist in search_space.items()
+        ]
+        values: dict[str, list[float]] = {name: [] for name in search_space}
+        for t in trials:
+            params = self._get_params(t, study)
+            if not names <= params.keys():
+                continue
+            finished = t.state.is_finished()
+            tid = t._trial_id
+            for name, dist, memo in memos:
+                value = memo.get(tid) if finished else None
+                if value is None:
+                    value = dist.to_internal_repr(params[name])
+                    if finished:
+                        memo[tid] = value
+                values[name].append(value)
+        return {k: np.asarray(v) for k, v in values.items()}

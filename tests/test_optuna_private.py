@@ -291,3 +291,23 @@ def check_lean_read(url: str, directions: tuple[str, ...], engine_kwargs=None) -
 def test_the_lean_read_returns_optunas_trials(tmp_path, directions):
     check_lean_read(f"sqlite:///{tmp_path / 'lean.db'}", directions)
 
+
+def test_schema_head_is_optunas_and_other_revisions_get_optunas_check(tmp_path):
+    """``optuna.storages._rdb.storage._VersionManager`` (and its ``_init_alembic``): the lean
+    storage skips alembic for a schema at SCHEMA_HEAD, creates a fresh one as Optuna does, and
+    leaves any other revision to Optuna's check, which refuses it."""
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    fresh = optuna_private.LeanReadStorage(url)  # creates the schema, stamps alembic
+    assert fresh._version_manager.get_head_version() == optuna_private.SCHEMA_HEAD
+    assert optuna_private.current_revision(fresh.engine) == optuna_private.SCHEMA_HEAD
+    assert isinstance(
+        optuna.storages.RDBStorage(url)._version_manager, type(fresh._version_manager).__mro__[1]
+    )
+    assert type(optuna.storages.RDBStorage(url)._version_manager) is not type(fresh._version_manager)
+    with fresh.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'v3.0.0.a'"))
+    with pytest.raises(RuntimeError, match="optuna storage upgrade"):
+        optuna_private.LeanReadStorage(url, skip_table_creation=True)
+    assert (
+        optuna_private.current_revision(sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'none.db'}")) is None
+    )
