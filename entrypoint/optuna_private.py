@@ -106,6 +106,16 @@ def stored_value(value: float) -> tuple[float | None, Any]:
     return models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
 
 
+def value_of_stored(stored: float | None, kind: Any) -> float:
+    """A trial's objective value read from Optuna's table (infinities included)."""
+    return models.TrialValueModel.stored_repr_to_value(stored, kind)
+
+
+def read_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:
+    """One trial of the study, read in full (from Optuna's cache once it is finished)."""
+    return study._storage.get_trial(trial_id)
+
+
 def value_from_stored(stored: float | None, kind: Any) -> float:
     """An intermediate value read from Optuna's table (NaN and infinities included)."""
     return models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(stored, kind)
