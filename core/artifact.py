@@ -76,8 +76,8 @@ class ModelRecord:
         missing = [key for key in REQUIRED_KEYS if key not in doc]
         if missing:
             raise ArtifactError(where, f"lacks {', '.join(missing)}")
-        if doc["format_version"] != FORMAT_VERSION:
-            problem = f"format_version {doc['format_version']!r}, this image reads {FORMAT_VERSION}"
+        if type(doc["format_version"]) is not int or doc["format_version"] != FORMAT_VERSION:
+            problem = f"format_version {json.dumps(doc['format_version'])[:40]}, this image reads {FORMAT_VERSION} (an integer)"
             raise ArtifactError(where, problem)
         if not isinstance(doc["params"], dict):
             raise ArtifactError(where, f"params is {type(doc['params']).__name__}, not an object")
@@ -95,6 +95,8 @@ class ModelRecord:
             doc = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactError(where, f"not valid JSON ({e})") from e
+        except RecursionError:  # the parser gives up at the interpreter's depth, in microseconds
+            raise ArtifactError(where, "not valid JSON (nested too deeply)") from None
         return cls.from_dict(doc, where)
 
 

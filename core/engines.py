@@ -49,6 +49,7 @@ class Engine:
     secret_engines: tuple[str, ...]  # what RDS/Aurora write in a secret's "engine"
     connect_args: Mapping[str, Any]  # always given to the driver
     timeout_arg: str  # the driver's connect time-out argument (seconds)
+    io_timeout_args: Mapping[str, Any]  # arguments bounding every round trip: see io_connect_args
     tls_ca_arg: str  # the driver's CA bundle argument
     tls_args: Mapping[str, Any]  # what turns on verified TLS, with the CA bundle
     lock: SchemaLock
@@ -56,6 +57,18 @@ class Engine:
     error_code_attr: str  # where the driver's exceptions carry the server's error code
     transient_codes: frozenset[int | str]  # error codes worth waiting for (never message text)
     codeless_operational_is_transient: bool  # an OperationalError without code: a lost link
+    auth_codes: frozenset[int | str]  # the server refused the user name or password
+    stall_codes: frozenset[int | str]  # a round trip timed out: the connection is closed
+    # Codes that mean the above only on the driver's OperationalError: a driver that gives one
+    # code to every error raised without one (mysql-connector: -1) must not make a typo transient.
+    operational_only_codes: frozenset[int | str] = frozenset()
+
+    def io_connect_args(self, seconds: int) -> dict[str, Any]:
+        """Connect arguments after which no round trip waits longer than about ``seconds`` for a
+        server that stopped answering (its value ``"{s}"`` replaced by ``seconds``,
+        ``"{ms}"`` by milliseconds)."""
+        values = {"{s}": seconds, "{ms}": seconds * 1000}
+        return {key: values.get(value, value) for key, value in self.io_timeout_args.items()}
 
     def timeout_connect_args(self, seconds: float) -> dict[str, Any]:
         """Connect arguments for a connection attempt bounded to ``seconds``."""
@@ -80,6 +93,12 @@ MYSQL = Engine(
     # everywhere, so the tests on the host exercise what the image runs.
     connect_args=_frozen(use_pure=True),
     timeout_arg="connection_timeout",
+    # The socket's time-out for each read and each write after the handshake (the handshake
+    # itself is bounded by connection_timeout). Without them a server that stops answering
+    # without closing the connection (a dropped packet path, a failover, a paused instance)
+    # blocks a query for as long as it stays silent. The driver closes the connection and
+    # raises ReadTimeoutError/WriteTimeoutError, errno 3024.
+    io_timeout_args=_frozen(read_timeout="{s}", write_timeout="{s}"),
     tls_ca_arg="ssl_ca",
     tls_args=_frozen(ssl_verify_cert=True, ssl_verify_identity=True),
     lock=SchemaLock(
@@ -91,9 +110,24 @@ MYSQL = Engine(
     driver_module="mysql.connector",
     error_code_attr="errno",
     # Connection refused/lost/gone away, server shutting down, too many connections, lock wait
-    # timeout, deadlock, connection killed.
-    transient_codes=frozenset({2003, 2005, 2006, 2013, 2055, 1040, 1053, 1205, 1213, 1927, 4031}),
+    # timeout, deadlock, connection killed; 3024: a read, write or connect that timed out (the
+    # driver's ReadTimeoutError, WriteTimeoutError and ConnectionTimeoutError; also the server's
+    # max_execution_time, which jobs never set); 2002: a connect time-out on the driver's unix
+    # socket path; 1290 and 1836: a server in read-only mode, the writer of an Aurora cluster
+    # during a failover.
+    transient_codes=frozenset(
+        {-1, 2002, 2003, 2005, 2006, 2013, 2055, 1040, 1053, 1205, 1213, 1290, 1836, 1927, 3024, 4031}
+    ),
     codeless_operational_is_transient=False,
+    auth_codes=frozenset({1045}),  # Access denied for user (a wrong or rotated password)
+    # -1: the driver's "MySQL Connection not available": it pings before every cursor, and when
+    # the ping times out it closes the connection and raises this, code -1 (its other use of -1,
+    # refusing a LOCAL INFILE link, never happens here). Both mean the connection is gone: the
+    # pool must not roll it back.
+    stall_codes=frozenset({3024, -1}),
+    # -1 is also the code of every error the driver raises without one (an unknown charset or
+    # auth_plugin, "Unread result found"): those are mistakes, not lost links.
+    operational_only_codes=frozenset({-1}),
 )
 
 POSTGRESQL = Engine(
@@ -104,6 +138,16 @@ POSTGRESQL = Engine(
     secret_engines=("postgres", "postgresql", "aurora-postgresql"),
     connect_args=_frozen(),
     timeout_arg="connect_timeout",
+    # libpq has no read time-out: TCP keepalives end a connection whose network path died, and
+    # tcp_user_timeout one whose sent data stays unacknowledged. A server that is alive at the
+    # TCP level but does not answer (paused) is not detected on PostgreSQL.
+    io_timeout_args=_frozen(
+        keepalives=1,
+        keepalives_idle="{s}",
+        keepalives_interval=1,
+        keepalives_count=3,
+        tcp_user_timeout="{ms}",
+    ),
     tls_ca_arg="sslrootcert",
     tls_args=_frozen(sslmode="verify-full"),
     lock=SchemaLock(
@@ -121,6 +165,10 @@ POSTGRESQL = Engine(
     ),
     # A failed connect has no SQLSTATE; an OperationalError without one is a lost link.
     codeless_operational_is_transient=True,
+    # invalid_password, invalid_authorization_specification. psycopg2 gives a failed connect no
+    # SQLSTATE, so on PostgreSQL a refused password is not told from a lost link.
+    auth_codes=frozenset({"28P01", "28000"}),
+    stall_codes=frozenset(),  # a dead link ends in an error SQLAlchemy already calls a disconnect
 )
 
 ENGINES: Mapping[str, Engine] = MappingProxyType({e.name: e for e in (MYSQL, POSTGRESQL)})

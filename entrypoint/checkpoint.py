@@ -12,11 +12,12 @@ import logging
 import shutil
 from pathlib import Path
 
-from core import artifact
+from core import artifact, modelcheck
 from core.artifact import write_atomically
 from entrypoint.constants import CHECKPOINT_MODEL_DIR, CHECKPOINT_PROGRESS_FILE
 
 logger = logging.getLogger(__name__)
+SET_ASIDE_SUFFIX = ".set-aside"  # checkpoints/model.set-aside: a model that failed the checks
 
 
 class Progress:
@@ -40,8 +41,8 @@ class Progress:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
-        except (ValueError, OSError) as exc:
-            logger.warning("Ignoring unreadable checkpoint %s: %s", path, exc)
+        except (ValueError, OSError, RecursionError) as exc:
+            logger.warning("Ignoring unreadable checkpoint %s: %s", path, type(exc).__name__)
             return
         finished = doc.get("finished_trials", []) if isinstance(doc, dict) else None
         if not isinstance(finished, list) or not all(type(n) is int for n in finished):
@@ -70,6 +71,37 @@ class Progress:
             {"study_name": self.study_name, "job_name": self.job_name, "finished_trials": self.finished}
         ).encode()
         write_atomically(self.folder / CHECKPOINT_PROGRESS_FILE, lambda f: f.write(body))
+
+    def set_aside_bad_model(self) -> Path | None:
+        """Move a checkpointed model that fails serving's checks (core/modelcheck.py) out of the
+        way, with a warning, so that the job runs and keeps a fresh best model there: a poisoned
+        checkpoint must not fail every restart of a spot job. Links count as failing: the model
+        is copied into model_dir, and nothing outside the checkpoint folder may travel with it.
+        Returns where it went, or None."""
+        source = self.model_dir
+        if (
+            source is None
+            or not (source / artifact.META_FILE).exists()
+            and not (source / artifact.META_FILE).is_symlink()
+        ):
+            return None
+        try:
+            links = [p.name for p in source.iterdir() if p.is_symlink()]
+            if links:
+                raise artifact.ArtifactError(source / links[0], "a symbolic link, not a file")
+            modelcheck.check(source)
+            return None
+        except (artifact.ArtifactError, OSError) as exc:
+            problem = exc
+        target = source.with_name(source.name + SET_ASIDE_SUFFIX)
+        shutil.rmtree(target, ignore_errors=True)
+        source.rename(target)
+        logger.warning(
+            "Checkpointed model set aside in %s, not restored (%s); this job keeps a new best model",
+            target,
+            problem,
+        )
+        return target
 
     def restore_model(self, model_dir: Path) -> bool:
         """Copy the checkpointed best model into an empty model_dir (a restarted spot job)."""

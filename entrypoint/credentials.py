@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import threading
+from collections.abc import Callable
 
 from core.engines import SECRET_ENGINES
 from core.errors import UserError
+
+logger = logging.getLogger(__name__)
+# Secrets Manager's staging labels: the live version, and the one a rotation is putting in place
+# (AWS's rotation functions set it in the database before they make it AWSCURRENT).
+CURRENT_STAGE = "AWSCURRENT"
+PENDING_STAGE = "AWSPENDING"
 
 # Secrets Manager error codes -> what the user should check.
 _ERROR_HINTS = {
@@ -38,7 +47,7 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
     """Validate a secret's JSON; errors name the secret and the problem, never the content."""
     try:
         doc = json.loads(secret_string or "")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UserError(
             f"Secret '{secret_id}' is not JSON: store it as "
             '{"username": ..., "password": ...} (the format RDS creates)'
@@ -68,18 +77,33 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
     )
 
 
-def fetch(secret_id: str, region_name: str | None, caller: str = "the training role") -> DbCredentials:
+# Secrets Manager is also read while a job runs (a refused password after a rotation), with a
+# database connection waiting on it: bounded like a database round trip, not boto3's 60 s
+# time-outs times its retries. Built at the first read: a job without a secret loads no botocore.
+CLIENT_CONFIG_ARGS = {
+    "connect_timeout": 5,
+    "read_timeout": 10,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+}
+
+
+def fetch(
+    secret_id: str, region_name: str | None, caller: str = "the training role", stage: str | None = None
+) -> DbCredentials:
     """Read the secret with boto3 (endpoint overridable by AWS_ENDPOINT_URL_SECRETS_MANAGER).
 
     ``caller`` names who lacks a permission in the error (the training role, or "you").
     A fresh session each call: credentials are resolved now, not cached from earlier.
     """
     import boto3  # here: a job without a secret never loads boto3 (0.7 s of its start)
+    import botocore.config
     import botocore.exceptions
 
     try:
-        client = boto3.session.Session().client("secretsmanager", region_name=region_name)
-        response = client.get_secret_value(SecretId=secret_id)
+        client = boto3.session.Session().client(
+            "secretsmanager", region_name=region_name, config=botocore.config.Config(**CLIENT_CONFIG_ARGS)
+        )
+        response = client.get_secret_value(SecretId=secret_id, **({"VersionStage": stage} if stage else {}))
     except botocore.exceptions.NoRegionError:
         raise UserError(
             f"No AWS region for secret '{secret_id}': set the 'region-name' hyperparameter"
@@ -100,3 +124,65 @@ def fetch(secret_id: str, region_name: str | None, caller: str = "the training r
             'secret string, {"username": ..., "password": ...} (the format RDS creates)'
         )
     return parse_secret(secret_id, response.get("SecretString"))
+
+
+class LivePassword:
+    """A secret's password that follows its rotation: read again when the database refuses it.
+
+    ``read(stage)`` reads the secret's version with that staging label (None: AWSCURRENT). The
+    first password is the one the job started with. After the database refused the password in
+    use, :meth:`reread` reads AWSCURRENT again and, if it is unchanged, AWSPENDING (a rotation
+    between changing the database and promoting the new version): one read per refusal, so a
+    wrong password costs one or two calls to Secrets Manager, not a loop. ``on_new`` is told
+    each new password (to keep it out of the logs). Thread-safe: the pool's connections and
+    the heartbeat thread may meet a refusal at once.
+    """
+
+    def __init__(
+        self,
+        secret_id: str,
+        password: str,
+        read: Callable[[str | None], DbCredentials],
+        on_new: Callable[[str], object] = lambda password: None,
+    ) -> None:
+        self.secret_id = secret_id
+        self._value = password
+        self._read, self._on_new = read, on_new
+        self._lock = threading.Lock()
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    def candidates(self, refused: str) -> list[str]:
+        """The passwords worth trying after ``refused`` was refused: the one another thread has
+        already read, else those of a fresh read (current, then pending), without ``refused``."""
+        with self._lock:
+            if self._value != refused:
+                return [self._value]
+            found: list[str] = []
+            for stage in (None, PENDING_STAGE):
+                try:
+                    password = self._read(stage).password
+                except UserError as exc:  # no pending version is the common case
+                    if stage is None:
+                        logger.warning("Secret '%s' could not be read again: %s", self.secret_id, exc)
+                    continue
+                if password != refused and password not in found:
+                    found.append(password)
+                    if stage is None:
+                        break  # AWSCURRENT moved on: the rotation is complete
+            for password in found:
+                self._on_new(password)
+            return found
+
+    def accept(self, password: str) -> None:
+        """``password`` was accepted by the database: use it from now on."""
+        with self._lock:
+            if password != self._value:
+                self._value = password
+                logger.warning(
+                    "The database refused the password of secret '%s'; the secret was read again "
+                    "and its new password is in use (rotated)",
+                    self.secret_id,
+                )

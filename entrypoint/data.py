@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import UserError
+from core.memory import memory_budget
+from core.npyfile import read_npy_header
 from entrypoint.constants import CHANNEL_TEST, CHANNEL_TRAIN, FEATURE_ARRAY_NAMES, LABEL_ARRAY_NAMES
 
 MAX_CLASSES = 100_000  # the output layer has one unit per class up to the largest label
 MIB = 2**20
 NPY_MAGIC = b"\x93NUMPY"
-HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,20 +36,6 @@ class Dataset:
     test: Split
     n_features: int
     n_classes: int
-
-
-def memory_budget() -> int:
-    """Bytes the channels may take in memory: half of what this container may use (its cgroup
-    limit, else the machine's memory). Hand-written: no library in the image reads cgroups."""
-    limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    for path in CGROUP_MEMORY_LIMITS:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if value.isdigit():
-            limit = min(limit, int(value))
-    return limit // 2
 
 
 class _Budget:
@@ -84,10 +69,10 @@ def _read_member(archive: zipfile.ZipFile, member: str, path: Path, budget: _Bud
     name = member.removesuffix(".npy")
     budget.take(info.file_size, path, f"array '{name}' ({info.file_size} bytes uncompressed)")
     with archive.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version not in HEADER_READERS:
-            raise UserError(f"{path}: array '{name}' has .npy format version {version}, not 1.0 or 2.0")
-        shape, _, dtype = HEADER_READERS[version](f)
+        try:
+            shape, dtype = read_npy_header(f)
+        except ValueError as exc:
+            raise UserError(f"{path}: array '{name}' has {exc}") from None
         if dtype.hasobject:
             raise UserError(
                 f"{path}: not a readable .npz file (array '{name}' holds Python objects; "
@@ -126,7 +111,7 @@ def _read_file(path: Path, budget: _Budget) -> Split:
         raise UserError(f"{path}: the feature array of shape {x.shape} has no feature columns")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise UserError(f"{path}: features must be numeric, not {x.dtype}")
-    x = x.reshape(len(x), -1).astype(np.float32)
+    x = x.reshape(len(x), -1).astype(np.float32, copy=False)  # float32 already: no second copy
     if not np.isfinite(x).all():
         raise UserError(f"{path}: features contain NaN or infinite values")
     if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
@@ -152,6 +137,8 @@ def load_channel(name: str, folder: str | Path | None, budget: _Budget | None = 
     widths = {p.x.shape[1] for p in parts}
     if len(widths) != 1:
         raise UserError(f"Channel '{name}': files have different feature widths {sorted(widths)}")
+    if len(parts) == 1:  # the common case: no copy of the whole channel
+        return parts[0]
     return Split(x=np.concatenate([p.x for p in parts]), y=np.concatenate([p.y for p in parts]))
 
 

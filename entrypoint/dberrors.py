@@ -6,6 +6,7 @@ engine in core/engines.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -21,6 +22,7 @@ from core.engines import ENGINES, Engine
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+SLOW_CALL_S = 5.0  # a database call waiting this long is logged while it waits (a stall's start)
 
 
 @functools.cache
@@ -43,6 +45,33 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _code(err: BaseException, operational: type[BaseException], engine: Engine) -> object:
+    """The driver error code of ``err`` (None when it has none that counts)."""
+    code = getattr(err, engine.error_code_attr, None)
+    if code in engine.operational_only_codes and not isinstance(err, operational):
+        return None
+    return code
+
+
+def _codes(exc: BaseException) -> Iterator[tuple[object, Engine]]:
+    """The driver error codes in ``exc``'s chain, with the engine of each."""
+    for err in _chain(exc):
+        for error, operational, engine in _driver_errors():
+            if isinstance(err, error):
+                yield _code(err, operational, engine), engine
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """True when the server refused the user name or password."""
+    return any(code in engine.auth_codes for code, engine in _codes(exc))
+
+
+def is_stall(exc: BaseException) -> bool:
+    """True when a round trip timed out (the server stopped answering): the driver closed the
+    connection."""
+    return any(code in engine.stall_codes for code, engine in _codes(exc))
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for lost connections, restarts, deadlocks and lock wait timeouts."""
     for err in _chain(exc):
@@ -50,7 +79,7 @@ def is_transient(exc: BaseException) -> bool:
             return True
         for error, operational, engine in _driver_errors():
             if isinstance(err, error):
-                code = getattr(err, engine.error_code_attr, None)
+                code = _code(err, operational, engine)
                 if code in engine.transient_codes or (
                     code is None and engine.codeless_operational_is_transient and isinstance(err, operational)
                 ):
@@ -71,6 +100,8 @@ def describe(exc: BaseException) -> str:
     message of the driver's exception underneath (``orig``) is used instead.
     """
     for err in _chain(exc):
+        if is_stall(err):  # the driver's own text is a paragraph of advice
+            return f"{type(err).__name__}: no answer from the database server in time (it stopped answering)"
         if _driver_error(err):
             return _one_line(err)
     for err in _chain(exc):
@@ -80,6 +111,59 @@ def describe(exc: BaseException) -> str:
         if not isinstance(err, sqlalchemy.exc.SQLAlchemyError) and str(err):
             return f"{type(err).__name__}: {_one_line(err)}"
     return type(exc).__name__
+
+
+class _Watchdog:
+    """Logs a database call that has waited SLOW_CALL_S, while it waits: a server that stopped
+    answering is in the log when the stall begins, not only once a time-out ends the call. One
+    thread for the process, started with the first call."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, tuple[str, float]] = {}  # thread id -> (call, its start)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def enter(self, what: str) -> None:
+        self._waiting[threading.get_ident()] = (what, time.monotonic())
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
+                    self._thread.start()
+
+    def leave(self) -> None:
+        self._waiting.pop(threading.get_ident(), None)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """A wait that is no stall (another job's lock): not timed; the clock restarts after."""
+        entry = self._waiting.pop(threading.get_ident(), None)
+        try:
+            yield
+        finally:
+            if entry is not None:
+                self.enter(entry[0])
+
+    def _run(self) -> None:
+        logged: set[tuple[int, float]] = set()
+        while True:
+            time.sleep(1.0)  # the watchdog's pace: a slow call is logged within a second
+            now = time.monotonic()
+            waiting = dict(self._waiting)
+            for ident, (what, since) in waiting.items():
+                if now - since >= SLOW_CALL_S and (ident, since) not in logged:
+                    logged.add((ident, since))
+                    logger.warning(
+                        "The database has not answered for %.0f s while %s: waiting up to its "
+                        "time-outs, then retrying within db-retry-timeout",
+                        now - since,
+                        what,
+                    )
+            logged &= {(ident, since) for ident, (_, since) in waiting.items()}
+
+
+_WATCHDOG = _Watchdog()
+not_timed = _WATCHDOG.paused  # for a call whose long wait is expected (a lock): no stall warning
 
 
 class Retrier:
@@ -141,6 +225,13 @@ class Retrier:
                 state.upcoming_sleep,
             )
 
+        def timed() -> T:  # each attempt is timed, not the backoff between them
+            _WATCHDOG.enter(what)
+            try:
+                return fn()
+            finally:
+                _WATCHDOG.leave()
+
         try:
             result = tenacity.Retrying(
                 retry=tenacity.retry_if_exception(is_transient),
@@ -149,7 +240,7 @@ class Retrier:
                 sleep=sleep,
                 before_sleep=log,
                 reraise=True,
-            )(fn)
+            )(timed)
         except Exception as exc:
             if not is_transient(exc):  # the database answered: the outage is over
                 self._end_outage()

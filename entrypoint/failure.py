@@ -10,8 +10,10 @@ toolkit's: the toolkit's exits from a ``finally`` that turns any exit of ours in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +27,29 @@ logger = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 PROBE_BYTES = 4096  # one page: enough to meet a full disk, not enough to fill one
+MAX_REASON_CHARS = 1024  # SageMaker's FailureReason: the failure file's first 1,024 characters
+QUOTE_KEPT_CHARS = 80  # of each quoted value (user data: a name, a header, a value) in a long line
+# A quote opens after a non-word character and closes before one: the apostrophes of "the job's"
+# and "the server's" do not make a quoted value of the advice between them.
+_QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|(?<!\w)\"[^\"]*\"(?!\w)")
+ELLIPSIS = "..."
+
+
+def fit(message: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``message`` cut to ``limit`` characters: first each quoted value in it (user data, which
+    can be of any length), keeping its start; then, if still too long, the line's end. The one
+    place where failure lines are cut, so every reason is whole up to its quoted values."""
+    if len(message) <= limit:
+        return message
+
+    def shorten(match: re.Match[str]) -> str:
+        quoted = match.group()
+        if len(quoted) <= QUOTE_KEPT_CHARS:
+            return quoted
+        return quoted[: QUOTE_KEPT_CHARS - len(ELLIPSIS) - 1] + ELLIPSIS + quoted[-1]
+
+    message = _QUOTED.sub(shorten, message)
+    return message if len(message) <= limit else message[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
 def one_line(text: str) -> str:
@@ -74,10 +99,15 @@ def reason(exc: BaseException, folders: dict[str, Path | None]) -> tuple[str, bo
 def write(message: str, output_dir: Path) -> None:
     """Write the failure file; when it cannot be written, say why (and the reason) on stderr."""
     path = output_dir / FAILURE_FILE
+    message = fit(message)
     try:  # one line, no newline: what SageMaker shows as the FailureReason
         output_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(message, encoding="utf-8")
     except OSError as exc:
+        # A full folder leaves the file empty: no file is better than an empty reason.
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_size < len(message.encode("utf-8")):
+                path.unlink()
         print(
             f"Could not write the failure file {path} ({exc.strerror or exc}): the job fails with "
             f"exit code {EXIT_FAILED} and this reason: {message}",
@@ -89,6 +119,7 @@ def write(message: str, output_dir: Path) -> None:
 def fail(exc: BaseException, output_dir: Path, folders: dict[str, Path | None]) -> NoReturn:
     """End the job as failed: the failure file (or stderr) holds ``exc``'s line; exit code 1."""
     message, expected = reason(exc, folders)
+    message = fit(message)
     if not expected:
         logger.error("Unexpected error", exc_info=exc)
     write(message, output_dir)

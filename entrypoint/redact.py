@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterator
 
 MASK = "********"
-_active: list[str] = []  # the secrets of the redacting() blocks now open
+_active: list[str] = []  # the secrets of the redacting() blocks now open, and those kept out
 
 
 def scrub(text: str) -> str:
@@ -51,6 +51,17 @@ class _Filter(logging.Filter):
                 None,
             )
         return True
+
+
+def keep_out(secret: str) -> None:
+    """Mask ``secret`` in every log record and stored text from now on, for the rest of the
+    process (a password met while the job runs: a rotated secret's new one)."""
+    if not secret or secret in _active:
+        return
+    log_filter = _Filter(secret)
+    for handler in _all_handlers():
+        handler.addFilter(log_filter)
+    _active.append(secret)
 
 
 @contextlib.contextmanager

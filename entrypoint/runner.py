@@ -126,6 +126,8 @@ class TrialRunner:
         self.ran = 0  # trials this job ran to an end (interrupted ones are not counted)
         self.states: dict[str, int] = {}  # how they ended: state name -> count
         self.last_failure: str | None = None
+        self.stopped_in_outage = False  # SIGTERM came while the database was away
+        self._trial: optuna.Trial | None = None  # the trial in progress, for the log
 
     def run(self) -> int:
         """Run up to the remaining budget; return how many trials this call finished."""
@@ -136,7 +138,14 @@ class TrialRunner:
             if not is_transient(exc):
                 raise
             if self.guard.stopping:  # SIGTERM during an outage: a stop, not a failure
+                self.stopped_in_outage = True
                 logger.warning("Stopping on SIGTERM while the database is away: %s", describe(exc))
+                if self._trial is not None:
+                    logger.warning(
+                        "Not written to the study: the end of trial %d, which stays RUNNING until "
+                        "a job's stale-trial sweep fails and re-queues it (after heartbeat-grace-period)",
+                        self._trial.number,
+                    )
                 logger.debug("The database's error", exc_info=exc)
                 return 0
             raise UserError(
@@ -247,10 +256,12 @@ class TrialRunner:
             trial: optuna.Trial = self._db(self.study.ask, "starting a trial")
         logger.info("Trial %d started", trial.number)
         assert self._heartbeat is not None, "run_one() runs inside run()"
+        self._trial = trial
         with self._heartbeat.beating(optuna_private.trial_id(trial)):
             ended = self._evaluate(trial)
             # Still beating: a tell retried through an outage keeps the trial alive.
             told = None if ended.taken_over else self._finish(trial, ended)
+        self._trial = None
         return self._settle(trial, ended, told)
 
     def _sweep_if_due(self) -> None:

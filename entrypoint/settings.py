@@ -278,6 +278,8 @@ def read(path: str | os.PathLike[str]) -> dict[str, object]:
         raw = json.loads(text)
     except ValueError as exc:
         raise UserError(f"The hyperparameters file {path} is not valid JSON: {exc}") from None
+    except RecursionError:  # the parser stops at the interpreter's depth, in microseconds
+        raise UserError(f"The hyperparameters file {path} is not valid JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise UserError(
             f"The hyperparameters file {path} must hold a JSON object of strings, not {_json_type(raw)}"

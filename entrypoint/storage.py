@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import shutil
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ from core.engines import names as engine_names
 from core.errors import UserError
 from entrypoint import credentials, optuna_private
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from entrypoint.dberrors import Retrier, describe
-from entrypoint.redact import MASK
+from entrypoint.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient, not_timed
+from entrypoint.redact import MASK, keep_out
 from entrypoint.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,15 @@ _DB_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalE
 POOL_SIZE = 1
 MAX_OVERFLOW = 1
 CONNECT_TIMEOUT_S = 10
+# No round trip waits longer for a server that stopped answering; then the call fails as a lost
+# connection and is retried like one, within db-retry-timeout. Longer than any query of a job
+# (the slowest, reading a large study, takes well under a second on a live server).
+IO_TIMEOUT_S = 15
 LOCK_TIMEOUT_S = 120
+# The schema lock is asked for in waits of this length, so that no round trip on its connection
+# waits longer than IO_TIMEOUT_S + LOCK_POLL_S for a stalled server and SIGTERM is seen between
+# them (one GET_LOCK of LOCK_TIMEOUT_S would hold the connection's time-out at 135 s).
+LOCK_POLL_S = 5
 STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many times
 DEFAULT_DB_NAME = "optuna"
 PASSWORD_KEYS = ("password", "passwd", "pwd")  # query keys that carry a password, in any case
@@ -58,6 +67,8 @@ class Database:
 
     url: URL
     connect_args: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    # The password of a db-secret, which follows the secret's rotation (see bind()).
+    secret: credentials.LivePassword | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -65,7 +76,15 @@ class Database:
 
     @property
     def password(self) -> str | None:
-        return self.connect_args.get("password")
+        """The password in use now (the secret's newest, once a rotation was met)."""
+        return self.secret.value if self.secret is not None else self.connect_args.get("password")
+
+    @property
+    def driver_args(self) -> dict[str, Any]:
+        """The driver's connect arguments, with the password in use now."""
+        if self.secret is None:
+            return dict(self.connect_args)
+        return {**self.connect_args, "password": self.secret.value}
 
     @property
     def shown(self) -> str:
@@ -84,8 +103,81 @@ class Database:
             # connection turns out dead, and the failed connection's pool is invalidated.
             "pool_pre_ping": pre_ping,
             "pool_recycle": 3600,
-            "connect_args": dict(self.connect_args),
+            "connect_args": self.driver_args,
         }
+
+    def create_engine(self, io_timeout_s: int | None = None, **kwargs: Any) -> sqlalchemy.Engine:
+        """A SQLAlchemy engine on this database, bound (see bind()); ``io_timeout_s`` replaces
+        the bound on one round trip."""
+        args = self.driver_args
+        if io_timeout_s is not None and self.kind in ENGINES:
+            args.update(ENGINES[self.kind].io_connect_args(io_timeout_s))
+        return bind(sqlalchemy.create_engine(self.url, connect_args=args, **kwargs), self)
+
+
+def bind(engine: sqlalchemy.Engine, db: Database) -> sqlalchemy.Engine:
+    """Make ``engine`` meet a stalled server and a rotated secret as ``db`` should.
+
+    A round trip that timed out (the server stopped answering) counts as a lost connection, so
+    the pool drops it and its siblings (a stall takes them all) instead of handing them out
+    again. With a db-secret, every new connection uses the secret's newest password, and one the
+    database refuses sends the secret to be read again: the connection is tried once more with
+    what changed (SQLAlchemy's ``do_connect`` hook, its documented way to supply credentials
+    that change). Returns ``engine``.
+    """
+    sqlalchemy.event.listen(engine, "handle_error", _stall_is_a_disconnect)
+    sqlalchemy.event.listen(engine, "do_connect", functools.partial(_connect, db.secret))
+    return engine
+
+
+def _stall_is_a_disconnect(context: sqlalchemy.engine.ExceptionContext) -> None:
+    if is_stall(context.original_exception):
+        context.is_disconnect = True
+
+
+def _connect(
+    secret: credentials.LivePassword | None, dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]
+) -> Any:
+    """SQLAlchemy's do_connect hook: the driver's connect, with the secret's password if any."""
+    if secret is None:
+        return _driver_connect(dialect, cargs, cparams)
+    return _connect_with_secret(secret, dialect, cargs, cparams)
+
+
+def _driver_connect(dialect: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+    """The driver's connect; a connect option it refuses before connecting (from the storage
+    URL's query: ``?ssl_key=`` without ``ssl_cert``) is a UserError, not a traceback."""
+    try:
+        return dialect.loaded_dbapi.connect(*cargs, **cparams)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:  # the driver's option checks
+        raise UserError(
+            f"The database driver refused the connect options ({type(exc).__name__}: {str(exc)[:200]}): "
+            "check the query options of 'storage'"
+        ) from None
+
+
+def _connect_with_secret(
+    secret: credentials.LivePassword, dialect: Any, cargs: Any, cparams: dict[str, Any]
+) -> Any:
+    """Connect with the secret's password; after a refusal, once with each newer one it has."""
+    refused = cparams["password"] = secret.value
+    try:
+        return _driver_connect(dialect, cargs, cparams)
+    except dialect.loaded_dbapi.Error as exc:
+        if not is_auth_failure(exc):
+            raise
+        error = exc
+    for password in secret.candidates(refused):
+        cparams["password"] = password
+        try:
+            connection = _driver_connect(dialect, cargs, cparams)
+        except dialect.loaded_dbapi.Error as exc:
+            if not is_auth_failure(exc):
+                raise
+            continue
+        secret.accept(password)
+        return connection
+    raise error
 
 
 def shown(url: URL | str) -> str:
@@ -118,8 +210,9 @@ def copy_embedded(db: Database, output_data_dir: str | Path) -> None:
 
 
 def _connect_args(engine: Engine, ca_path: str | None) -> dict[str, Any]:
-    """The driver's arguments: a bounded connect, and verified TLS when a CA bundle is given."""
-    args = engine.timeout_connect_args(CONNECT_TIMEOUT_S)
+    """The driver's arguments: a bounded connect and round trips, and verified TLS when a CA
+    bundle is given."""
+    args = {**engine.timeout_connect_args(CONNECT_TIMEOUT_S), **engine.io_connect_args(IO_TIMEOUT_S)}
     if ca_path is None:
         return args
     if not Path(ca_path).is_file():
@@ -127,12 +220,17 @@ def _connect_args(engine: Engine, ca_path: str | None) -> dict[str, Any]:
     return {**args, **engine.tls_connect_args(ca_path)}
 
 
-def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | None) -> Database:
+def _from_storage_url(
+    settings: Settings,
+    creds: credentials.DbCredentials | None,
+    read: Callable[[str | None], credentials.DbCredentials] | None,
+) -> Database:
     try:
         url = make_url(settings.storage)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
+        problem = " (its port is not a number)" if isinstance(exc, ValueError) else ""
         raise UserError(
-            "Hyperparameter 'storage' is not a database URL (dialect+driver://user@host/db)"
+            f"Hyperparameter 'storage' is not a database URL (dialect+driver://user@host:port/db){problem}"
         ) from None
     if url.password is not None or any(_names_a_password(key) for key in url.query):
         raise UserError(
@@ -151,21 +249,43 @@ def _from_storage_url(settings: Settings, creds: credentials.DbCredentials | Non
     if creds is not None:
         url = url.set(username=url.username or creds.username)
         args["password"] = creds.password
-    return Database(url, args)
+    return Database(url, args, _live(settings, creds, read))
+
+
+def _live(
+    settings: Settings,
+    creds: credentials.DbCredentials | None,
+    read: Callable[[str | None], credentials.DbCredentials] | None,
+) -> credentials.LivePassword | None:
+    """The secret's password, read again (with ``read``) when the database refuses it."""
+    if creds is None or not settings.db_secret:
+        return None
+    secret_id, region = settings.db_secret, settings.region_name
+    if read is None:
+
+        def read(stage: str | None) -> credentials.DbCredentials:
+            return credentials.fetch(secret_id, region, stage=stage)
+
+    return credentials.LivePassword(secret_id, creds.password, read, on_new=keep_out)
 
 
 def resolve(
-    settings: Settings, output_data_dir: str | Path, creds: credentials.DbCredentials | None = None
+    settings: Settings,
+    output_data_dir: str | Path,
+    creds: credentials.DbCredentials | None = None,
+    read: Callable[[str | None], credentials.DbCredentials] | None = None,
 ) -> Database:
     """Pick the database: a storage URL, a secret (plus overrides), or the embedded default.
 
     ``creds``: the secret's content when the caller already read it (the launcher reads it with
     the session of its --profile/--region); else it is read here with the default session.
+    ``read``: how to read the secret again (a staging label, or None for the current version)
+    when the database refuses its password; by default as it is read here.
     """
     if creds is None and settings.db_secret:
         creds = credentials.fetch(settings.db_secret, settings.region_name)
     if settings.storage:
-        return _from_storage_url(settings, creds)
+        return _from_storage_url(settings, creds, read)
     if creds is None:
         return Database(embedded_url(output_data_dir))
     engine = ENGINES[settings.db_engine or creds.engine or DEFAULT_ENGINE]
@@ -182,12 +302,16 @@ def resolve(
         database=settings.db_name or creds.dbname or DEFAULT_DB_NAME,
     )
     args = {"password": creds.password, **_connect_args(engine, settings.db_ssl_ca)}
-    return Database(url, args)
+    return Database(url, args, _live(settings, creds, read))
 
 
 @contextlib.contextmanager
-def schema_lock(db: Database) -> Iterator[None]:
-    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway)."""
+def schema_lock(db: Database, stop: threading.Event | None = None) -> Iterator[None]:
+    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway).
+
+    An engine whose lock reports its grant (MySQL's GET_LOCK) is asked in waits of LOCK_POLL_S
+    until LOCK_TIMEOUT_S, giving up early when ``stop`` is set (SIGTERM).
+    """
     if db.kind == "sqlite":
         yield
         return
@@ -196,29 +320,39 @@ def schema_lock(db: Database) -> Iterator[None]:
     key = {"key": lock.key(name)}
     acquire = sqlalchemy.text(lock.acquire)
     if lock.reports_grant:
-        acquire = acquire.bindparams(timeout=LOCK_TIMEOUT_S)
-    engine = sqlalchemy.create_engine(
-        db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=db.connect_args
-    )
+        acquire = acquire.bindparams(timeout=min(LOCK_POLL_S, LOCK_TIMEOUT_S))
+    stop = stop or threading.Event()
+    # The lock's wait is no stall: its round trip may take one poll.
+    engine = db.create_engine(io_timeout_s=IO_TIMEOUT_S + LOCK_POLL_S, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
-            got = conn.execute(acquire, key).scalar()
-            if lock.reports_grant and got != 1:
-                raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            with not_timed():  # waiting for another job's lock is no stall
+                granted = conn.execute(acquire, key).scalar()
+                while lock.reports_grant and granted != 1:
+                    if stop.is_set():
+                        raise TimeoutError(
+                            f"schema lock {name} not granted before the job was stopped (SIGTERM)"
+                        )
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
+                    granted = conn.execute(acquire, key).scalar()
+            released = False
             try:
                 yield
-            finally:
                 with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
                     conn.execute(sqlalchemy.text(lock.release), key)
+                    released = True
+            finally:
+                if not released:  # an error, maybe a stall: closing the connection frees the lock
+                    conn.invalidate()  # (and skips the rollback, another wait on a stalled server)
     finally:
         engine.dispose()
 
 
 def schema_ready(db: Database) -> bool:
     """True once Optuna's schema is complete."""
-    engine = sqlalchemy.create_engine(
-        db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=db.connect_args
-    )
+    engine = db.create_engine(poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
             return optuna_private.schema_complete(conn)
@@ -277,7 +411,7 @@ class HeartbeatStorage(optuna_private.StaleSweepStorage):
 def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.storages.RDBStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=".*heartbeat")
     try:
-        return HeartbeatStorage(
+        rdb = HeartbeatStorage(
             db.url.render_as_string(hide_password=False),  # holds no password: it is in connect_args
             engine_kwargs=db.engine_kwargs(),
             skip_table_creation=not create_schema,
@@ -285,10 +419,18 @@ def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.stora
             grace_period=settings.heartbeat_grace_period,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_MAX_RETRY),
         )
+        bind(optuna_private.engine(rdb), db)
+        return rdb
     except RuntimeError as exc:  # Optuna's check of the schema's version, the only one it raises
         raise UserError(
             f"The study database at {db.shown} is not usable by Optuna {optuna.__version__}: {exc}"
         ) from None
+
+
+def refused(db: Database, exc: BaseException) -> UserError:
+    """The one line for a database that refused the credentials (``exc``: its error)."""
+    again = f" of secret '{db.secret.secret_id}', also after reading the secret again," if db.secret else ""
+    return UserError(f"The database at {db.shown} refused the credentials{again}: {describe(exc)}")
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -320,7 +462,7 @@ def join_study(
         if schema_ready(db):  # the common case: no lock, no DDL
             storage = _open(db, settings, create_schema=False)
         else:
-            with schema_lock(db):  # the first jobs on an empty database: one at a time
+            with schema_lock(db, stop):  # the first jobs on an empty database: one at a time
                 storage = _open(db, settings, create_schema=not schema_ready(db))
         nonlocal created
         # Creating the study is one INSERT of a unique name; a job that loses the race loads it.
@@ -346,11 +488,13 @@ def join_study(
     try:
         study, rdb = retry(attempt, "opening the study")
     except _DB_ERRORS as exc:
-        raise UserError(f"Cannot open the study on {db.shown}: {describe(exc)}") from None
+        if is_auth_failure(exc):
+            raise refused(db, exc) from None
+        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
     except TimeoutError as exc:  # the schema lock
+        stuck = "; another job is creating the schema and may be stuck (see its log), or the database is very slow"
         raise UserError(
-            f"Cannot open the study on {db.shown}: {exc}; another job is creating the schema "
-            "and may be stuck (see its log), or the database is very slow"
+            f"Cannot open the study on {db.shown}: {exc}{'' if retry.stop.is_set() else stuck}"
         ) from None
     if len(study.directions) != 1:
         raise UserError(
@@ -367,8 +511,20 @@ def join_study(
     try:
         retry(lambda: fail_stale_trials(study), "failing stale trials")
     except _DB_ERRORS as exc:
-        raise UserError(f"Cannot open the study on {db.shown}: {describe(exc)}") from None
+        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
     return study, rdb
+
+
+def _gave_up(exc: BaseException, settings: Settings, retry: Retrier) -> str:
+    """Why a call failed, saying when it was retried for db-retry-timeout first, or cut short
+    by SIGTERM."""
+    if is_transient(exc) and retry.stop.is_set():
+        return f"unreachable when the job was stopped (SIGTERM): {describe(exc)}"
+    if is_transient(exc):
+        return (
+            f"unreachable for longer than db-retry-timeout ({settings.db_retry_timeout:g} s): {describe(exc)}"
+        )
+    return describe(exc)
 
 
 def _enqueue_first(study: optuna.Study, params: Mapping[str, Any], retry: Retrier) -> None:

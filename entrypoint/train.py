@@ -28,7 +28,7 @@ from entrypoint.constants import (
     LOCAL_JOB_NAME,
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
-from entrypoint.dberrors import Retrier, describe
+from entrypoint.dberrors import Retrier, describe, is_auth_failure
 from entrypoint.job import JobContext
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
@@ -97,6 +97,7 @@ def _run_on(
     baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
     study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
     progress = Progress(paths.checkpoints, study.study_name, job_name)
+    progress.set_aside_bad_model()
     progress.restore_model(paths.model_dir)
     objective = Objective(job, dataset, spec)
     for folder in (paths.model_dir, progress.model_dir):  # serving rebuilds the network from it
@@ -128,8 +129,14 @@ def _run_on(
     runner = TrialRunner(job, study, rdb, objective, progress, [keeper])
     try:
         runner.run()
+    except Exception as exc:
+        if is_auth_failure(exc):  # also after the secret was read again: one clear line
+            raise storage.refused(db, exc) from exc
+        raise
     finally:
-        _wrap_up(study, db, paths, keeper, job.db)
+        # After SIGTERM with the database away, the summary gets one try: the time left before
+        # SageMaker's SIGKILL is better spent exiting than waiting for a stalled server.
+        _wrap_up(study, db, paths, keeper, job.db, 0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)
     _check_outcome(runner, keeper, job.guard)
     return study
 
@@ -154,7 +161,12 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
 
 
 def _wrap_up(
-    study: optuna.Study, db: storage.Database, paths: JobPaths, keeper: BestModelKeeper, retry: Retrier
+    study: optuna.Study,
+    db: storage.Database,
+    paths: JobPaths,
+    keeper: BestModelKeeper,
+    retry: Retrier,
+    limit_s: float = FINAL_DB_RETRY_S,
 ) -> None:
     """Summary files and closing lines; runs after success, failure and SIGTERM alike.
 
@@ -163,14 +175,18 @@ def _wrap_up(
     query. ``sagemaker-optuna report`` draws the plots from the study.
     """
     try:
-        best = retry(  # also after SIGTERM, within the outage's deadline and FINAL_DB_RETRY_S
+        best = retry(  # also after SIGTERM, within the outage's deadline and limit_s
             lambda: report.write(study, paths.output_data_dir),
             "writing the report",
-            limit_s=FINAL_DB_RETRY_S,
+            limit_s=limit_s,
             stoppable=False,
         )
     except Exception as exc:  # the study may be unreachable; the model is already safe
-        logger.error("Could not write the study summary: %s", describe(exc))
+        logger.error(
+            "Not written: the study summary (trials.csv, best_trial.json; `sagemaker-optuna report` "
+            "writes it from the study later): %s",
+            describe(exc),
+        )
         logger.debug("The summary's error", exc_info=exc)
         best = None
     if db.kind == "sqlite" and paths.checkpoints is not None:

@@ -19,7 +19,7 @@ import sqlalchemy
 from core.errors import UserError
 from entrypoint import credentials, optuna_private, storage
 from entrypoint import settings as settings_mod
-from entrypoint.dberrors import describe
+from entrypoint.dberrors import describe, is_auth_failure
 from entrypoint.redact import redacting
 from entrypoint.settings import Settings
 from launcher import aws
@@ -44,16 +44,21 @@ def settings(study_name: str, options: Mapping[str, object]) -> Settings:
     return settings_mod.parse(hyperparameters(study_name, options))
 
 
-def read_secret(session: boto3.session.Session, secret_id: str) -> credentials.DbCredentials:
-    """The secret, read once with the command's session (its --profile and --region).
+def read_secret(
+    session: boto3.session.Session, secret_id: str, stage: str | None = None
+) -> credentials.DbCredentials:
+    """The secret (its version with staging label ``stage``: None for the current one), read with
+    the command's session (its --profile and --region).
 
     entrypoint.credentials blames "the training role" for a denial; here it is the caller.
     """
+    missing = f"has no version {stage}" if stage else "does not exist"
     answer = aws.call(
         aws.client(session, "secretsmanager"),
         "get_secret_value",
-        errors={"ResourceNotFoundException": f"Secret '{secret_id}' does not exist in this region"},
+        errors={"ResourceNotFoundException": f"Secret '{secret_id}' {missing} in this region"},
         SecretId=secret_id,
+        **({"VersionStage": stage} if stage else {}),
     )
     return credentials.parse_secret(secret_id, answer.get("SecretString"))
 
@@ -65,9 +70,7 @@ def _where(db: storage.Database) -> str:
 def _has_optuna_tables(db: storage.Database) -> bool:
     if db.kind == "sqlite" and not Path(db.url.database or "").is_file():
         return False  # connecting would create an empty file
-    engine = sqlalchemy.create_engine(
-        db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=dict(db.connect_args)
-    )
+    engine = db.create_engine(poolclass=sqlalchemy.pool.NullPool)
     try:
         return sqlalchemy.inspect(engine).has_table(OPTUNA_TABLE)
     finally:
@@ -89,9 +92,13 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
         raise UserError(
             "Which database? Pass --db-secret (and --host etc. unless the secret has them) or --storage"
         )
-    creds = read_secret(session, settings.db_secret) if settings.db_secret else None
-    # The folder is only used for embedded storage, which was ruled out above.
-    db = storage.resolve(settings, tempfile.gettempdir(), creds)
+    secret_id = settings.db_secret
+    creds = read_secret(session, secret_id) if secret_id else None
+    # The folder is only used for embedded storage, which was ruled out above. A password the
+    # database refuses sends the secret to be read again, as in a job (a rotation).
+    db = storage.resolve(
+        settings, tempfile.gettempdir(), creds, read=lambda stage: read_secret(session, secret_id, stage)
+    )
     where = _where(db)
     with redacting(db.password):
         rdb = None
@@ -104,8 +111,11 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
                 engine_kwargs=db.engine_kwargs(pre_ping=True),  # no retries here (dashboards idle)
                 skip_table_creation=True,
             )
+            storage.bind(rdb.engine, db)
             yield rdb
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            if is_auth_failure(exc):
+                raise storage.refused(db, exc) from None
             raise UserError(f"Cannot read the study database {where}: {describe(exc)}") from None
         finally:
             if rdb is not None:

@@ -121,7 +121,7 @@ def _npy_header(prefix: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
         )
         shape, fortran, dtype = read(stream, NPY_MAX_HEADER_BYTES)
     except Exception as e:  # numpy's parser of untrusted text: ValueError, SyntaxError, TokenError...
-        raise BadInput(f"body is not an .npy array ({_first_line(e)})") from None
+        raise BadInput(f"body is not an .npy array ({_first_line(e)[:200]})") from None
     if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
         raise BadInput(f"array dtype {dtype} refused: send numbers (pickled/object arrays are never loaded)")
     if any(not isinstance(n, int) or n < 0 for n in shape):

@@ -15,7 +15,7 @@ from typing import Any
 import chainer
 import numpy as np
 
-from core import artifact, network, usercode
+from core import artifact, modelcheck, network, usercode
 from core.artifact import ModelRecord
 from serving.errors import ModelLoadError
 from serving.forward import Forward, chainer_forward, numpy_forward
@@ -44,7 +44,9 @@ class Model:
 
 
 def load_model(model_dir: str | Path) -> Model:
-    """Read model.json, rebuild its network and load its weights; any problem names the file."""
+    """Check model.json and the weights file's headers against each other (core/modelcheck.py),
+    then rebuild the network and load its weights; any problem names the file. Nothing is built
+    before the checks pass; weights that are not all finite numbers are refused."""
     model_dir = Path(model_dir)
     record = _read_record(model_dir)
     meta_path = model_dir / artifact.META_FILE
@@ -64,19 +66,21 @@ def load_model(model_dir: str | Path) -> Model:
     except network.WEIGHTS_ERRORS as e:
         problem = f"corrupt or does not match {artifact.META_FILE} ({type(e).__name__}: {e})"
         raise ModelLoadError(weights_path, problem) from e
+    if not network.all_finite(net):
+        raise ModelLoadError(weights_path, "holds NaN or infinite weights: every answer would be NaN")
     return Model(network=net, record=record, forward=numpy_forward(net) or chainer_forward(net))
 
 
 def _read_record(model_dir: Path) -> ModelRecord:
-    """model_dir's committed record; a missing or invalid model.json is a ModelLoadError."""
-    try:
-        record = artifact.read(model_dir)
-    except artifact.ArtifactError as e:
-        raise ModelLoadError(e.path, e.problem) from e
-    if record is None:
+    """model_dir's committed record, checked with its weights file; a missing or invalid
+    model.json, or weights that do not match it, are a ModelLoadError."""
+    if not (model_dir / artifact.META_FILE).exists():
         problem = "missing: the folder holds no model (is model.tar.gz unpacked here?)"
         raise ModelLoadError(model_dir / artifact.META_FILE, problem)
-    return record
+    try:
+        return modelcheck.check(model_dir)
+    except artifact.ArtifactError as e:
+        raise ModelLoadError(e.path, e.problem) from e
 
 
 def predict_probabilities(model: Model, x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,9 @@ in the same one-line text/plain form as our other refusals).
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,8 @@ from serving.errors import StartupError
 
 if TYPE_CHECKING:
     from serving.server import WorkerSockets
+
+log = logging.getLogger(__name__)
 
 IN_MEMORY_BODY_LIMIT = (
     8 * C.MB
@@ -35,6 +39,18 @@ SHUTDOWN_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS - 5  # nginx drains first, then gu
 UPSTREAM_IDLE_CONNECTIONS = 32
 UPSTREAM_IDLE_SECONDS = C.UPSTREAM_KEEPALIVE_SECONDS - 10
 FAIL_SECONDS = 1  # a worker nginx could not reach is skipped this long (render_config)
+# Many idle clients (a load balancer's or SDK clients' keep-alive connections, or a flood of
+# connections that send nothing) must not take /ping down: nginx's default 1,024 connections
+# were used up by 1,100 idle ones. Each client may hold a connection to a worker as well.
+WORKER_CONNECTIONS = 16_384
+FILES_PER_CONNECTION = 2  # a client's connection and, while it is served, one to a worker
+SPARE_FILES = 64  # logs, sockets to the workers, temp files
+OPEN_FILES = FILES_PER_CONNECTION * WORKER_CONNECTIONS + SPARE_FILES
+LISTEN_BACKLOG = 4_096  # the kernel caps it at net.core.somaxconn (4096 by default on Linux 5.4+)
+HEADER_SECONDS = 20  # a connection that sends no complete request headers in this time is closed
+# An idle keep-alive connection is closed after this; SageMaker's front end reuses its
+# connections, and nginx's default (75 s) keeps one open longer than a client's typical 60 s.
+KEEPALIVE_SECONDS = 75
 
 CONFIG = """\
 # Written by `serve` (serving/nginx.py) at every start.
@@ -43,9 +59,11 @@ worker_processes 1;
 pid {run_dir}/nginx.pid;
 error_log stderr warn;
 worker_shutdown_timeout {shutdown}s;
+worker_rlimit_nofile {open_files};
 
 events {{
-    worker_connections 1024;
+    worker_connections {worker_connections};
+    multi_accept on;  # a burst of new connections is taken in one wake-up
 }}
 
 http {{
@@ -70,12 +88,14 @@ http {{
     }}
 
     server {{
-        listen {port} backlog=1024;
+        listen {port} backlog={backlog};
 
         # Whole requests only: slow senders wait here, not in a model worker.
         client_max_body_size {max_body};
         client_body_buffer_size {body_buffer};
-        client_header_timeout {slow_client}s;
+        client_header_timeout {header_seconds}s;
+        keepalive_timeout {keepalive_seconds}s;
+        reset_timedout_connection on;  # a timed-out client's socket is freed at once
         client_body_timeout {slow_client}s;
         send_timeout {slow_client}s;
         proxy_request_buffering on;
@@ -136,7 +156,40 @@ def nginx_binary() -> str:
     return found
 
 
-def render_config(config: ServeConfig, run_dir: Path, sockets: WorkerSockets) -> str:
+def file_limits() -> tuple[int, int]:
+    """nginx's open-file limit and worker connections for this process's limits.
+
+    As root nginx raises its own limit (``worker_rlimit_nofile``). Otherwise it cannot pass the
+    hard limit: the soft limit is raised to the hard one here (nginx inherits it) and the worker
+    connections are sized to what was obtained, with a warning below WORKER_CONNECTIONS, so that
+    idle clients meet a full queue, not "Too many open files" that resets /ping too.
+    """
+    if os.geteuid() == 0:
+        return OPEN_FILES, WORKER_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    files = OPEN_FILES if soft == resource.RLIM_INFINITY else min(soft, OPEN_FILES)
+    connections = max((files - SPARE_FILES) // FILES_PER_CONNECTION, 1)
+    if connections < WORKER_CONNECTIONS:
+        log.warning(
+            "serve: open files limited to %d (hard limit), so nginx takes %d connections at once "
+            "(%d wanted): raise the container's nofile ulimit for many idle clients",
+            files,
+            connections,
+            WORKER_CONNECTIONS,
+        )
+    return files, connections
+
+
+def render_config(
+    config: ServeConfig, run_dir: Path, sockets: WorkerSockets, limits: tuple[int, int] | None = None
+) -> str:
+    """nginx's configuration; ``limits`` (open files, worker connections) from file_limits()."""
+    open_files, worker_connections = limits or (OPEN_FILES, WORKER_CONNECTIONS)
+
     # A worker's socket names are missing while it loads its model (serving/server.py): after
     # one failed connect nginx leaves that worker alone for a second (one log line a second, not
     # one per request) and retries it then. nginx's default, 10 s, would keep requests from a
@@ -161,12 +214,17 @@ def render_config(config: ServeConfig, run_dir: Path, sockets: WorkerSockets) ->
         shutdown=SHUTDOWN_SECONDS,
         idle_connections=UPSTREAM_IDLE_CONNECTIONS,
         idle_seconds=UPSTREAM_IDLE_SECONDS,
+        open_files=open_files,
+        worker_connections=worker_connections,
+        backlog=LISTEN_BACKLOG,
+        header_seconds=HEADER_SECONDS,
+        keepalive_seconds=KEEPALIVE_SECONDS,
     )
 
 
 def write_config(config: ServeConfig, run_dir: Path, sockets: WorkerSockets) -> Path:
     path = run_dir / "nginx.conf"
-    path.write_text(render_config(config, run_dir, sockets))
+    path.write_text(render_config(config, run_dir, sockets, file_limits()))
     return path
 
 

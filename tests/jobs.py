@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +172,30 @@ def job_on_private_db(private_db, aws, job_dir, moto_endpoint, name: str, n_tria
     proc = start_job(base, name, moto_endpoint)
     wait_for_training(lambda: study_of(private_db), 1)
     return base, proc
+
+
+def run_train(base: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run `train` on a job folder to its end (no moto: for jobs that need no secret)."""
+    return subprocess.run(
+        [str(VENV_BIN / "train")], env=train_env(base, **env), capture_output=True, text=True, timeout=300
+    )
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, fill_to_kb: int | None = None, read_only: bool = False) -> Iterator[Path]:
+    """A small tmpfs on ``path`` (needs root); optionally nearly full, or remounted read-only."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        services.unavailable(f"cannot mount a tmpfs (root needed): {mounted.stderr.decode().strip()}")
+    try:
+        if fill_to_kb is not None:
+            with contextlib.suppress(OSError), open(path / ".filler", "wb") as f:
+                f.write(bytes(fill_to_kb * 1024))
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)

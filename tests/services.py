@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -320,6 +321,17 @@ class PrivateMariaDB:
             60,
             "private MariaDB",
         )
+
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """The server stops answering without closing anything (SIGSTOP), as on a dropped packet
+        path or a paused instance: the kernel still accepts connections, nothing replies."""
+        assert self.proc is not None, "start the server first"
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -4,17 +4,14 @@ read-only folders (small tmpfs mounts, as root), then jobs on a real MariaDB."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import os
 import signal
-import subprocess
 import time
 import tracemalloc
 import zipfile
-from pathlib import Path
 
 import mysql.connector
 import numpy as np
@@ -30,13 +27,13 @@ from entrypoint.dberrors import describe
 from tests import services
 from tests.jobs import (
     FINISHED,
-    VENV_BIN,
     finish,
     job_on_private_db,
     npz,
+    run_train,
     start_job,
     study_of,
-    train_env,
+    tmpfs,
     wait_for_a_beating_trial,
 )
 from tests.moto_setup import use_moto
@@ -301,32 +298,6 @@ def test_every_failure_becomes_one_line_and_exit_1(tmp_path):
 
 
 # --- the real `train` command on full and read-only folders ---------------------------------------
-
-
-def run_train(base, **env):
-    return subprocess.run(
-        [str(VENV_BIN / "train")], env=train_env(base, **env), capture_output=True, text=True, timeout=300
-    )
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, fill_to_kb: int | None = None, read_only: bool = False):
-    """A small tmpfs on ``path`` (needs root); optionally nearly full, or remounted read-only."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        services.unavailable(f"cannot mount a tmpfs (root needed): {mounted.stderr.decode().strip()}")
-    try:
-        if fill_to_kb is not None:
-            with contextlib.suppress(OSError), open(path / ".filler", "wb") as f:
-                f.write(bytes(fill_to_kb * 1024))
-        if read_only:
-            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 @pytest.mark.process

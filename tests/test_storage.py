@@ -337,3 +337,22 @@ def test_the_lean_trial_read_returns_optunas_trials_on_mariadb():
 
     with services.mysql_database() as db:
         check_lean_read(db.url, ("maximize",), {"connect_args": {"password": db.password}})
+
+
+@pytest.mark.unit
+def test_mysql_errors_without_a_code_are_mistakes_not_stalls():
+    """mysql-connector gives -1 to every error it raises without a code: only its
+    OperationalError ("MySQL Connection not available" after a timed-out ping) is a lost link;
+    an unknown charset or auth plugin fails at once, with the driver's own words."""
+    from mysql.connector import errors
+
+    lost = errors.OperationalError("MySQL Connection not available")
+    assert lost.errno == -1 and dberrors.is_transient(lost) and dberrors.is_stall(lost)
+    for mistake in (
+        errors.ProgrammingError("Character set 'utf8mb3x' unsupported"),
+        errors.NotSupportedError("Authentication plugin 'bogus' is not supported"),
+        errors.InternalError("Unread result found"),
+    ):
+        assert mistake.errno == -1
+        assert not dberrors.is_transient(mistake) and not dberrors.is_stall(mistake)
+        assert dberrors.describe(mistake) == str(mistake)
