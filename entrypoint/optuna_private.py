@@ -241,14 +241,19 @@ class LeanReadStorage(optuna.storages.RDBStorage):
                     raise KeyError(f"No study with study_id {study_id} exists.")
                 return []
 
-            def children(table: sqlalchemy.Table, *columns: str, order: Any = None) -> list[Any]:
+            def children(table: sqlalchemy.Table, *columns: str) -> list[Any]:
+                # No ORDER BY: sorting rows with a TEXT column makes MariaDB build an on-disk
+                # temporary table; the few orders that matter are restored here.
                 query = sqlalchemy.select(table.c.trial_id, *(table.c[c] for c in columns))
                 query = query.join(TRIALS, TRIALS.c.trial_id == table.c.trial_id).where(*where)
-                return conn.execute(query.order_by(order) if order is not None else query).all()
+                return conn.execute(query).all()
 
-            params = children(
-                PARAMS, "param_name", "param_value", "distribution_json", order=PARAMS.c.param_id
+            # Optuna orders a trial's parameters by their row id (the order they were suggested).
+            rows_by_id = sorted(
+                children(PARAMS, "param_id", "param_name", "param_value", "distribution_json"),
+                key=lambda row: row[1],
             )
+            params = [(tid, name, value, dist) for tid, _, name, value, dist in rows_by_id]
             values = children(VALUES, "objective", "value", "value_type")
             steps = children(INTERMEDIATE_VALUES, "step", "intermediate_value", "intermediate_value_type")
             user = children(USER_ATTRS, "key", "value_json")
