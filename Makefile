@@ -156,7 +156,23 @@ debs:
 	id=$$($(ENGINE) image inspect --format '{{.Id}}' "$$base") && echo "$$id $(APT_PACKAGES)" > $(DEBS).tmp/.base && \
 	mv $(DEBS).tmp $(DEBS) && ls $(DEBS)
 
+# The RDS global CA bundle, which the image uses to verify an RDS endpoint (entrypoint/tls.py).
+# Needs internet (CodeBuild has it: buildspec.yml runs this); `make image` without it builds an
+# image without the bundle and says so.
+RDS_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+RDS_CA     := build/rds-ca/global-bundle.pem
+.PHONY: rds-ca
+rds-ca:
+	mkdir -p $(dir $(RDS_CA))
+	curl -fsSL --max-time 120 -o $(RDS_CA).tmp $(RDS_CA_URL)
+	grep -q "BEGIN CERTIFICATE" $(RDS_CA).tmp
+	mv $(RDS_CA).tmp $(RDS_CA)
+	@echo "rds-ca: $$(grep -c 'BEGIN CERTIFICATE' $(RDS_CA)) certificates in $(RDS_CA)"
+
 image: wheelhouse debs
+	@mkdir -p $(dir $(RDS_CA))
+	@if [ -s $(RDS_CA) ]; then echo "image: with the RDS CA bundle ($(RDS_CA))"; else \
+		echo "image: WARNING: no RDS CA bundle ($(RDS_CA); 'make rds-ca' needs internet): jobs on an RDS endpoint will need db-ssl-ca or db-ssl-verify=false"; fi
 	$(ENGINE) build $(DOCKER_BUILD_FLAGS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 		-f docker/Dockerfile -t $(IMAGE) .
 	@$(ENGINE) image inspect --format '{{.Size}}' $(IMAGE) | awk '{printf "$(IMAGE): %.0f MB\n", $$1 / 1e6}'

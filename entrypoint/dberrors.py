@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -72,8 +73,16 @@ def is_stall(exc: BaseException) -> bool:
     return any(code in engine.stall_codes for code, engine in _codes(exc))
 
 
+def is_cert_failure(exc: BaseException) -> bool:
+    """True when the server's TLS certificate failed verification (wrong CA or host name)."""
+    return any(isinstance(err, ssl.SSLCertVerificationError) for err in _chain(exc))
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for lost connections, restarts, deadlocks and lock wait timeouts."""
+    """True for lost connections, restarts, deadlocks and lock wait timeouts; never for a server
+    whose certificate failed verification (the driver reports it as a lost connection, 2055)."""
+    if is_cert_failure(exc):
+        return False
     for err in _chain(exc):
         if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
             return True

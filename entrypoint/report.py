@@ -15,7 +15,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from core import ranking
-from entrypoint.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
+from entrypoint.constants import ATTR_FAIL_REASON, BEST_TRIAL_FILE, TRIALS_CSV_FILE
+
+INTERRUPTED_PREFIX = "interrupted"  # runner.py's fail_reason of a trial ended by SIGTERM (re-queued)
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:
@@ -61,3 +63,34 @@ def write(study: optuna.Study, output_data_dir: str | Path) -> FrozenTrial | Non
         }
         (out / BEST_TRIAL_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return best
+
+
+class ProgressLines:
+    """An Optuna callback: after every trial this job finishes, one line with how many it has
+    finished and the model it keeps (its best trial), e.g.
+    ``job_trials=4 model_trial=7 model_value=0.9593``.
+
+    SageMaker turns these lines into the job's metrics (the launcher's MetricDefinitions):
+    CloudWatch time series while the job runs, and DescribeTrainingJob's FinalMetricDataList
+    (each metric's last value) once it ends. ``sagemaker-optuna status``, ``best`` and ``deploy``
+    read them when the laptop has no path to the database (launcher/jobresults.py). Values are
+    printed in full precision so that jobs' models compare as the study's trials do.
+    """
+
+    def __init__(self, keeper: Any, finished: list[int]) -> None:
+        self._keeper = keeper  # keeper.BestModelKeeper (its record is the kept model)
+        self._done = set(finished)  # a restarted spot job counts what it finished before
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        reason = trial.user_attrs.get(ATTR_FAIL_REASON) or ""
+        if trial.state == TrialState.FAIL and reason.startswith(INTERRUPTED_PREFIX):
+            return  # re-queued: another run of it will count
+        self._done.add(trial.number)
+        print(self.line(), flush=True)
+
+    def line(self) -> str:
+        text = f"job_trials={len(self._done)}"
+        record = self._keeper.record
+        if record is not None:
+            text += f" model_trial={record.trial_number} model_value={record.value!r}"
+        return text

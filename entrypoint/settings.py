@@ -48,6 +48,7 @@ class Settings:
     db_secret: str | None = None
     db_engine: str | None = None  # from the secret's "engine", else mysql
     db_ssl_ca: str | None = None
+    db_ssl_verify: bool = True  # an RDS endpoint is verified against the image's RDS CA bundle (tls.py)
     region_name: str | None = None
     storage: str | None = None
     # Many jobs on one study (see storage.py and README "Many jobs, one study").
@@ -151,6 +152,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "db_secret": (_text(2048), "Secrets Manager secret id or ARN with the credentials"),
     "db_engine": (_choice(*ENGINES), "database engine"),
     "db_ssl_ca": (_text(1024), "path to a CA bundle; turns on verified TLS"),
+    "db_ssl_verify": (_bool, "false: do not verify an RDS endpoint against the image's RDS CA bundle"),
     "region_name": (_text(64), "AWS region of the secret"),
     "storage": (_text(1024), "full storage URL (without a password)"),
     "max_trials": (_int(1, 1_000_000), "study-wide cap: every job stops once the study has this many"),

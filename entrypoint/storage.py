@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from core.engines import DEFAULT_ENGINE, ENGINES, Engine
 from core.engines import names as engine_names
 from core.errors import UserError
-from entrypoint import credentials, optuna_private
+from entrypoint import credentials, optuna_private, region, tls
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 from entrypoint.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient, not_timed
 from entrypoint.redact import MASK, keep_out
@@ -245,7 +245,7 @@ def _from_storage_url(
     engine = ENGINES[kind]
     if url.get_driver_name() == engine.dialect_default_driver or "+" not in url.drivername:
         url = url.set(drivername=engine.driver)
-    args = _connect_args(engine, settings.db_ssl_ca)
+    args = _connect_args(engine, tls.ca_bundle(settings.db_ssl_ca, settings.db_ssl_verify, url.host))
     if creds is not None:
         url = url.set(username=url.username or creds.username)
         args["password"] = creds.password
@@ -260,11 +260,11 @@ def _live(
     """The secret's password, read again (with ``read``) when the database refuses it."""
     if creds is None or not settings.db_secret:
         return None
-    secret_id, region = settings.db_secret, settings.region_name
+    secret_id, region_name = settings.db_secret, region.resolve(settings.region_name, settings.db_secret)
     if read is None:
 
         def read(stage: str | None) -> credentials.DbCredentials:
-            return credentials.fetch(secret_id, region, stage=stage)
+            return credentials.fetch(secret_id, region_name, stage=stage)
 
     return credentials.LivePassword(secret_id, creds.password, read, on_new=keep_out)
 
@@ -283,7 +283,9 @@ def resolve(
     when the database refuses its password; by default as it is read here.
     """
     if creds is None and settings.db_secret:
-        creds = credentials.fetch(settings.db_secret, settings.region_name)
+        creds = credentials.fetch(
+            settings.db_secret, region.resolve(settings.region_name, settings.db_secret)
+        )
     if settings.storage:
         return _from_storage_url(settings, creds, read)
     if creds is None:
@@ -301,7 +303,8 @@ def resolve(
         port=settings.db_port or creds.port or engine.default_port,
         database=settings.db_name or creds.dbname or DEFAULT_DB_NAME,
     )
-    args = {"password": creds.password, **_connect_args(engine, settings.db_ssl_ca)}
+    ca = tls.ca_bundle(settings.db_ssl_ca, settings.db_ssl_verify, host)
+    args = {"password": creds.password, **_connect_args(engine, ca)}
     return Database(url, args, _live(settings, creds, read))
 
 

@@ -126,7 +126,8 @@ def _run_on(
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
-    runner = TrialRunner(job, study, rdb, objective, progress, [keeper])
+    lines = report.ProgressLines(keeper, progress.finished)
+    runner = TrialRunner(job, study, rdb, objective, progress, [keeper, lines])
     try:
         runner.run()
     except Exception as exc:
@@ -136,7 +137,8 @@ def _run_on(
     finally:
         # After SIGTERM with the database away, the summary gets one try: the time left before
         # SageMaker's SIGKILL is better spent exiting than waiting for a stalled server.
-        _wrap_up(study, db, paths, keeper, job.db, 0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)
+        limit_s = 0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S
+        _wrap_up(study, db, paths, keeper, lines, job.db, limit_s)
     _check_outcome(runner, keeper, job.guard)
     return study
 
@@ -165,6 +167,7 @@ def _wrap_up(
     db: storage.Database,
     paths: JobPaths,
     keeper: BestModelKeeper,
+    lines: report.ProgressLines,
     retry: Retrier,
     limit_s: float = FINAL_DB_RETRY_S,
 ) -> None:
@@ -191,11 +194,12 @@ def _wrap_up(
         best = None
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
+    # The study's best as this job sees it, and this job's own model: the last values of the
+    # metrics best:trial, best:value, job:trials, model:trial, model:value (FinalMetricDataList).
     if best is not None:
-        print(f"best_trial={best.number} best_value={best.value:.6g} params={best.params}")
-    if keeper.record is not None:
-        print(f"model_trial={keeper.record.trial_number} model_value={keeper.record.value:.6g}")
-    else:
+        print(f"best_trial={best.number} best_value={best.value!r} params={best.params}")
+    print(lines.line())
+    if keeper.record is None:
         logger.warning("No trial of this job completed: model_dir holds no model")
     # The process exits next. Python's final garbage collections walk every object that
     # Chainer, Optuna and SQLAlchemy created (1.2-1.9 s measured under load); frozen objects

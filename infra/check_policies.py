@@ -36,15 +36,57 @@ PARAMETER_EXAMPLES = {
 
 
 class Renderer:
-    """Resolves a template's intrinsic functions with example values, for given conditions."""
+    """Resolves a template's intrinsic functions with example values, for given conditions.
 
-    def __init__(self, template: dict[str, Any], conditions: dict[str, bool]) -> None:
+    ``parameters``: values given at deployment (as strings, lists for CommaDelimitedList); the
+    others take their default or an example. ``conditions`` default to those the parameters
+    give (:meth:`evaluate`).
+    """
+
+    def __init__(
+        self,
+        template: dict[str, Any],
+        conditions: dict[str, bool] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
         self.template = template
-        self.conditions = conditions
+        self.parameters = parameters or {}
+        self.conditions = conditions if conditions is not None else self.evaluate()
+
+    def evaluate(self) -> dict[str, bool]:
+        """Every condition of the template for these parameters (Equals, And, Or, Not, Condition)."""
+        found: dict[str, bool] = {}
+
+        def value(node: Any) -> Any:
+            if isinstance(node, dict) and len(node) == 1:
+                ((key, arg),) = node.items()
+                if key == "Fn::Equals":
+                    return str(value(arg[0])) == str(value(arg[1]))
+                if key == "Fn::And":
+                    return all(value(a) for a in arg)
+                if key == "Fn::Or":
+                    return any(value(a) for a in arg)
+                if key == "Fn::Not":
+                    return not value(arg[0])
+                if key == "Condition":
+                    return condition(arg)
+            return self.render(node)
+
+        def condition(name: str) -> bool:
+            if name not in found:
+                found[name] = bool(value(self.template["Conditions"][name]))
+            return found[name]
+
+        self.conditions = found  # render() may need conditions already evaluated
+        for name in self.template.get("Conditions", {}):
+            condition(name)
+        return found
 
     def ref(self, name: str) -> Any:
         if name in PSEUDO:
             return PSEUDO[name]
+        if name in self.parameters:
+            return self.parameters[name]
         params = self.template.get("Parameters", {})
         if name in params:
             if name in PARAMETER_EXAMPLES and (
@@ -106,7 +148,10 @@ class Renderer:
                 return items[int(index)]
             if key == "Fn::Join":
                 sep, items = arg
-                return sep.join(str(i) for i in self.render(items))
+                return str(self.render(sep)).join(str(i) for i in self.render(items))
+            if key == "Fn::Split":
+                sep, text = arg
+                return str(self.render(text)).split(str(self.render(sep)))
         rendered = {k: self.render(v) for k, v in node.items()}
         return {k: v for k, v in rendered.items() if v is not NO_VALUE}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,12 +19,15 @@ import optuna
 
 from core.engines import DEFAULT_ENGINE, ENGINES
 from core.errors import UserError
-from launcher import aws, jobs, output, stack, status
+from entrypoint import region as region_mod
+from launcher import aws, jobresults, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod
 from launcher import launch as launch_mod
 from launcher import report as report_mod
+from launcher import source as source_mod
 from launcher import study as study_mod
+from launcher import tunnel as tunnel_mod
 from launcher.constants import (
     DEFAULT_ENDPOINT_TIMEOUT_S,
     DEFAULT_MAX_RUNTIME_S,
@@ -32,6 +36,7 @@ from launcher.constants import (
     DEFAULT_VOLUME_GB,
     DEFAULT_WAIT_TIMEOUT_S,
     ENDPOINT_IN_SERVICE,
+    HP_REGION_NAME,
     HP_STUDY_NAME,
     PROG,
     STUDY_OPTION_HPS,
@@ -106,7 +111,31 @@ def _study() -> argparse.ArgumentParser:
         "--db-engine", choices=tuple(ENGINES), help=f"default: the secret's 'engine', else {DEFAULT_ENGINE}"
     )
     g.add_argument("--db-ssl-ca", help="CA bundle for verified TLS (launch: a path in the container)")
+    g.add_argument(
+        "--db-ssl-verify",
+        choices=("true", "false"),
+        help="false: do not verify an RDS endpoint against the RDS CA bundle (default true)",
+    )
     g.add_argument("--storage", help="a SQLAlchemy URL without password (e.g. sqlite:///optuna-study.db)")
+    return p
+
+
+def _reading() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("source", source_mod.__doc__.split("\n\n")[0] if source_mod.__doc__ else None)
+    g.add_argument(
+        "--source",
+        choices=source_mod.CHOICES,
+        default=source_mod.AUTO,
+        help="study: read the study database; jobs: read the study's training jobs (SageMaker metrics "
+        "and S3, AWS credentials only); auto (default): the database with --host/--storage or when it "
+        "answers, else the jobs",
+    )
+    g.add_argument(
+        "--job-prefix",
+        help="with the jobs as source: the study's jobs are those whose name contains this "
+        "(default: the study name, as launch names them) and whose study-name is --study",
+    )
     return p
 
 
@@ -169,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "status",
-        parents=[common, study],
+        parents=[common, study, _reading()],
         help="trials by state, the best so far, and each job's share",
         description=status.__doc__,
     )
@@ -178,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "best",
-        parents=[common, study],
+        parents=[common, study, _reading()],
         help="the best trial and the S3 URI of its model.tar.gz",
         description=best_mod.__doc__,
     )
@@ -187,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "deploy",
-        parents=[common, study, _waiting(DEFAULT_ENDPOINT_TIMEOUT_S)],
+        parents=[common, study, _reading(), _waiting(DEFAULT_ENDPOINT_TIMEOUT_S)],
         help="serve the best model from a SageMaker endpoint",
         description=deploy_mod.__doc__,
     )
@@ -209,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("study-report"), help="folder (default study-report)")
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser(
+        "tunnel",
+        parents=[common],
+        help="forward a local port to the study database through the stack's SSM access instance",
+        description=tunnel_mod.__doc__,
+    )
+    p.add_argument(
+        "--local-port",
+        type=_positive_int,
+        default=tunnel_mod.DEFAULT_LOCAL_PORT,
+        help=f"default {tunnel_mod.DEFAULT_LOCAL_PORT}",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the aws ssm command, run nothing")
+    p.set_defaults(handler=cmd_tunnel)
     return parser
 
 
@@ -239,8 +283,20 @@ def _file_hyperparameters(path: Path | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in doc.items()}
 
 
-def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
-    """The command line (after --stack) -> a LaunchSpec (not validated yet)."""
+def _secret_region(args: argparse.Namespace, region: str | None) -> list[tuple[str, str]]:
+    """``region-name`` for the jobs when --db-secret is a name, not an ARN (an ARN names its
+    region, which the job reads from it: entrypoint/region.py): the command's own region."""
+    if not args.db_secret or region_mod.arn_region(args.db_secret) or not region:
+        return []
+    given = {launch_mod.canonical(k) for k, _ in args.hp} | {
+        launch_mod.canonical(k) for k in _file_hyperparameters(args.hyperparameters)
+    }
+    return [] if HP_REGION_NAME in given else [(HP_REGION_NAME, region)]
+
+
+def launch_spec(args: argparse.Namespace, region: str | None = None) -> launch_mod.LaunchSpec:
+    """The command line (after --stack) -> a LaunchSpec (not validated yet); ``region``: the
+    command's region, passed to the jobs with a secret given by name."""
     missing = [f"--{dest}" for dest in ("image", "role", "output") if not getattr(args, dest)]
     if missing:
         raise UsageError(f"launch needs {', '.join(missing)} (or --stack, whose outputs provide them)")
@@ -253,6 +309,7 @@ def launch_spec(args: argparse.Namespace) -> launch_mod.LaunchSpec:
         study_mod.hyperparameters(args.study, _study_options(args)).items(),
         _file_hyperparameters(args.hyperparameters).items(),
         args.hp,
+        _secret_region(args, region),
     )
     return launch_mod.LaunchSpec(
         hyperparameters=hps,
@@ -283,7 +340,7 @@ def _session(args: argparse.Namespace) -> Any:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     session = _session(args)
-    spec = launch_spec(args)
+    spec = launch_spec(args, session.region_name)
     if args.dry_run:
         print(output.to_json(launch_mod.requests(spec)))
         return EXIT_OK
@@ -328,23 +385,47 @@ def _status_text(doc: dict[str, Any], with_jobs: bool) -> str:
     return "\n".join(lines)
 
 
+def _source(args: argparse.Namespace, session: Any) -> tuple[Any, source_mod.Source]:
+    settings = study_mod.settings(args.study, _study_options(args))
+    source = source_mod.choose(args.source, settings, session)
+    _note(f"Source: {source.why}")
+    return settings, source
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     session = _session(args)
-    settings = study_mod.settings(args.study, _study_options(args))
+    settings, source = _source(args, session)
+    if not source.is_study:
+        doc = jobresults.status(
+            aws.client(session, "sagemaker"),
+            aws.client(session, "s3"),
+            aws.client(session, "cloudwatch"),
+            args.study,
+            args.job_prefix,
+        )
+        _print(args, doc, jobresults.status_text(doc))
+        return EXIT_OK
     sagemaker = aws.client(session, "sagemaker") if args.describe_jobs else None
     with study_mod.opened(settings, session) as study:
-        doc = status.summary(study, sagemaker)
+        doc = {"source": source.why, **status.summary(study, sagemaker)}
     _print(args, doc, _status_text(doc, args.describe_jobs))
     return EXIT_OK
 
 
-def _find_best(args: argparse.Namespace) -> tuple[Any, best_mod.BestModel]:
+def _find_best(args: argparse.Namespace) -> tuple[Any, best_mod.BestModel, str]:
     session = _session(args)
-    settings = study_mod.settings(args.study, _study_options(args))
+    settings, source = _source(args, session)
     sagemaker = aws.client(session, "sagemaker")
     s3 = None if args.no_verify else aws.client(session, "s3")
+    if not source.is_study:
+        found, notes = jobresults.find_best(
+            sagemaker, s3, aws.client(session, "cloudwatch"), args.study, args.job_prefix
+        )
+        for note in notes:
+            _note(f"Note: {note}")
+        return sagemaker, found, source.why
     with study_mod.opened(settings, session) as study:
-        return sagemaker, best_mod.find(study, sagemaker, s3)
+        return sagemaker, best_mod.find(study, sagemaker, s3), source.why
 
 
 def _lines(doc: dict[str, Any]) -> str:
@@ -356,13 +437,14 @@ def _lines(doc: dict[str, Any]) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    _, found = _find_best(args)
-    _print(args, found.as_dict(), _lines(found.as_dict()))
+    _, found, source = _find_best(args)
+    doc = {**found.as_dict(), "source": source}
+    _print(args, doc, _lines(doc))
     return EXIT_OK
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    sagemaker, found = _find_best(args)
+    sagemaker, found, source = _find_best(args)
     spec = deploy_mod.DeploySpec(
         instance_type=args.instance_type,
         instance_count=args.instance_count,
@@ -374,7 +456,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.wait:
         _note(f"Endpoint {done.endpoint_name} created; waiting until it is in service")
         done = deploy_mod.wait_in_service(sagemaker, done, args.timeout, args.poll)
-    doc = {"trial": found.trial_number, "value": found.value, **done.as_dict()}
+    doc = {"trial": found.trial_number, "value": found.value, "source": source, **done.as_dict()}
     _print(args, doc, _lines(doc))
     return EXIT_OK if not args.wait or done.status == ENDPOINT_IN_SERVICE else EXIT_FAILED
 
@@ -386,6 +468,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = report_mod.write(study, args.out)
     _print(args, [str(p) for p in written], "\n".join(str(p) for p in written))
     return EXIT_OK
+
+
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    if not args.stack:
+        raise UsageError("tunnel needs --stack (a stack made with EnableSsmAccess=true)")
+    session = aws.session(args.region, args.profile)
+    tunnel = tunnel_mod.from_outputs(
+        stack.outputs(session, args.stack), args.stack, args.local_port, session.region_name, args.profile
+    )
+    options = " ".join(tunnel.options)
+    if args.dry_run:
+        _print(args, tunnel.as_dict(), f"{shlex.join(tunnel.command())}\nthen pass: {options}")
+        return EXIT_OK
+    _note(
+        f"Forwarding {tunnel_mod.LOCAL_HOST}:{tunnel.local_port} to {tunnel.db_host}:{tunnel.db_port} "
+        f"through {tunnel.instance_id}; Ctrl-C closes it. In another terminal, pass: {options}"
+    )
+    print(options, flush=True)
+    code = tunnel_mod.run(tunnel)
+    return EXIT_OK if code == 0 else EXIT_FAILED
 
 
 # --- entry point -------------------------------------------------------------------------------

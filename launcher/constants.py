@@ -4,6 +4,7 @@ PROG = "sagemaker-optuna"
 
 # Hyperparameters the launcher fills in from its own options (README "Hyperparameters").
 HP_STUDY_NAME = "study-name"
+HP_REGION_NAME = "region-name"  # the secret's region, sent when --db-secret is a name (not an ARN)
 # Command-line option (dest) -> the hyperparameter it sets; shared by every subcommand.
 STUDY_OPTION_HPS = {
     "db_secret": "db-secret",
@@ -12,6 +13,7 @@ STUDY_OPTION_HPS = {
     "db_name": "db-name",
     "db_engine": "db-engine",
     "db_ssl_ca": "db-ssl-ca",
+    "db_ssl_verify": "db-ssl-verify",
     "storage": "storage",
 }
 MAX_HYPERPARAMETERS = 100  # CreateTrainingJob's limit
@@ -22,8 +24,19 @@ METRIC_DEFINITIONS = (
     {"Name": "train:accuracy", "Regex": r" accuracy=([-+0-9.eE]+)"},
     {"Name": "validation:loss", "Regex": r" validation_loss=([-+0-9.eE]+)"},
     {"Name": "validation:accuracy", "Regex": r" validation_accuracy=([-+0-9.eE]+)"},
+    # The study's best as the job sees it at its end, and the job's own progress and kept model
+    # (entrypoint/report.py ProgressLines): what status/best/deploy read without the database.
+    {"Name": "best:trial", "Regex": r"best_trial=([0-9]+)"},
     {"Name": "best:value", "Regex": r" best_value=([-+0-9.eE]+)"},
+    {"Name": "job:trials", "Regex": r"job_trials=([0-9]+)"},
+    {"Name": "model:trial", "Regex": r"model_trial=([0-9]+)"},
+    {"Name": "model:value", "Regex": r"model_value=([-+0-9.eE]+)"},
 )
+METRIC_BEST_TRIAL, METRIC_BEST_VALUE = "best:trial", "best:value"
+METRIC_JOB_TRIALS, METRIC_MODEL_TRIAL, METRIC_MODEL_VALUE = "job:trials", "model:trial", "model:value"
+# Where SageMaker publishes them while a job runs (what the SDK's TrainingJobAnalytics reads).
+CLOUDWATCH_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+CLOUDWATCH_JOB_DIMENSION = "TrainingJobName"
 
 # Channels every job needs (entrypoint/data.py).
 REQUIRED_CHANNELS = ("train", "test")
@@ -68,3 +81,6 @@ STACK_OUTPUT = "OutputS3Uri"
 STACK_CHECKPOINTS = "CheckpointS3Uri"
 STACK_IMAGE_REPOSITORY = "ImageRepositoryUri"
 STACK_IMAGE_TAG = "latest"  # buildspec.yml moves it to each new build
+STACK_ACCESS_INSTANCE = "AccessInstanceId"  # with EnableSsmAccess=true (`tunnel`)
+STACK_DB_ENDPOINT = "DatabaseEndpoint"
+STACK_DB_PORT = "DatabasePort"

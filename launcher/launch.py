@@ -61,7 +61,7 @@ class LaunchSpec:
         return self.hyperparameters[HP_STUDY_NAME]
 
 
-def _canonical(key: str) -> str:
+def canonical(key: str) -> str:
     return key.strip().lower().replace("_", "-")
 
 
@@ -71,9 +71,9 @@ def merge_hyperparameters(*sources: Iterable[tuple[str, str]]) -> dict[str, str]
     seen: dict[str, str] = {}
     for source in sources:
         for key, value in source:
-            if _canonical(key) in seen:
-                raise UserError(f"Hyperparameter '{key}' is given twice (also as '{seen[_canonical(key)]}')")
-            seen[_canonical(key)] = key
+            if canonical(key) in seen:
+                raise UserError(f"Hyperparameter '{key}' is given twice (also as '{seen[canonical(key)]}')")
+            seen[canonical(key)] = key
             merged[key] = value
     return merged
 

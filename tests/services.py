@@ -59,21 +59,29 @@ def wait_for(check, timeout: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def moto_server(iam_after: int | None = None, resource_auth: bool = False) -> Iterator[str]:
+def moto_server(
+    iam_after: int | None = None, resource_auth: bool = False, training_logs: Path | None = None
+) -> Iterator[str]:
     """A real moto server over HTTP on a free port; yields its endpoint URL.
 
     ``iam_after``: enforce IAM on every call after that many unauthenticated ones (moto's
     INITIAL_NO_AUTH_ACTION_COUNT: the calls that make the first user and its keys).
     ``resource_auth``: also check the Resource of Secrets Manager and ECR calls
     (tests/moto_resource_auth.py).
+    ``training_logs``: a folder of job logs from which training jobs report their status and
+    final metrics as SageMaker does (tests/moto_training.py; resource checks included).
     """
     port = free_port()
     command = (
-        [sys.executable, "-m", "tests.moto_resource_auth"]
+        [sys.executable, "-m", "tests.moto_training"]
+        if training_logs is not None
+        else [sys.executable, "-m", "tests.moto_resource_auth"]
         if resource_auth
         else [str(VENV_BIN / "moto_server")]
     )
     env = dict(os.environ)
+    if training_logs is not None:
+        env["MOTO_TRAINING_LOGS"] = str(training_logs)
     if iam_after is not None:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(iam_after)
     proc = subprocess.Popen(
@@ -102,6 +110,7 @@ def aws_env(endpoint: str) -> dict[str, str]:
         "AWS_ENDPOINT_URL_S3": endpoint,
         "AWS_ENDPOINT_URL_ECR": endpoint,
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint,
+        "AWS_ENDPOINT_URL_CLOUDWATCH": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
@@ -206,13 +215,15 @@ def postgres_database(password: str = HARD_PASSWORD) -> Iterator[MySqlDatabase]:
         root.close()
 
 
-def make_tls_files(folder: Path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI."""
+def make_tls_files(folder: Path, dns_names: tuple[str, ...] = ()) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1/localhost (and ``dns_names``), made with the
+    openssl CLI."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert, ext = (
         folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem", "san.ext")
     )
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    names = "".join(f",DNS:{name}" for name in dns_names)
+    ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost{names}\n")
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)

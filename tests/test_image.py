@@ -84,7 +84,8 @@ def test_buildspec_is_a_codebuild_0_2_spec_that_pushes_the_commit_tag():
     assert str(spec["version"]) == "0.2"
     assert tuple(spec["phases"]) == BUILDSPEC_PHASES
     assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11"}
-    assert spec["phases"]["build"]["commands"] == ["make image"]
+    # The RDS CA bundle first (entrypoint/tls.py): CodeBuild has internet, a failed fetch fails.
+    assert spec["phases"]["build"]["commands"] == ["make rds-ca", "make image"]
     pre_build = "\n".join(spec["phases"]["pre_build"]["commands"])
     assert "make unit" in pre_build and "make login" in pre_build
     assert "CODEBUILD_RESOLVED_SOURCE_VERSION" in pre_build
@@ -356,6 +357,12 @@ def test_buildspec_pushes_an_image_that_pulls_back_and_trains(
         "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),
     }
+    # CodeBuild fetches the RDS CA bundle from the internet (`make rds-ca`); this machine has
+    # none, so a local CA file stands in for the download (curl reads file:// URLs).
+    stand_in = services.make_tls_files(tmp_path / "rds-ca")["ca"]
+    env["RDS_CA_URL"] = stand_in.as_uri()
+    bundle = ROOT / "build" / "rds-ca" / "global-bundle.pem"
+    had_bundle = bundle.exists()
     pushed = f"{registry}/{repo}:{tag}"
     built = f"sagemaker-optuna-chainer:{tag}"
     try:
@@ -378,5 +385,12 @@ def test_buildspec_pushes_an_image_that_pulls_back_and_trains(
         job = engine.run_container("--network=none", "-v", f"{base}:/opt/ml", pushed, "train")
         assert job.returncode == 0, tail(job)
         assert_one_model(base)
+        assert "RDS CA bundle: 1 certificates" in result.stdout + result.stderr
+        shipped = engine.run_container(
+            "--network=none", pushed, "cat", "/usr/local/share/rds-ca/global-bundle.pem"
+        )
+        assert shipped.stdout == stand_in.read_text(), tail(shipped)
     finally:
+        if not had_bundle:  # never leave the stand-in where a later `make image` would ship it
+            bundle.unlink(missing_ok=True)
         engine.untag(pushed, f"{registry}/{repo}:latest", built)

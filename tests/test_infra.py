@@ -113,8 +113,9 @@ def test_no_star_action_and_star_resources_only_where_iam_allows_nothing_else():
     text = TEMPLATE.read_text()
     assert not re.search(r"Action:\s*['\"]?\*", text) and '"*"' not in re.findall(r"- ['\"]?\*['\"]?$", text)
     star_resources = [m.start() for m in re.finditer(r'Resource: "\*"', text)]
-    # Each `*` resource is ECR's login token, PutMetricData or EC2's Describe calls, with a comment.
-    assert len(star_resources) == 4
+    # Each `*` resource is ECR's login token, PutMetricData, EC2's Describe calls or
+    # DeleteNetworkInterfacePermission (whose resource is optional), with a comment.
+    assert len(star_resources) == 5
     for pos in star_resources:
         statement = text[text.rfind("- Sid:", 0, pos) - 200 : pos]
         assert "#" in statement, statement
@@ -266,11 +267,11 @@ def test_stack_outputs_name_the_stack_resources(world, stack):
     assert ec2.describe_nat_gateways(Filter=vpc_filter)["NatGateways"] == []
     endpoints = ec2.describe_vpc_endpoints(Filters=vpc_filter)["VpcEndpoints"]
     by_service = {e["ServiceName"].rsplit(".", 1)[1]: e for e in endpoints}
-    assert set(by_service) == {"s3", "secretsmanager", "logs"}
+    assert set(by_service) == {"s3", "secretsmanager"}  # the jobs need no more (see the template)
     assert by_service["s3"]["VpcEndpointType"] == "Gateway"
-    for service in ("secretsmanager", "logs"):
-        assert by_service[service]["VpcEndpointType"] == "Interface"
-        assert by_service[service]["PrivateDnsEnabled"]
+    assert by_service["secretsmanager"]["VpcEndpointType"] == "Interface"
+    assert by_service["secretsmanager"]["PrivateDnsEnabled"]
+    assert by_service["secretsmanager"]["SubnetIds"] == out["SubnetIds"].split(",")[:1]  # one zone by default
     routes = ec2.describe_route_tables(Filters=vpc_filter)["RouteTables"]
     assert not any(r.get("GatewayId", "").startswith("igw-") for t in routes for r in t["Routes"])
 
@@ -303,6 +304,9 @@ def test_stack_outputs_name_the_stack_resources(world, stack):
     trust = role["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "sagemaker.amazonaws.com"}]
+    assert trust["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": role["Arn"].split(":")[4]}
+    }
     assert out["DatabaseEndpoint"] == DB_HOST and out["DatabasePort"] == "3306"
 
 
@@ -372,7 +376,7 @@ def test_bucket_repository_and_database_properties():
 def test_existing_vpc_and_subnets_are_used_and_nothing_is_added_to_them(world):
     ec2 = world.client(world.admin, "ec2")
     vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
-    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
+    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:3]
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.99.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
         for i, zone in enumerate(zones)
@@ -393,7 +397,8 @@ def test_existing_vpc_and_subnets_are_used_and_nothing_is_added_to_them(world):
     (interfaces,) = [
         st for st in policy["Statement"] if st and st["Sid"] == "NetworkInterfacesInTheStackSubnets"
     ]
-    assert sorted(r.rsplit("/", 1)[1] for r in interfaces["Resource"] if ":subnet/" in r) == sorted(subnets)
+    assert len(subnets) == 3  # every one allowed, not only the first two
+    assert sorted(interfaces["Condition"]["StringEqualsIfExists"]["ec2:SubnetID"]) == sorted(subnets)
 
 
 @pytest.mark.services
@@ -500,3 +505,150 @@ def test_status_and_best_with_stack_read_its_secret(world, mysql_db, monkeypatch
     best = run_cli("best", "--stack", name, "--study", "stacked", "--no-verify", "--json")
     assert best.code == 0, best.err
     assert best.json()["job"] == job and best.json()["image"] == f"{out['ImageRepositoryUri']}:latest"
+
+
+# --- the template resolved for given parameters (what CloudFormation would send) ----------------
+
+
+def _renderer(**parameters: Any):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_policies", ROOT / "infra" / "check_policies.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # The parameters' defaults (the renderer's examples for ExistingVpcId are for the policy check).
+    defaults = {"ExistingVpcId": "", "ExistingSubnetIds": [""]}
+    return module.Renderer(_template(), parameters={**defaults, **parameters})
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "minimum, expected",
+    [
+        ("0", {"MinCapacity": "0", "MaxCapacity": 4, "SecondsUntilAutoPause": 600}),
+        ("0.5", {"MinCapacity": "0.5", "MaxCapacity": 4}),  # RDS refuses SecondsUntilAutoPause here
+        ("2", {"MinCapacity": "2", "MaxCapacity": 4}),
+    ],
+)
+def test_scaling_configuration_is_valid_for_every_minimum(minimum, expected):
+    renderer = _renderer(MinCapacity=minimum)
+    cluster = renderer.render(_template()["Resources"]["DatabaseCluster"]["Properties"])
+    assert cluster["ServerlessV2ScalingConfiguration"] == expected
+    provisioned = _renderer(MinCapacity=minimum, DatabaseInstanceClass="db.t4g.medium")
+    rendered = provisioned.render(_template()["Resources"]["DatabaseCluster"]["Properties"])
+    assert "ServerlessV2ScalingConfiguration" not in rendered
+
+
+@pytest.mark.unit
+def test_existing_vpc_with_three_subnets_uses_all_three():
+    subnets = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1", "subnet-0123456789abcdef2"]
+    renderer = _renderer(ExistingVpcId="vpc-0123456789abcdef0", ExistingSubnetIds=subnets)
+    assert renderer.conditions["CreateVpc"] is False
+    resources = _template()["Resources"]
+    assert renderer.render(resources["DatabaseSubnetGroup"]["Properties"])["SubnetIds"] == subnets
+    role = renderer.render(resources["ExecutionRole"]["Properties"])
+    statements = {st["Sid"]: st for st in role["Policies"][0]["PolicyDocument"]["Statement"]}
+    interfaces = statements["NetworkInterfacesInTheStackSubnets"]
+    assert interfaces["Condition"] == {"StringEqualsIfExists": {"ec2:SubnetID": subnets}}
+    assert interfaces["Resource"][-1].endswith(":subnet/*")
+    assert "Condition" not in statements["DeleteNetworkInterfacePermissions"]
+    assert (
+        "ec2:DeleteNetworkInterfacePermission" not in statements["ManageTheJobsNetworkInterfaces"]["Action"]
+    )
+    outputs = renderer.render(_template()["Outputs"])
+    assert outputs["SubnetIds"]["Value"] == ",".join(subnets)
+    rotation = renderer.render(resources["DatabaseSecretRotation"]["Properties"])
+    assert rotation["HostedRotationLambda"]["VpcSubnetIds"] == ",".join(subnets)
+    for name in ("SecretsManagerEndpoint", "SsmEndpoint", "Vpc"):
+        assert not renderer.conditions[resources[name]["Condition"]]
+
+
+@pytest.mark.unit
+def test_defaults_one_endpoint_zone_retained_secret_no_minor_upgrades_no_access():
+    renderer = _renderer()
+    resources = _template()["Resources"]
+    endpoint = renderer.render(resources["SecretsManagerEndpoint"]["Properties"])
+    assert len(endpoint["SubnetIds"]) == 1
+    two = _renderer(SecretsEndpointZones="2").render(resources["SecretsManagerEndpoint"]["Properties"])
+    assert len(two["SubnetIds"]) == 2
+    assert "LogsEndpoint" not in resources
+    assert resources["DatabaseSecret"]["DeletionPolicy"] == "Retain"
+    assert resources["DatabaseInstance"]["Properties"]["AutoMinorVersionUpgrade"] is False
+    access = [n for n, r in resources.items() if r.get("Condition") in ("SsmAccess", "SsmEndpoints")]
+    assert not any(renderer.conditions[resources[n]["Condition"]] for n in access) and len(access) >= 8
+    on = _renderer(EnableSsmAccess="true")
+    assert all(on.conditions[resources[n]["Condition"]] for n in access)
+    instance = on.render(resources["AccessInstance"]["Properties"])
+    assert instance["SecurityGroupIds"] == [on.ref("AccessSecurityGroup")]
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    group = on.render(resources["AccessSecurityGroup"]["Properties"])
+    assert "SecurityGroupIngress" not in group
+    assert [r["ToPort"] for r in group["SecurityGroupEgress"]] == [3306, 443]
+
+
+@pytest.mark.unit
+def test_tunnel_command_from_stack_outputs():
+    from launcher import tunnel
+
+    t = tunnel.from_outputs(
+        {"AccessInstanceId": "i-0abc", "DatabaseEndpoint": DB_HOST, "DatabasePort": "3306"},
+        "optuna-hpo",
+        13306,
+        "eu-west-1",
+        "dev",
+    )
+    assert t.command() == [
+        "aws", "ssm", "start-session", "--target", "i-0abc",
+        "--document-name", "AWS-StartPortForwardingSessionToRemoteHost",
+        "--parameters", json.dumps({"host": [DB_HOST], "portNumber": ["3306"], "localPortNumber": ["13306"]}, separators=(",", ":")),
+        "--region", "eu-west-1", "--profile", "dev",
+    ]  # fmt: skip
+    assert t.options == ["--host", "127.0.0.1", "--db-port", "13306"]
+    with pytest.raises(Exception, match="no SSM access instance.*EnableSsmAccess=true"):
+        tunnel.from_outputs({"DatabaseEndpoint": DB_HOST, "DatabasePort": "3306"}, "s", 1, None, None)
+
+
+@pytest.mark.services
+def test_ssm_access_adds_endpoints_and_an_instance_without_way_in_and_tunnel_uses_them(
+    world, stack, monkeypatch
+):
+    name = f"optuna-{uuid.uuid4().hex[:6]}"
+    out = world.deploy(name, EnableSsmAccess="true")
+    ec2 = world.client(world.admin, "ec2")
+    endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [out["VpcId"]]}])[
+        "VpcEndpoints"
+    ]
+    by_service = {e["ServiceName"].rsplit(".", 1)[1]: e for e in endpoints}
+    assert set(by_service) == {"s3", "secretsmanager", "ssm", "ssmmessages", "ec2messages"}
+    for service in ("ssm", "ssmmessages", "ec2messages"):
+        assert (
+            by_service[service]["VpcEndpointType"] == "Interface" and by_service[service]["PrivateDnsEnabled"]
+        )
+    (reservation,) = ec2.describe_instances(InstanceIds=[out["AccessInstanceId"]])["Reservations"]
+    (instance,) = reservation["Instances"]
+    assert "PublicIpAddress" not in instance and instance["SubnetId"] == out["SubnetIds"].split(",")[0]
+    # moto's CloudFormation gives the instance no SecurityGroupIds (checked in the template).
+    (group,) = ec2.describe_security_groups(Filters=[{"Name": "tag:Name", "Values": [f"{name}-access"]}])[
+        "SecurityGroups"
+    ]
+    group_id = group["GroupId"]
+    assert group["IpPermissions"] == []  # no inbound rule
+    (db,) = ec2.describe_security_groups(GroupIds=[out["DatabaseSecurityGroupId"]])["SecurityGroups"]
+    sources = {
+        g["GroupId"] for p in db["IpPermissions"] if p["FromPort"] == 3306 for g in p["UserIdGroupPairs"]
+    }
+    assert sources == {out["SecurityGroupId"], group_id}
+
+    world.use_as_admin(monkeypatch)
+    result = run_cli("tunnel", "--stack", name, "--dry-run", "--json", "--local-port", "23306")
+    assert result.code == 0, result.err
+    doc = result.json()
+    assert doc["command"][:5] == ["aws", "ssm", "start-session", "--target", out["AccessInstanceId"]]
+    assert json.loads(doc["command"][doc["command"].index("--parameters") + 1]) == {
+        "host": [out["DatabaseEndpoint"]], "portNumber": [out["DatabasePort"]], "localPortNumber": ["23306"],
+    }  # fmt: skip
+    assert doc["options"] == ["--host", "127.0.0.1", "--db-port", "23306"]
+    without, _ = stack  # the default: no access instance
+    refused = run_cli("tunnel", "--stack", without, "--dry-run")
+    assert refused.code == 1 and "update it with EnableSsmAccess=true" in refused.err, refused.err
+    assert run_cli("tunnel", "--dry-run").code == 2

@@ -121,6 +121,7 @@ def test_launch_sends_one_valid_request_per_job(fleet):
             "n-trials": "2",
             "epochs": "1",
             "seed": "7",
+            "region-name": services.REGION,  # the secret is given by name: the command's region
         }
         assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
         assert job["RoleArn"] == ROLE
@@ -316,7 +317,7 @@ def test_database_without_optuna_tables_is_not_touched(aws_env):
 
 @pytest.mark.unit
 def test_no_database_option_is_a_clear_error():
-    result = run_cli("status", "--study", "s")
+    result = run_cli("status", "--study", "s", "--source", "study")
     assert result.code == 1 and "Which database?" in result.err
 
 
