@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import time
 import uuid
@@ -110,7 +111,44 @@ def our_worker(db: str, n: int, seconds: float, barrier, out) -> None:
     out.put((t0, time.perf_counter()))
 
 
-def run_workers(target, workers: int, n: int, seconds: float, prepare_schema: bool) -> float:
+class ConnectionWatch:
+    """Samples the server's connections to one database (information_schema.PROCESSLIST) every
+    0.1 s from a thread of its own; keeps the peak."""
+
+    def __init__(self, db: str) -> None:
+        import threading
+
+        self.db, self.peak, self._stop = db, 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        conn = mysql.connector.connect(**ROOT)
+        cur = conn.cursor()
+        while not self._stop.wait(0.1):
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (self.db,))
+            self.peak = max(self.peak, cur.fetchone()[0])
+        conn.close()
+
+    def __enter__(self) -> ConnectionWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def failed_trials(db: str) -> int:
+    conn = mysql.connector.connect(**ROOT, database=db)
+    cur = conn.cursor()
+    cur.execute("SELECT COUNT(*) FROM trials WHERE state = 'FAIL'")
+    n = cur.fetchone()[0]
+    conn.close()
+    return n
+
+
+def run_workers(target, workers: int, n: int, seconds: float, prepare_schema: bool) -> dict[str, float]:
+    """Start, end (after the barrier), peak connections to the study's database, failed trials."""
     db = fresh_database()
     try:
         if prepare_schema:
@@ -122,14 +160,16 @@ def run_workers(target, workers: int, n: int, seconds: float, prepare_schema: bo
         ctx = mp.get_context("spawn")
         barrier, out = ctx.Barrier(workers), ctx.Queue()
         procs = [ctx.Process(target=target, args=(db, n, seconds, barrier, out)) for _ in range(workers)]
-        for p in procs:
-            p.start()
-        spans = [out.get(timeout=600) for _ in procs]
-        for p in procs:
-            p.join()
+        with ConnectionWatch(db) as watch:
+            for p in procs:
+                p.start()
+            spans = [out.get(timeout=1800) for _ in procs]
+            for p in procs:
+                p.join()
         if any(p.exitcode for p in procs):
             raise RuntimeError("a worker failed")
-        return min(s for s, _ in spans), max(e for _, e in spans)
+        start, end = min(s for s, _ in spans), max(e for _, e in spans)
+        return {"start": start, "end": end, "peak_connections": watch.peak, "failed": failed_trials(db)}
     finally:
         drop_database(db)
 
@@ -143,6 +183,12 @@ def main() -> None:
     parser.add_argument("--per-worker", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=("single", "parallel"))
+    parser.add_argument(
+        "--no-libraries-arm",
+        dest="libraries_arm",
+        action="store_false",
+        help="leave out the arm of plain Optuna with Chainer and boto3 loaded (memory at 64 workers)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -153,8 +199,8 @@ def main() -> None:
         args.repeats if args.only != "parallel" else 0
     ):  # interleaved, so that load from elsewhere hits both arms alike
         for name, target, prepare in arms:
-            start, end = run_workers(target, 1, args.trials, quick, prepare)
-            per_trial[name].append((end - start) / args.trials)
+            run = run_workers(target, 1, args.trials, quick, prepare)
+            per_trial[name].append((run["end"] - run["start"]) / args.trials)
     for name, values in per_trial.items() if args.only != "parallel" else ():
         med = statistics.median(values)
         print(
@@ -166,20 +212,37 @@ def main() -> None:
     if args.only == "single":
         return
 
-    parallel_arms = (
-        arms[0],
-        ("plain optuna, Chainer and boto3 loaded", plain_worker_with_libraries, True),
-        arms[1],
-    )
+    parallel_arms = [
+        arm
+        for arm in (
+            arms[0],
+            ("plain optuna, Chainer and boto3 loaded", plain_worker_with_libraries, True),
+            arms[1],
+        )
+        if args.libraries_arm or arm[1] is not plain_worker_with_libraries
+    ]
     efficiency: dict[str, list[float]] = {name: [] for name, _, _ in parallel_arms}
+    peaks: dict[str, list[int]] = {name: [] for name, _, _ in parallel_arms}
+    failed: dict[str, list[int]] = {name: [] for name, _, _ in parallel_arms}
     for _ in range(args.repeats):  # interleaved, as above
         for name, target, prepare in parallel_arms:
-            start, end = run_workers(target, args.workers, args.per_worker, 1.0, prepare)
-            efficiency[name].append(args.per_worker * 1.0 / (end - start))
+            load = os.getloadavg()[0]
+            run = run_workers(target, args.workers, args.per_worker, 1.0, prepare)
+            efficiency[name].append(args.per_worker * 1.0 / (run["end"] - run["start"]))
+            peaks[name].append(run["peak_connections"])
+            failed[name].append(run["failed"])
+            print(
+                f"  {name}: efficiency {efficiency[name][-1]:.0%}, peak {run['peak_connections']} connections "
+                f"({run['peak_connections'] / args.workers:.2f} per worker), {run['failed']} failed trials, "
+                f"load {load:.1f}",
+                flush=True,
+            )
     for name, values in efficiency.items():
         print(
             f"{name}: {args.workers} workers x {args.per_worker} trials of 1 s: efficiency "
-            f"{statistics.median(values):.0%} (median of {args.repeats}: {', '.join(f'{v:.0%}' for v in values)})"
+            f"{statistics.median(values):.0%} (median of {args.repeats}: {', '.join(f'{v:.0%}' for v in values)}); "
+            f"peak connections {max(peaks[name])} ({max(peaks[name]) / args.workers:.2f} per worker); "
+            f"failed trials {sum(failed[name])}"
         )
 
 

@@ -51,6 +51,11 @@ def main() -> None:
         except SystemExit as exc:
             if exc.code:
                 sys.exit(f"warm-up training failed ({exc.code})")
+        # A job with a db-secret reads it with boto3 (entrypoint/credentials.py imports it only
+        # then): its modules and the Secrets Manager client's, which the tiny job above skips.
+        import boto3
+
+        boto3.session.Session().client("secretsmanager", region_name="us-east-1")
         import serving.cli  # noqa: F401  (the `serve` command and its server)
         import serving.server  # noqa: F401  (gunicorn)
         import serving.supervisor  # noqa: F401  (nginx's config and the supervisor)

@@ -15,10 +15,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sagemaker_training import environment, logging_config, params
+from sagemaker_training import logging_config, params
 
 from core.errors import UserError
 from entrypoint import failure
+from entrypoint import smpaths as environment  # the toolkit's paths without its boto3 import
 
 ENV_TRAINING_MODULE = "SAGEMAKER_TRAINING_MODULE"
 DEFAULT_TRAINING_MODULE = "entrypoint.train:main"

@@ -14,10 +14,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
 from core.engines import SECRET_ENGINES
 from core.errors import UserError
 
@@ -83,10 +79,12 @@ def parse_secret(secret_id: str, secret_string: str | None) -> DbCredentials:
 
 # Secrets Manager is also read while a job runs (a refused password after a rotation), with a
 # database connection waiting on it: bounded like a database round trip, not boto3's 60 s
-# time-outs times its retries.
-_CLIENT_CONFIG = botocore.config.Config(
-    connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
-)
+# time-outs times its retries. Built at the first read: a job without a secret loads no botocore.
+CLIENT_CONFIG_ARGS = {
+    "connect_timeout": 5,
+    "read_timeout": 10,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+}
 
 
 def fetch(
@@ -97,9 +95,13 @@ def fetch(
     ``caller`` names who lacks a permission in the error (the training role, or "you").
     A fresh session each call: credentials are resolved now, not cached from earlier.
     """
+    import boto3  # here: a job without a secret never loads boto3 (0.7 s of its start)
+    import botocore.config
+    import botocore.exceptions
+
     try:
         client = boto3.session.Session().client(
-            "secretsmanager", region_name=region_name, config=_CLIENT_CONFIG
+            "secretsmanager", region_name=region_name, config=botocore.config.Config(**CLIENT_CONFIG_ARGS)
         )
         response = client.get_secret_value(SecretId=secret_id, **({"VersionStage": stage} if stage else {}))
     except botocore.exceptions.NoRegionError:

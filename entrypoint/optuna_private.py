@@ -12,12 +12,17 @@ untested Optuna at start-up, before any trial. tests/test_optuna_private.py pins
 from __future__ import annotations
 
 import copy
-from collections.abc import Container
+import json
+from collections.abc import Container, Iterable
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy
+from optuna.distributions import BaseDistribution
+from optuna.samplers._tpe.sampler import _split_trials, default_gamma, default_gamma_multiobjective
 from optuna.storages._rdb import models
+from optuna.storages._rdb import storage as rdb_storage
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 from packaging.specifiers import SpecifierSet  # packaging: a dependency of Optuna itself
@@ -93,13 +98,27 @@ def tell(study: optuna.Study, trial: optuna.Trial, value: float | None, state: T
 TRIALS = models.TrialModel.__table__
 INTERMEDIATE_VALUES = models.TrialIntermediateValueModel.__table__
 USER_ATTRS = models.TrialUserAttributeModel.__table__
+SYSTEM_ATTRS = models.TrialSystemAttributeModel.__table__
+PARAMS = models.TrialParamModel.__table__
+VALUES = models.TrialValueModel.__table__
 HEARTBEATS = models.TrialHeartbeatModel.__table__
+STUDIES = models.StudyModel.__table__
 SCHEMA_TABLES = ("version_info", "alembic_version")  # Optuna stamps both when its schema is complete
 
 
 def stored_value(value: float) -> tuple[float | None, Any]:
     """An intermediate value as Optuna stores it: (column value, its type marker)."""
     return models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+
+
+def value_of_stored(stored: float | None, kind: Any) -> float:
+    """A trial's objective value read from Optuna's table (infinities included)."""
+    return models.TrialValueModel.stored_repr_to_value(stored, kind)
+
+
+def read_trial(study: optuna.Study, trial_id: int) -> FrozenTrial:
+    """One trial of the study, read in full (from Optuna's cache once it is finished)."""
+    return study._storage.get_trial(trial_id)
 
 
 def value_from_stored(stored: float | None, kind: Any) -> float:
@@ -129,7 +148,178 @@ def running_heartbeats(conn: sqlalchemy.Connection, study: int) -> list[tuple[in
 # --- overrides of private methods --------------------------------------------------------------
 
 
-class StaleSweepStorage(optuna.storages.RDBStorage):
+# Optuna's schema revision (alembic) for the tested Optuna versions; a test checks it is the
+# head of the installed Optuna's migration scripts.
+SCHEMA_HEAD = "v3.2.0.a"
+
+
+class _QuickVersionManager(rdb_storage._VersionManager):
+    """Optuna's version manager, which loads alembic (0.4-0.7 s of a job's start) only when the
+    schema has no alembic revision yet: Optuna's own ``_init_alembic`` returns at once when
+    ``alembic_version`` holds a row, and reading that row needs no alembic."""
+
+    def _init_alembic(self) -> None:
+        if current_revision(self.engine) is None:
+            super()._init_alembic()
+
+
+def current_revision(engine: sqlalchemy.Engine) -> str | None:
+    """The schema's alembic revision, None if there is none (no table, or no row)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+    except sqlalchemy.exc.ProgrammingError:  # no such table (MySQL, PostgreSQL)
+        return None
+    except sqlalchemy.exc.OperationalError as exc:  # SQLite's "no such table"; others propagate
+        if "no such table" in str(exc):
+            return None
+        raise
+
+
+class LeanReadStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose trial reads skip the ORM, and whose start skips alembic when
+    the schema is Optuna's current one.
+
+    Every read of a study's trials (the cache's first fill when a job joins, its refreshes,
+    ``get_trials`` in ``status`` and ``report``) goes through the private ``_get_trials``, which
+    Optuna implements with ORM objects and five select-in loads: 7.1 s for 5,000 trials on
+    MariaDB, four fifths of it building ORM objects (benchmarks/large_study.py, profiled). Here
+    the same six tables are read with plain selects in one transaction and the FrozenTrials are
+    built straight from the rows, each distribution parsed once per distinct JSON text. The
+    trials are equal to Optuna's own (tests/test_optuna_private.py compares them).
+
+    At start, Optuna's schema check parses its alembic migration scripts (with the alembic
+    import, 0.5-0.9 s under load): here the schema's revision is read with one query, and only
+    a schema at another revision than :data:`SCHEMA_HEAD` gets Optuna's own check (and its
+    message to upgrade).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        engine_kwargs: dict[str, Any] | None = None,
+        skip_compatibility_check: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # RDBStorage.__init__ builds its version manager from this module global; ours differs
+        # only in reading the revision without alembic first (the same outcome).
+        original, rdb_storage._VersionManager = rdb_storage._VersionManager, _QuickVersionManager
+        try:
+            super().__init__(url, engine_kwargs, skip_compatibility_check=True, **kwargs)
+        finally:
+            rdb_storage._VersionManager = original
+        if not skip_compatibility_check and current_revision(self.engine) != SCHEMA_HEAD:
+            self._version_manager.check_table_schema_compatibility()  # Optuna's check and message
+
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[TrialState] | None,
+        included_trial_ids: set[int],
+        trial_id_greater_than: int,
+    ) -> list[FrozenTrial]:
+        # Optuna's own conditions: trials newer than trial_id_greater_than, plus those listed
+        # (the cache's unfinished ones) that are not newer.
+        included = sorted(t for t in included_trial_ids if t <= trial_id_greater_than)
+        where = [TRIALS.c.study_id == study_id]
+        if states is not None:
+            assert isinstance(states, Iterable)
+            where.append(TRIALS.c.state.in_(list(states)))
+        if trial_id_greater_than > -1:
+            newer = TRIALS.c.trial_id > trial_id_greater_than
+            where.append(sqlalchemy.or_(newer, TRIALS.c.trial_id.in_(included)) if included else newer)
+        with self.engine.connect() as conn, conn.begin():  # one snapshot of the six tables
+            rows = conn.execute(
+                sqlalchemy.select(
+                    TRIALS.c.trial_id,
+                    TRIALS.c.number,
+                    TRIALS.c.state,
+                    TRIALS.c.datetime_start,
+                    TRIALS.c.datetime_complete,
+                )
+                .where(*where)
+                .order_by(TRIALS.c.trial_id)
+            ).all()
+            if not rows:
+                exists = sqlalchemy.select(STUDIES.c.study_id).where(STUDIES.c.study_id == study_id)
+                if conn.execute(exists).first() is None:  # as Optuna's find_or_raise_by_id
+                    raise KeyError(f"No study with study_id {study_id} exists.")
+                return []
+
+            def children(table: sqlalchemy.Table, *columns: str) -> list[Any]:
+                # No ORDER BY: sorting rows with a TEXT column makes MariaDB build an on-disk
+                # temporary table; the few orders that matter are restored here.
+                query = sqlalchemy.select(table.c.trial_id, *(table.c[c] for c in columns))
+                query = query.join(TRIALS, TRIALS.c.trial_id == table.c.trial_id).where(*where)
+                return conn.execute(query).all()
+
+            # Optuna orders a trial's parameters by their row id (the order they were suggested).
+            rows_by_id = sorted(
+                children(PARAMS, "param_id", "param_name", "param_value", "distribution_json"),
+                key=lambda row: row[1],
+            )
+            params = [(tid, name, value, dist) for tid, _, name, value, dist in rows_by_id]
+            values = children(VALUES, "objective", "value", "value_type")
+            steps = children(INTERMEDIATE_VALUES, "step", "intermediate_value", "intermediate_value_type")
+            user = children(USER_ATTRS, "key", "value_json")
+            system = children(SYSTEM_ATTRS, "key", "value_json")
+        return _frozen_trials(rows, params, values, steps, user, system)
+
+
+def _frozen_trials(
+    rows: list[Any],
+    params: list[Any],
+    values: list[Any],
+    steps: list[Any],
+    user: list[Any],
+    system: list[Any],
+) -> list[FrozenTrial]:
+    """FrozenTrials as Optuna's ``_build_frozen_trial_from_trial_model`` builds them, from rows."""
+    by_id: dict[int, dict[str, Any]] = {
+        tid: {"params": {}, "dists": {}, "values": {}, "steps": {}, "user": {}, "system": {}}
+        for tid, *_ in rows
+    }
+    parsed: dict[str, optuna.distributions.BaseDistribution] = {}
+    for tid, name, internal, dist_json in params:
+        dist = parsed.get(dist_json)
+        if dist is None:
+            dist = parsed[dist_json] = optuna.distributions.json_to_distribution(dist_json)
+        by_id[tid]["dists"][name] = dist
+        by_id[tid]["params"][name] = dist.to_external_repr(internal)
+    to_value = models.TrialValueModel.stored_repr_to_value
+    for tid, objective, value, kind in values:
+        by_id[tid]["values"][objective] = to_value(value, kind)
+    to_step = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+    for tid, step, value, kind in steps:
+        by_id[tid]["steps"][step] = to_step(value, kind)
+    for tid, key, value_json in user:
+        by_id[tid]["user"][key] = json.loads(value_json)
+    for tid, key, value_json in system:
+        by_id[tid]["system"][key] = json.loads(value_json)
+    trials = []
+    for tid, number, state, start, complete in rows:
+        got = by_id[tid]
+        objectives = got["values"]
+        trials.append(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=None,
+                values=[objectives[i] for i in range(len(objectives))] if objectives else None,
+                datetime_start=start,
+                datetime_complete=complete,
+                params=got["params"],
+                distributions=got["dists"],
+                user_attrs=got["user"],
+                system_attrs=got["system"],
+                intermediate_values=got["steps"],
+                trial_id=tid,
+            )
+        )
+    return trials
+
+
+class StaleSweepStorage(LeanReadStorage):
     """Optuna's RDB storage whose stale-trial sweep (``optuna.storages.fail_stale_trials``) also
     fails the trials :meth:`more_stale_trial_ids` names: a public hook for subclasses over the
     private method the sweep calls."""
@@ -160,25 +350,90 @@ class _TrialSnapshot:
 
 
 class LiarTPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE with ``constant_liar``, reading the study once per trial.
+    """Optuna's TPE with ``constant_liar``, reading the study once per trial, and its work per
+    trial flat in what earlier trials already did.
 
     With ``constant_liar`` Optuna bypasses its per-trial cache of the study and re-reads every
     unfinished trial (six queries each) for each parameter it samples: profiled on MariaDB, a
     third of a short trial's time. Here the trials, running ones included, are read at the
     trial's first sampled parameter and reused for its others; trials that start meanwhile in
-    other jobs count from the next trial on. Overrides Optuna's private ``_sample`` and stands in
-    for ``Study._get_trials`` (tests/test_pruning.py compares the parameters with Optuna's own).
+    other jobs count from the next trial on.
+
+    On a large study the rest of a trial's sampling is Optuna's own work, done again for each
+    parameter sampled (three times per trial for the built-in network: the multivariate group,
+    then each conditional parameter): splitting every trial into good and bad ones, and each
+    trial's parameters in the sampler's internal form. Both are deterministic: the split is done
+    once per trial (it depends only on the trials and on the number of good ones), and a
+    finished trial's internal form once per job (a finished trial never changes). The draws
+    are Optuna's own: the same trials in the same order reach the same estimators, with the
+    same random generator (tests/test_pruning.py compares the parameters with Optuna's own).
+
+    Overrides Optuna's private ``_sample`` (a copy of Optuna 5.0's, which calls the private
+    ``_split_trials``) and ``_get_internal_repr``, and stands in for ``Study._get_trials``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._snapshot: tuple[int, int, list[FrozenTrial]] | None = None
+        self._splits: dict[int, tuple[list[FrozenTrial], list[FrozenTrial]]] = {}  # n_below -> split
+        # (param name, distribution) -> trial id -> internal representation, finished trials only
+        self._internal: dict[tuple[str, BaseDistribution], dict[int, float]] = {}
 
     def _sample(self, study, trial, search_space):
         key = (study_id(study), trial.number)
         if self._snapshot is None or self._snapshot[:2] != key:
             self._snapshot = (*key, read_trials(study))
-        return super()._sample(_TrialSnapshot(study, self._snapshot[2]), trial, search_space)
+            self._splits = {}
+        return self._sample_snapshot(_TrialSnapshot(study, self._snapshot[2]), trial, search_space)
+
+    def _split(self, study, trials: list[FrozenTrial], n_below: int):
+        if n_below not in self._splits:
+            self._splits[n_below] = _split_trials(study, trials, n_below)
+        return self._splits[n_below]
+
+    def _sample_snapshot(self, study, trial, search_space):
+        """Optuna 5.0's ``TPESampler._sample``, with the split of the trials kept per trial."""
+        if self._constant_liar:
+            states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]
+        else:
+            states = [TrialState.COMPLETE, TrialState.PRUNED]
+        trials = study._get_trials(deepcopy=False, states=states, use_cache=not self._constant_liar)
+        if self._constant_liar:
+            trials = [t for t in trials if trial.number != t.number]
+        if self._gamma is None:
+            self._gamma = default_gamma if len(study.directions) <= 1 else default_gamma_multiobjective
+        n = sum(t.state != TrialState.RUNNING for t in trials)
+        below_trials, above_trials = self._split(study, trials, self._gamma(n))
+        mpe_below = self._build_parzen_estimator(study, search_space, below_trials, handle_below=True)
+        mpe_above = self._build_parzen_estimator(study, search_space, above_trials, handle_below=False)
+        samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acq_func_vals = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
+        ret = optuna.samplers.TPESampler._compare(samples_below, acq_func_vals)
+        for param_name, dist in search_space.items():
+            ret[param_name] = dist.to_external_repr(ret[param_name])
+        return ret
+
+    def _get_internal_repr(self, trials, search_space, study):
+        """Optuna's, with each finished trial's values converted once."""
+        names = search_space.keys()
+        memos = [
+            (name, dist, self._internal.setdefault((name, dist), {})) for name, dist in search_space.items()
+        ]
+        values: dict[str, list[float]] = {name: [] for name in search_space}
+        for t in trials:
+            params = self._get_params(t, study)
+            if not names <= params.keys():
+                continue
+            finished = t.state.is_finished()
+            tid = t._trial_id
+            for name, dist, memo in memos:
+                value = memo.get(tid) if finished else None
+                if value is None:
+                    value = dist.to_internal_repr(params[name])
+                    if finished:
+                        memo[tid] = value
+                values[name].append(value)
+        return {k: np.asarray(v) for k, v in values.items()}
 
 
 # --- Optuna's gRPC storage proxy (entrypoint/proxy.py: several hosts in one job) --------------

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import re
 
-import botocore.session
-
 ENV_TRAINING_JOB_ARN = "TRAINING_JOB_ARN"
 ENV_REGIONS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 # arn:PARTITION:SERVICE:REGION:ACCOUNT:...
@@ -37,4 +35,6 @@ def resolve(region_name: str | None, secret_id: str | None) -> str | None:
     for name in ENV_REGIONS:
         if os.environ.get(name, "").strip():
             return os.environ[name].strip()
+    import botocore.session  # here: a job without a secret loads no botocore (entrypoint/smpaths.py)
+
     return botocore.session.Session().get_config_variable("region")

@@ -6,9 +6,10 @@ one at a time behind a database-level lock (``GET_LOCK`` on MySQL, an advisory l
 PostgreSQL: each engine's record in core/engines.py); the lock dies with its connection, so a
 killed job blocks no one. Once the schema is there, jobs skip the lock and the DDL altogether.
 
-Connections per job: a pool of ``POOL_SIZE`` plus ``MAX_OVERFLOW`` (the main thread and
-Optuna's heartbeat thread), and one short-lived connection for the lock at start. Keep
-``jobs x (POOL_SIZE + MAX_OVERFLOW + 1)`` under the server's ``max_connections``.
+Connections per job: at most two, a pool of ``POOL_SIZE`` plus ``MAX_OVERFLOW``: one for the
+main thread, one for the heartbeat thread (no call of a thread holds two at once). While the
+first jobs create the schema, the lock's connection and one of the pool's. Keep ``jobs x 2``
+under the server's ``max_connections`` (benchmarks/trial_overhead.py counts them, 64 jobs).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 # What a storage call raises once its retries are spent (then: a one-line UserError or a warning).
 _DB_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 
-POOL_SIZE = 2
+POOL_SIZE = 1
 MAX_OVERFLOW = 1
 CONNECT_TIMEOUT_S = 10
 # No round trip waits longer for a server that stopped answering; then the call fails as a lost

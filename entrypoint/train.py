@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from sagemaker_training import environment
 
 from core.artifact import ModelSource
 from core.errors import UserError
 from entrypoint import data, failure, hosts, optuna_private, proxy, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
+from entrypoint import smpaths as environment  # the toolkit's paths without its boto3 import
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import (
     CHANNEL_CODE,

@@ -122,8 +122,25 @@ class CompletedValues:
                     self._seen.add(optuna_private.trial_id(trial))
                     self.add(trial.intermediate_values)
             return
+        if self._newest < 0:
+            # The first refresh of a job: the study's trials are in Optuna's cache already (the
+            # sampler read them at this trial's ask), so take them from there instead of reading
+            # every completed trial's values once more (0.4-0.7 s at 5,000 trials on MariaDB).
+            self.seed(study.get_trials(deepcopy=False))
+            if self._newest >= 0:
+                return
         with optuna_private.engine(rdb).connect() as conn:
             self.refresh_from(conn, optuna_private.study_id(study))
+
+    def seed(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """Start from trials already read (all of a study's, any state)."""
+        for trial in trials:
+            tid = optuna_private.trial_id(trial)
+            self._newest = max(self._newest, tid)
+            if not trial.state.is_finished():
+                self._open.add(tid)
+            elif trial.state == TrialState.COMPLETE:
+                self.add(trial.intermediate_values)
 
     def refresh_from(self, conn: sqlalchemy.Connection, study_id: int) -> None:
         """Read what is new since the last refresh, on an open connection."""

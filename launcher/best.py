@@ -15,11 +15,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from core import ranking
 from core.artifact import ModelRecord
 from core.errors import UserError
 from entrypoint.constants import ATTR_JOB_NAME
-from launcher import artifacts, jobs
+from launcher import artifacts, jobs, studyread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +48,14 @@ class BestModel:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best COMPLETE trial by core/ranking.py's rule; a study without one is a user error."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    """The best COMPLETE trial by core/ranking.py's rule; a study without one is a user error.
+
+    Reads each trial's number, state and value, and the best trial in full (launcher/studyread.py).
+    """
+    rows = studyread.trial_rows(study)
+    if not any(row.state == TrialState.COMPLETE for row in rows):
         raise UserError(f"Study '{study.study_name}' has no completed trial yet")
-    best = ranking.best(study.direction.name, complete, lambda t: t.value)
+    best = studyread.best_trial(study, rows)
     if best is None:  # every value is infinite: no job kept a model of them
         raise UserError(f"Study '{study.study_name}' has no completed trial with a finite value")
     return best

@@ -14,11 +14,12 @@ import optuna
 
 from entrypoint import report as summary
 from entrypoint.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
-from launcher import plots
 
 
 def write(study: optuna.Study, out: str | Path) -> list[Path]:
     """trials.csv, best_trial.json and every plot the study has enough trials for, under ``out``."""
+    from launcher import plots  # here: only `report` loads Optuna's plotting modules (1.6 s)
+
     folder = Path(out)
     best = summary.write(study, folder)
     written = [folder / TRIALS_CSV_FILE] + ([folder / BEST_TRIAL_FILE] if best is not None else [])

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from core import ranking
 from entrypoint.constants import ATTR_JOB_NAME
-from launcher import jobs
+from launcher import jobs, studyread
 
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 NO_JOB = None  # trials not run by a training job (e.g. enqueued by hand)
@@ -35,30 +35,31 @@ def _trial(trial: FrozenTrial | None) -> dict[str, Any] | None:
 
 
 def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]:
-    """Counts by state, the best trial, and one entry per job (in order of first trial)."""
-    trials = study.get_trials(deepcopy=False)
+    """Counts by state, the best trial, and one entry per job (in order of first trial).
+
+    Reads each trial's number, state, value and job name, and the best trial in full
+    (launcher/studyread.py), not every trial's parameters and attributes.
+    """
+    rows = studyread.trial_rows(study)
     per_job: dict[str | None, dict[str, Any]] = {}
-    best: FrozenTrial | None = None
-    for trial in trials:
-        name = trial.user_attrs.get(ATTR_JOB_NAME, NO_JOB)
+    for row in rows:
+        name = row.job if row.job is not None else NO_JOB
         entry = per_job.setdefault(name, {"job": name, "trials": 0, **dict.fromkeys(STATES, 0), "best": None})
         entry["trials"] += 1
-        entry[trial.state.name] += 1
-        if trial.state == TrialState.COMPLETE and trial.value is not None:
-            if ranking.is_better(study.direction.name, trial.value, entry["best"]):
-                entry["best"] = trial.value
-            if ranking.is_better(study.direction.name, trial.value, None if best is None else best.value):
-                best = trial
+        entry[row.state.name] += 1
+        if row.state == TrialState.COMPLETE and row.value is not None:
+            if ranking.is_better(study.direction.name, row.value, entry["best"]):
+                entry["best"] = row.value
     if sagemaker is not None:
         for name, entry in per_job.items():
             entry.update(_sagemaker_state(sagemaker, name))
-    counts = Counter(t.state.name for t in trials)
+    counts = Counter(row.state.name for row in rows)
     return {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
-        "trials": len(trials),
+        "trials": len(rows),
         "states": {state: counts.get(state, 0) for state in STATES},
-        "best": _trial(best),
+        "best": _trial(studyread.best_trial(study, rows)),
         "jobs": list(per_job.values()),
     }
 

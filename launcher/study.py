@@ -17,7 +17,7 @@ import optuna
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import credentials, storage
+from entrypoint import credentials, optuna_private, storage
 from entrypoint import settings as settings_mod
 from entrypoint.dberrors import describe, is_auth_failure
 from entrypoint.redact import redacting
@@ -105,7 +105,8 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
         try:
             if not _has_optuna_tables(db):
                 raise UserError(f"{where} holds no Optuna studies (wrong database or --db-name?)")
-            rdb = optuna.storages.RDBStorage(
+            # Optuna's storage with its trial reads done without the ORM (4-5x faster).
+            rdb = optuna_private.LeanReadStorage(
                 db.url.render_as_string(hide_password=False),  # no password: it is in connect_args
                 engine_kwargs=db.engine_kwargs(pre_ping=True),  # no retries here (dashboards idle)
                 skip_table_creation=True,

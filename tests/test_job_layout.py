@@ -119,3 +119,46 @@ def test_the_image_reads_a_broken_hyperparameters_file_itself(engine, image, job
         "The hyperparameters file /opt/ml/input/config/hyperparameters.json is not valid JSON"
     )
     assert "Traceback" not in result.stdout + result.stderr
+
+
+SMPATHS_CHECK = """
+import json, sys
+from entrypoint import smpaths
+import entrypoint.train, entrypoint.cli  # what the image's `train` imports before the job runs
+before = {m for m in ("boto3", "botocore", "alembic", "matplotlib", "plotly") if m in sys.modules}
+from sagemaker_training import environment
+names = ["base_dir", "code_dir", "model_dir", "input_dir", "input_config_dir", "output_dir",
+         "output_data_dir", "hyperparameters_file_dir", "input_data_config_file_dir",
+         "resource_config_file_dir"]
+print(json.dumps({
+    "loaded": sorted(before),
+    "differ": [n for n in names if getattr(smpaths, n) != getattr(environment, n)]
+              + [c for c in ("train", "code") if smpaths.channel_path(c) != environment.channel_path(c)],
+}))
+"""
+
+
+@pytest.mark.process
+def test_smpaths_are_the_toolkits_paths_and_train_loads_no_boto3(tmp_path):
+    """entrypoint/smpaths.py lays out the folders as the toolkit's environment module does (with
+    SAGEMAKER_BASE_DIR, and without it or /opt/ml: a folder under ~/sagemaker_local); importing
+    the job's modules loads neither boto3 (only a secret needs it) nor alembic nor the plots."""
+    env = {**train_env(tmp_path), "HOME": str(tmp_path)}
+    for base in (str(tmp_path / "base"), None):
+        run_env = dict(env)
+        if base is None:
+            run_env.pop("SAGEMAKER_BASE_DIR", None)
+            if Path("/opt/ml").exists():
+                continue  # the toolkit would use /opt/ml: nothing else to compare
+        else:
+            run_env["SAGEMAKER_BASE_DIR"] = base
+        out = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", SMPATHS_CHECK],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        # Without a base folder, smpaths sets SAGEMAKER_BASE_DIR first, and the toolkit then takes it.
+        assert result == {"loaded": [], "differ": []}, (base, result)

@@ -264,3 +264,92 @@ def test_grpc_client_builds_its_channel_stub_and_cache_through_the_hooks():
         assert (client._host, client._port) == ("127.0.0.1", 1)
     finally:
         client.close()
+
+
+# --- the lean trial read ------------------------------------------------------------------------
+
+
+def _varied_study(storage: optuna.storages.RDBStorage, directions=("maximize",)) -> optuna.Study:
+    """Trials in every state, with every kind of value, parameter and attribute Optuna stores."""
+    study = optuna.create_study(storage=storage, directions=list(directions))
+    for i in range(6):
+        trial = study.ask()
+        trial.suggest_int("n", 1, 128, log=True)
+        trial.suggest_categorical("opt", ["Adam", "SGD", None])
+        trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        if i % 2:
+            trial.suggest_float("x", -1, 1, step=0.25)
+        trial.set_user_attr("job_name", f"job-{i}")
+        trial.set_user_attr("nested", {"a": [1, 2.5, None]})
+        storage.set_trial_system_attr(optuna_private.trial_id(trial), "sys", i)
+        for step, value in enumerate([0.1, math.nan, math.inf, -math.inf][: i % 4 + 1]):
+            if len(directions) == 1:
+                trial.report(value, step)
+        ends = [
+            (TrialState.COMPLETE, [0.5 + i] * len(directions)),
+            (TrialState.PRUNED, None),
+            (TrialState.FAIL, None),
+            (TrialState.COMPLETE, [math.inf] * len(directions)),
+        ]
+        if i < 4:
+            state, values = ends[i]
+            study.tell(trial, values, state=state)
+    study.enqueue_trial({"n": 4})  # WAITING
+    return study
+
+
+def check_lean_read(url: str, directions: tuple[str, ...], engine_kwargs=None) -> None:
+    """``RDBStorage._get_trials`` (and ``_build_frozen_trial_from_trial_model``'s output): the
+    lean read gives equal FrozenTrials for every filter the cache and get_all_trials use."""
+    kwargs = {"engine_kwargs": engine_kwargs} if engine_kwargs else {}
+    theirs = optuna.storages.RDBStorage(url, **kwargs)
+    study = _varied_study(theirs, directions)
+    ours = optuna_private.LeanReadStorage(url, skip_table_creation=True, **kwargs)
+    sid = optuna_private.study_id(study)
+    ids = [optuna_private.trial_id(t) for t in study.trials]
+    cases = [
+        (None, set(), -1),
+        ((TrialState.COMPLETE,), set(), -1),
+        ((TrialState.RUNNING, TrialState.WAITING), set(), -1),
+        (None, {ids[1], ids[4], ids[-1]}, ids[3]),  # the cache's refresh: unfinished ones + newer
+        (None, set(), ids[2]),
+    ]
+    for states, included, newer in cases:
+        expected = theirs._get_trials(sid, states, included, newer)
+        got = ours._get_trials(sid, states, included, newer)
+        # repr: NaN values compare unequal to themselves; repr shows every field.
+        assert [repr(t) for t in got] == [repr(t) for t in expected], (states, included, newer)
+        assert [t._trial_id for t in got] == [t._trial_id for t in expected]
+        assert [t.system_attrs for t in got] == [t.system_attrs for t in expected]
+    assert repr(ours.get_all_trials(sid)) == repr(theirs.get_all_trials(sid))
+    with pytest.raises(KeyError):
+        ours._get_trials(sid + 100, None, set(), -1)
+    assert ours._get_trials(optuna.create_study(storage=ours)._study_id, None, set(), -1) == []
+    theirs.engine.dispose()
+    ours.engine.dispose()
+
+
+@pytest.mark.parametrize("directions", [("maximize",), ("minimize", "maximize")])
+def test_the_lean_read_returns_optunas_trials(tmp_path, directions):
+    check_lean_read(f"sqlite:///{tmp_path / 'lean.db'}", directions)
+
+
+def test_schema_head_is_optunas_and_other_revisions_get_optunas_check(tmp_path):
+    """``optuna.storages._rdb.storage._VersionManager`` (and its ``_init_alembic``): the lean
+    storage skips alembic for a schema at SCHEMA_HEAD, creates a fresh one as Optuna does, and
+    leaves any other revision to Optuna's check, which refuses it."""
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    fresh = optuna_private.LeanReadStorage(url)  # creates the schema, stamps alembic
+    assert fresh._version_manager.get_head_version() == optuna_private.SCHEMA_HEAD
+    assert optuna_private.current_revision(fresh.engine) == optuna_private.SCHEMA_HEAD
+    assert isinstance(
+        optuna.storages.RDBStorage(url)._version_manager, type(fresh._version_manager).__mro__[1]
+    )
+    assert type(optuna.storages.RDBStorage(url)._version_manager) is not type(fresh._version_manager)
+    with fresh.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'v3.0.0.a'"))
+    with pytest.raises(RuntimeError, match="optuna storage upgrade"):
+        optuna_private.LeanReadStorage(url, skip_table_creation=True)
+    assert (
+        optuna_private.current_revision(sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'none.db'}")) is None
+    )

@@ -169,3 +169,40 @@ def test_liar_tpe_samples_what_optunas_samples_reading_once_per_trial(tmp_path):
         f"sqlite:///{tmp_path}/b.db",
     )
     assert ours == theirs
+
+
+@pytest.mark.unit
+def test_liar_tpe_samples_what_optunas_samples_on_a_larger_study_with_pruned_trials(tmp_path):
+    """The split kept per trial and the internal values kept per finished trial change no draw:
+    60 trials, a third pruned (TPE ranks them by their last intermediate value), one failed,
+    two running elsewhere, read through the lean storage."""
+    from entrypoint import objective, optuna_private, search
+
+    def run(sampler, storage):
+        study = optuna.create_study(storage=storage, sampler=sampler, direction="maximize")
+        for _ in range(2):
+            objective.suggest_params(study.ask())  # other jobs' running trials: constant liars
+        for i in range(60):
+            trial = study.ask()
+            params = objective.suggest_params(trial)
+            score = (
+                params.get("adam_alpha", params.get("momentum_sgd_lr", 0.0)) * 10 + params["n_layers"] / 10
+            )
+            if i % 3 == 1:
+                trial.report(score / 2, 1)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            elif i == 7:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, score)
+        return [t.params for t in study.trials]
+
+    ours = run(
+        search.LiarTPESampler(seed=5, constant_liar=True, n_startup_trials=5),
+        optuna_private.LeanReadStorage(f"sqlite:///{tmp_path}/a.db"),
+    )
+    theirs = run(
+        optuna.samplers.TPESampler(seed=5, constant_liar=True, n_startup_trials=5),
+        optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/b.db"),
+    )
+    assert ours == theirs

@@ -330,6 +330,15 @@ def test_the_baseline_survives_a_retried_creation_and_a_retried_enqueue(tmp_path
     assert waiting.system_attrs["fixed_params"] == search.BASELINE_PARAMS  # a queued trial's params
 
 
+@pytest.mark.services
+def test_the_lean_trial_read_returns_optunas_trials_on_mariadb():
+    """optuna_private.LeanReadStorage against Optuna's own read, on the jobs' database engine."""
+    from tests.test_optuna_private import check_lean_read
+
+    with services.mysql_database() as db:
+        check_lean_read(db.url, ("maximize",), {"connect_args": {"password": db.password}})
+
+
 @pytest.mark.unit
 def test_mysql_errors_without_a_code_are_mistakes_not_stalls():
     """mysql-connector gives -1 to every error it raises without a code: only its
