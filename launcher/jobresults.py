@@ -63,7 +63,7 @@ class JobResult:
     """One job of the study and what it reported."""
 
     job: jobs.JobState
-    direction: str
+    direction: str | None  # None: its hyperparameters name no direction we know
     started: dt.datetime | None
     metrics: dict[str, float]
     metrics_from: str | None  # FROM_FINAL, FROM_CLOUDWATCH, FROM_MODEL_JSON or None (nothing yet)
@@ -100,13 +100,30 @@ class JobResult:
 # --- finding the study's jobs ------------------------------------------------------------------
 
 
-def _direction(hps: dict[str, Any]) -> str:
-    """The job's direction, as its own parser decides it (objective-metric's natural one)."""
-    try:
-        return settings_mod.parse(hps).direction
-    except UserError:
-        raw = settings_mod.decode(hps.get("direction", "")).strip().lower()
-        return raw if raw in ranking.DIRECTIONS else ranking.MAXIMIZE
+def _direction(hps: dict[str, Any]) -> str | None:
+    """The job's direction from ``objective-metric`` (its natural direction) and ``direction``
+    alone: not the job's whole settings, so a job that failed on an unrelated hyperparameter
+    still counts in its study's direction. None when neither names one."""
+    metric = settings_mod.decode(hps.get("objective-metric", "")).strip().lower()
+    natural = settings_mod.NATURAL_DIRECTION.get(metric or settings_mod.Settings.objective_metric)
+    given = settings_mod.decode(hps.get("direction", "")).strip().lower()
+    return natural or (given if given in ranking.DIRECTIONS else None)
+
+
+def study_direction(study_name: str, found: list[JobResult]) -> str:
+    """The study's direction, from the jobs that reported a model (from every job while none
+    has); jobs that disagree are refused rather than one picked."""
+    reporting = [r for r in found if r.model_value is not None] or found
+    directions = sorted({r.direction for r in reporting if r.direction})
+    if len(directions) > 1:
+        split = "; ".join(
+            f"{d}: {', '.join(r.job.name for r in reporting if r.direction == d)}" for d in directions
+        )
+        raise UserError(
+            f"The jobs of study '{study_name}' disagree on its direction (from their objective-metric "
+            f"and direction hyperparameters): {split}"
+        )
+    return directions[0] if directions else ranking.MAXIMIZE
 
 
 def _contains(study_name: str, prefix: str | None) -> str:
@@ -154,7 +171,7 @@ def _period(start: dt.datetime, end: dt.datetime) -> int:
 
 
 def live_metrics(
-    cloudwatch: Any, job_name: str, direction: str, start: dt.datetime, now: dt.datetime | None = None
+    cloudwatch: Any, job_name: str, direction: str | None, start: dt.datetime, now: dt.datetime | None = None
 ) -> dict[str, float]:
     """The latest value of the job's progress metrics from CloudWatch (one GetMetricData call).
 
@@ -163,7 +180,7 @@ def live_metrics(
     latest value, whatever the period."""
     end = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=1)
     period = _period(start, end)
-    improving = "Maximum" if direction == ranking.MAXIMIZE else "Minimum"
+    improving = "Minimum" if direction == ranking.MINIMIZE else "Maximum"
     stats = {METRIC_JOB_TRIALS: "Maximum", METRIC_MODEL_TRIAL: "Maximum", METRIC_MODEL_VALUE: improving}
     ids = {f"m{i}": name for i, name in enumerate(stats)}
     answer = aws.call(
@@ -270,7 +287,7 @@ def status(
     found = results(sagemaker, s3, cloudwatch, study_name, prefix)
     if not found:
         raise _no_jobs(study_name, prefix)
-    direction = found[0].direction
+    direction = study_direction(study_name, found)
     best = _winner(direction, found)
     counts: dict[str, int] = {}
     for r in found:
@@ -302,7 +319,7 @@ def find_best(
     found = results(sagemaker, s3, cloudwatch, study_name, prefix)
     if not found:
         raise _no_jobs(study_name, prefix)
-    direction = found[0].direction
+    direction = study_direction(study_name, found)
     ended = [r for r in found if r.job.has_model]
     chosen = _winner(direction, ended)
     if chosen is None:

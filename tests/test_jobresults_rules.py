@@ -1,0 +1,109 @@
+"""launcher/jobresults.py's rules on made-up DescribeTrainingJob answers: which jobs are the
+study's, its direction, which model wins, and when to refuse. A stand-in SageMaker client
+answers ListTrainingJobs (with SageMaker's paging and sort order) and DescribeTrainingJob from a
+list; tests/test_jobresults.py runs the same code on real jobs in moto."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from core.errors import UserError
+from launcher import jobresults
+
+pytestmark = pytest.mark.unit
+
+T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+LOSS = {"study-name": "s", "objective-metric": "loss"}
+
+
+def job(
+    name: str,
+    final: dict[str, float],
+    hps: dict[str, str] | None = None,
+    status: str = "Completed",
+    created: dt.datetime = T0,
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "TrainingJobName": name,
+        "TrainingJobStatus": status,
+        "HyperParameters": LOSS if hps is None else hps,
+        "CreationTime": created,
+        "FinalMetricDataList": [{"MetricName": k, "Value": v} for k, v in final.items()],
+        "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
+    }
+    if status in ("Completed", "Stopped"):
+        d["ModelArtifacts"] = {"S3ModelArtifacts": f"s3://b/o/{name}/output/model.tar.gz"}
+    if status == "Failed":
+        d["FailureReason"] = "lost the database"
+    return d
+
+
+def model(trial: int, value: float, **more: float) -> dict[str, float]:
+    return {"model:trial": trial, "model:value": value, **{k.replace("_", ":", 1): v for k, v in more.items()}}
+
+
+class SageMaker:
+    """ListTrainingJobs and DescribeTrainingJob over ``jobs``, as SageMaker pages and sorts them."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+        self.described: list[str] = []
+
+    def list_training_jobs(self, NameContains, SortBy, SortOrder, MaxResults, NextToken="0"):  # noqa: N803
+        assert SortBy == "CreationTime" and MaxResults <= 100
+        hits = sorted(
+            (j for j in self.jobs if NameContains in j["TrainingJobName"]),
+            key=lambda j: j["CreationTime"],
+            reverse=SortOrder == "Descending",
+        )
+        i = int(NextToken)
+        page: dict[str, Any] = {
+            "TrainingJobSummaries": [{"TrainingJobName": j["TrainingJobName"]} for j in hits[i : i + MaxResults]]
+        }
+        if i + MaxResults < len(hits):
+            page["NextToken"] = str(i + MaxResults)
+        return page
+
+    def describe_training_job(self, TrainingJobName):  # noqa: N803
+        self.described.append(TrainingJobName)
+        return next(j for j in self.jobs if j["TrainingJobName"] == TrainingJobName)
+
+
+def best(jobs: list[dict[str, Any]], **kwargs: Any):
+    return jobresults.find_best(SageMaker(jobs), None, None, "s", **kwargs)
+
+
+# --- 1. the study's direction ------------------------------------------------------------------
+
+
+def test_a_loss_study_picks_the_lowest_loss_even_if_its_oldest_job_failed_on_a_bad_hyperparameter():
+    found, _ = best(
+        [
+            job("s-a-0", {}, {**LOSS, "heartbeat-interval": "600"}, status="Failed", created=T0),
+            job("s-b-0", model(1, 0.10), created=T0 + dt.timedelta(days=1)),
+            job("s-b-1", model(2, 0.90), created=T0 + dt.timedelta(days=1)),
+        ]
+    )
+    assert (found.direction, found.trial_number, found.job.name) == ("minimize", 1, "s-b-0")
+
+
+def test_direction_follows_objective_metric_and_sdk_encoded_values():
+    sdk = {"study-name": '"s"', "objective-metric": '"loss"'}
+    found, _ = best([job("s-0", model(1, 0.3), sdk), job("s-1", model(2, 0.2), sdk)])
+    assert (found.direction, found.trial_number) == ("minimize", 2)
+    accuracy = {"study-name": "s"}  # objective-metric's default: accuracy, maximised
+    found, _ = best([job("s-0", model(1, 0.3), accuracy), job("s-1", model(2, 0.2), accuracy)])
+    assert (found.direction, found.trial_number) == ("maximize", 1)
+
+
+def test_jobs_that_disagree_on_the_direction_are_refused():
+    with pytest.raises(UserError, match=r"disagree on its direction.*maximize: s-1; minimize: s-0"):
+        best([job("s-0", model(1, 0.3)), job("s-1", model(2, 0.2), {"study-name": "s"})])
+
+
+def test_a_job_without_a_model_does_not_decide_the_direction():
+    found, _ = best([job("s-0", model(1, 0.3)), job("s-1", {}, {"study-name": "s"}, status="Failed")])
+    assert found.direction == "minimize"
