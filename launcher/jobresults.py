@@ -46,7 +46,8 @@ from launcher.constants import (
     METRIC_MODEL_VALUE,
 )
 
-MAX_JOBS = 1000  # ListTrainingJobs pages read at most (100 per page)
+MAX_JOBS = 1000  # the study's jobs described at most (DescribeTrainingJob each), the newest
+MAX_LIST_PAGES = 50  # ListTrainingJobs pages read at most (100 names per page)
 # launch cuts the prefix in job names to leave room for "-<UTC time>-<index>" (launcher/names.py):
 # 63 - len("-20240131-235959-999").
 NAME_PREFIX_ROOM = 43
@@ -130,32 +131,55 @@ def _contains(study_name: str, prefix: str | None) -> str:
     return names.shorten(prefix or study_name, NAME_PREFIX_ROOM)
 
 
-def study_jobs(sagemaker: Any, study_name: str, prefix: str | None) -> list[dict[str, Any]]:
-    """DescribeTrainingJob of every job whose name holds ``prefix`` (default: the study name as
-    ``launch`` puts it in job names) and whose ``study-name`` hyperparameter is the study, oldest
-    first."""
+def _may_be_the_studys(name: str, contains: str, prefix: str | None) -> bool:
+    """Without --job-prefix, jobs are named as ``launch`` (and the SDK, from a base job name)
+    name them, ``<study>-<suffix>``: a name that merely contains the study name (study ``s``,
+    job ``mnist-s-...``) is another study's and is not described."""
+    return prefix is not None or name == contains or name.startswith(contains + "-")
+
+
+def study_jobs(
+    sagemaker: Any, study_name: str, prefix: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """DescribeTrainingJob of the newest ``MAX_JOBS`` jobs whose name holds ``prefix`` (default:
+    the study name as ``launch`` puts it in job names) and whose ``study-name`` hyperparameter is
+    the study, oldest first; and a note when a cap left older jobs unread."""
     contains = _contains(study_name, prefix)
     found: list[dict[str, Any]] = []
     token: dict[str, str] = {}
-    for _ in range(MAX_JOBS // LIST_PAGE):
+    capped = None
+    # Newest first: when a cap is hit, what is left unread is the oldest jobs, not the newest.
+    for pages in range(1, MAX_LIST_PAGES + 1):
         page = aws.call(
             sagemaker,
             "list_training_jobs",
             NameContains=contains,
             SortBy="CreationTime",
-            SortOrder="Ascending",
+            SortOrder="Descending",
             MaxResults=LIST_PAGE,
             **token,
         )
         for summary in page.get("TrainingJobSummaries", []):
-            d = aws.call(sagemaker, "describe_training_job", TrainingJobName=summary["TrainingJobName"])
+            name = summary["TrainingJobName"]
+            if not _may_be_the_studys(name, contains, prefix):
+                continue
+            if len(found) == MAX_JOBS:
+                capped = f"the newest {MAX_JOBS} of the study's jobs"
+                break
+            d = aws.call(sagemaker, "describe_training_job", TrainingJobName=name)
             hps = d.get("HyperParameters") or {}
             if settings_mod.decode(hps.get(HP_STUDY_NAME, "")).strip() == study_name:
                 found.append(d)
-        if not page.get("NextToken"):
+        if capped or not page.get("NextToken"):
             break
+        if pages == MAX_LIST_PAGES:
+            capped = f"the newest {MAX_LIST_PAGES * LIST_PAGE} jobs whose name contains '{contains}'"
         token = {"NextToken": page["NextToken"]}
-    return found
+    notes = []
+    if capped:
+        notes.append(f"Only {capped} were read; older jobs were not (a narrower --job-prefix reads them all)")
+    found.reverse()
+    return found, notes
 
 
 # --- what each job reported --------------------------------------------------------------------
@@ -222,10 +246,12 @@ def _from_model_json(s3: Any, state: jobs.JobState) -> dict[str, float]:
 
 def results(
     sagemaker: Any, s3: Any | None, cloudwatch: Any | None, study_name: str, prefix: str | None = None
-) -> list[JobResult]:
-    """Every job of the study with what it reported (see the module's docstring for the order)."""
+) -> tuple[list[JobResult], list[str]]:
+    """Every job of the study with what it reported (see the module's docstring for the order),
+    and notes on what was not read."""
     found: list[JobResult] = []
-    for d in study_jobs(sagemaker, study_name, prefix):
+    described, notes = study_jobs(sagemaker, study_name, prefix)
+    for d in described:
         state = jobs.JobState.from_description(d)
         direction = _direction(d.get("HyperParameters") or {})
         started = d.get("TrainingStartTime") or d.get("CreationTime")
@@ -246,7 +272,7 @@ def results(
                 note = f"CloudWatch metrics not read: {exc}"
             source = FROM_CLOUDWATCH if metrics else None
         found.append(JobResult(state, direction, started, metrics, source, note))
-    return found
+    return found, notes
 
 
 def _no_jobs(study_name: str, prefix: str | None) -> UserError:
@@ -284,7 +310,7 @@ def status(
     sagemaker: Any, s3: Any | None, cloudwatch: Any | None, study_name: str, prefix: str | None = None
 ) -> dict[str, Any]:
     """The study's progress from its jobs: per job its status, trials finished and kept model."""
-    found = results(sagemaker, s3, cloudwatch, study_name, prefix)
+    found, listing_notes = results(sagemaker, s3, cloudwatch, study_name, prefix)
     if not found:
         raise _no_jobs(study_name, prefix)
     direction = study_direction(study_name, found)
@@ -304,7 +330,7 @@ def status(
         else {"trial": best.model_trial, "value": best.model_value, "job": best.job.name},
         "study_best_reported": _reported_study_best(direction, found),
         "jobs": [r.row() for r in found],
-        "notes": sorted({r.note for r in found if r.note}),
+        "notes": listing_notes + sorted({r.note for r in found if r.note}),
     }
 
 
@@ -316,7 +342,7 @@ def find_best(
 ) -> tuple[BestModel, list[str]]:
     """The study's best model among its ended jobs' models, checked against its model.json
     (with ``s3``), and notes on what might be better but is not available yet."""
-    found = results(sagemaker, s3, cloudwatch, study_name, prefix)
+    found, listing_notes = results(sagemaker, s3, cloudwatch, study_name, prefix)
     if not found:
         raise _no_jobs(study_name, prefix)
     direction = study_direction(study_name, found)
@@ -335,7 +361,7 @@ def find_best(
             f"its model when it ends (best among ended jobs: value {chosen.model_value:.6g}, job "
             f"'{chosen.job.name}')"
         )
-    notes = sorted({r.note for r in found if r.note})
+    notes = listing_notes + sorted({r.note for r in found if r.note})
     quiet = [r.job.name for r in found if not r.job.ended and r.metrics_from is None]
     if quiet:
         notes.append(f"Not counted, still running without metrics yet: {', '.join(quiet)}")

@@ -107,3 +107,34 @@ def test_jobs_that_disagree_on_the_direction_are_refused():
 def test_a_job_without_a_model_does_not_decide_the_direction():
     found, _ = best([job("s-0", model(1, 0.3)), job("s-1", {}, {"study-name": "s"}, status="Failed")])
     assert found.direction == "minimize"
+
+
+# --- 2. listing: newest first, other studies' names not described, caps said ------------------
+
+
+def test_more_jobs_than_the_cap_read_the_newest_and_say_so():
+    old = [job(f"s-old-{i}", model(i, 0.5), created=T0 + dt.timedelta(seconds=i)) for i in range(1000)]
+    new = [job(f"s-new-{i}", model(2000 + i, 0.01), created=T0 + dt.timedelta(days=2)) for i in range(5)]
+    sagemaker = SageMaker(old + new)
+    found, notes = jobresults.find_best(sagemaker, None, None, "s")
+    assert (found.trial_number, found.value) == (2000, 0.01)
+    assert len(sagemaker.described) == jobresults.MAX_JOBS
+    assert any(n.startswith(f"Only the newest {jobresults.MAX_JOBS} of the study's jobs were read") for n in notes)
+
+
+def test_jobs_on_several_pages_are_all_read_without_a_note():
+    jobs = [job(f"s-{i}", model(i, 0.5 - i / 1000), created=T0 + dt.timedelta(seconds=i)) for i in range(250)]
+    doc = jobresults.status(SageMaker(jobs), None, None, "s")
+    assert [row["job"] for row in doc["jobs"]] == [f"s-{i}" for i in range(250)]  # oldest first
+    assert doc["best"]["trial"] == 249 and doc["notes"] == []
+
+
+def test_other_studies_jobs_whose_names_contain_the_study_name_are_not_described():
+    other = {"study-name": "mnist-s", "objective-metric": "loss"}
+    sagemaker = SageMaker([job("mnist-s-0", model(0, 0.0), other), job("s-0", model(3, 0.4))])
+    found, _ = jobresults.find_best(sagemaker, None, None, "s")
+    assert found.trial_number == 3 and sagemaker.described == ["s-0"]
+    # --job-prefix keeps its meaning, "names that contain it"; study-name still decides.
+    sagemaker = SageMaker([job("mnist-s-0", model(0, 0.0), other), job("x-s-0", model(3, 0.4))])
+    found, _ = jobresults.find_best(sagemaker, None, None, "s", "s")
+    assert found.job.name == "x-s-0" and sorted(sagemaker.described) == ["mnist-s-0", "x-s-0"]
