@@ -353,24 +353,35 @@ def find_best(
         unread = [r.job.name for r in ended if r.metrics_from is None]
         why = f" (no metrics or model.json read for {', '.join(unread)})" if unread else ""
         raise UserError(f"No job of study '{study_name}' has ended with a model yet{why}: {states}")
-    running = _winner(direction, [r for r in found if not r.job.ended])
-    if running is not None and ranking.is_better(direction, running.model_value, chosen.model_value):
+    # A job without a model (running, or ended Failed/Stopped without one) whose reported model
+    # is better: the study's best model is not available, as the database source says too.
+    pending = _winner(direction, [r for r in found if not r.job.has_model])
+    if pending is not None and ranking.is_better(direction, pending.model_value, chosen.model_value):
+        where = (
+            f"still {pending.job.status}; a job uploads its model when it ends"
+            if not pending.job.ended
+            else f"which wrote no model (its status is {pending.job.status}"
+            + (f": {pending.job.failure_reason})" if pending.job.failure_reason else ")")
+        )
         raise UserError(
-            f"The study's best so far (value {running.model_value:.6g}, trial {running.model_trial}) "
-            f"is kept by training job '{running.job.name}', still {running.job.status}; a job uploads "
-            f"its model when it ends (best among ended jobs: value {chosen.model_value:.6g}, job "
-            f"'{chosen.job.name}')"
+            f"The study's best so far (value {pending.model_value:.6g}, trial {pending.model_trial}) "
+            f"is kept by training job '{pending.job.name}', {where} (best among jobs with a model: "
+            f"value {chosen.model_value:.6g}, job '{chosen.job.name}')"
         )
     notes = listing_notes + sorted({r.note for r in found if r.note})
     quiet = [r.job.name for r in found if not r.job.ended and r.metrics_from is None]
     if quiet:
         notes.append(f"Not counted, still running without metrics yet: {', '.join(quiet)}")
+    silent = [f"{r.job.name} ({r.job.status})" for r in found if r.job.ended and r.model_value is None]
+    if silent:
+        notes.append(f"Not counted, ended without reporting a model: {', '.join(silent)}")
     reported = _reported_study_best(direction, found)
     if reported and ranking.is_better(direction, reported["value"], chosen.model_value):
         notes.append(
             f"Job '{reported['reported_by']}' saw a better trial in the study (trial "
-            f"{reported['trial']}, value {reported['value']:.6g}) than any listed job's model: its "
-            "job is not among the study's jobs found here (see --job-prefix)"
+            f"{reported['trial']}, value {reported['value']:.6g}) than any model the jobs found here "
+            "report: the job that ran it is not among them (see --job-prefix) or ended without "
+            "reporting its model"
         )
     url = jobs.check_wrote_model(chosen.job)
     held, params = None, {}

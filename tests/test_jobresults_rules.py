@@ -138,3 +138,37 @@ def test_other_studies_jobs_whose_names_contain_the_study_name_are_not_described
     sagemaker = SageMaker([job("mnist-s-0", model(0, 0.0), other), job("x-s-0", model(3, 0.4))])
     found, _ = jobresults.find_best(sagemaker, None, None, "s", "s")
     assert found.job.name == "x-s-0" and sorted(sagemaker.described) == ["mnist-s-0", "x-s-0"]
+
+
+# --- 3. a job that ended without a model ------------------------------------------------------
+
+
+def test_a_failed_job_whose_model_beats_the_chosen_one_is_refused_as_the_database_source_does():
+    jobs = [
+        job("s-0", model(1, 0.05, job_trials=3, best_trial=1, best_value=0.05), status="Failed"),
+        job("s-1", model(2, 0.30)),
+    ]
+    with pytest.raises(UserError) as refused:
+        best(jobs)
+    assert str(refused.value) == (
+        "The study's best so far (value 0.05, trial 1) is kept by training job 's-0', which wrote no "
+        "model (its status is Failed: lost the database) (best among jobs with a model: value 0.3, job 's-1')"
+    )
+
+
+def test_a_failed_job_with_a_worse_model_is_passed_over_with_a_correct_note():
+    jobs = [
+        job("s-0", model(1, 0.50), status="Failed"),
+        job("s-1", {}, status="Failed"),
+        job("s-2", model(2, 0.30)),
+    ]
+    found, notes = best(jobs)
+    assert found.job.name == "s-2"
+    assert notes == ["Not counted, ended without reporting a model: s-1 (Failed)"]
+
+
+def test_a_stopped_job_without_artifacts_counts_as_a_job_without_a_model():
+    stopped = job("s-0", model(1, 0.05), status="Stopped")
+    del stopped["ModelArtifacts"]
+    with pytest.raises(UserError, match=r"'s-0', which wrote no model \(its status is Stopped\)"):
+        best([stopped, job("s-1", model(2, 0.30))])
