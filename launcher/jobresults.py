@@ -30,6 +30,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from core import ranking
 from core.errors import UserError
 from entrypoint import settings as settings_mod
@@ -185,8 +187,17 @@ def study_jobs(
 # --- what each job reported --------------------------------------------------------------------
 
 
+def as_reported(value: float) -> float:
+    """``value`` as SageMaker reports a metric: FinalMetricDataList's values are 32-bit floats
+    (botocore's shape MetricData.Value is a Float; the API reference: "Value -- Type: Float").
+    Every source (final metrics, CloudWatch's doubles, model.json's doubles) is rounded alike
+    before values are compared, so a tie between one job's final metric and another's model.json
+    or CloudWatch value stays a tie (the lower trial wins) instead of turning on rounding."""
+    return float(np.float32(value))
+
+
 def _final_metrics(d: dict[str, Any]) -> dict[str, float]:
-    return {m["MetricName"]: float(m["Value"]) for m in d.get("FinalMetricDataList") or []}
+    return {m["MetricName"]: as_reported(m["Value"]) for m in d.get("FinalMetricDataList") or []}
 
 
 def _period(start: dt.datetime, end: dt.datetime) -> int:
@@ -233,7 +244,7 @@ def live_metrics(
     for result in answer.get("MetricDataResults", []):
         pairs = sorted(zip(result.get("Timestamps", []), result.get("Values", []), strict=False))
         if pairs and result["Id"] in ids:
-            found[ids[result["Id"]]] = float(pairs[-1][1])
+            found[ids[result["Id"]]] = as_reported(pairs[-1][1])
     return found
 
 
@@ -241,7 +252,7 @@ def _from_model_json(s3: Any, state: jobs.JobState) -> dict[str, float]:
     record = artifacts.read_model_record(s3, jobs.check_wrote_model(state), state.name)
     if record.trial_number is None or record.value is None:
         return {}
-    return {METRIC_MODEL_TRIAL: float(record.trial_number), METRIC_MODEL_VALUE: float(record.value)}
+    return {METRIC_MODEL_TRIAL: float(record.trial_number), METRIC_MODEL_VALUE: as_reported(record.value)}
 
 
 def results(

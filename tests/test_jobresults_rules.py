@@ -6,8 +6,10 @@ list; tests/test_jobresults.py runs the same code on real jobs in moto."""
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core.errors import UserError
@@ -117,7 +119,7 @@ def test_more_jobs_than_the_cap_read_the_newest_and_say_so():
     new = [job(f"s-new-{i}", model(2000 + i, 0.01), created=T0 + dt.timedelta(days=2)) for i in range(5)]
     sagemaker = SageMaker(old + new)
     found, notes = jobresults.find_best(sagemaker, None, None, "s")
-    assert (found.trial_number, found.value) == (2000, 0.01)
+    assert (found.trial_number, found.value) == (2000, reported(0.01))
     assert len(sagemaker.described) == jobresults.MAX_JOBS
     assert any(n.startswith(f"Only the newest {jobresults.MAX_JOBS} of the study's jobs were read") for n in notes)
 
@@ -172,3 +174,49 @@ def test_a_stopped_job_without_artifacts_counts_as_a_job_without_a_model():
     del stopped["ModelArtifacts"]
     with pytest.raises(UserError, match=r"'s-0', which wrote no model \(its status is Stopped\)"):
         best([stopped, job("s-1", model(2, 0.30))])
+
+
+# --- 6. every source rounded as SageMaker reports metrics (float32) ---------------------------
+
+
+class CloudWatch:
+    """GetMetricData answering each metric's latest value from ``values`` (per job)."""
+
+    def __init__(self, values: dict[str, dict[str, float]]) -> None:
+        self.values = values
+        self.calls: list[dict[str, Any]] = []
+
+    def get_metric_data(self, MetricDataQueries, StartTime, EndTime, ScanBy):  # noqa: N803
+        self.calls.append({"queries": MetricDataQueries, "start": StartTime, "end": EndTime})
+        results = []
+        for q in MetricDataQueries:
+            metric = q["MetricStat"]["Metric"]
+            value = self.values[metric["Dimensions"][0]["Value"]].get(metric["MetricName"])
+            timestamps, values = ([EndTime], [value]) if value is not None else ([], [])
+            results.append({"Id": q["Id"], "Timestamps": timestamps, "Values": values})
+        return {"MetricDataResults": results}
+
+
+def reported(value: float) -> float:
+    """What DescribeTrainingJob answers for a metric line's value: a 32-bit float."""
+    return float(np.float32(value))
+
+
+def test_a_running_job_reporting_the_same_model_value_in_cloudwatch_is_a_tie_not_better():
+    ended = job("s-0", model(1, reported(0.1)))
+    running = job("s-1", {}, status="InProgress")
+    cloudwatch = CloudWatch({"s-1": {"job:trials": 2, "model:trial": 4, "model:value": 0.1}})
+    found, _ = jobresults.find_best(SageMaker([ended, running]), None, cloudwatch, "s")
+    assert (found.job.name, found.value) == ("s-0", reported(0.1))
+
+
+def test_a_model_json_value_ties_a_final_metric_and_the_lower_trial_wins(monkeypatch):
+    records = {
+        "s-0": SimpleNamespace(study_name="s", trial_number=3, value=0.9593, params={"units": 64}),
+        "s-1": SimpleNamespace(study_name="s", trial_number=5, value=0.9593, params={"units": 32}),
+    }
+    monkeypatch.setattr(jobresults.artifacts, "read_model_record", lambda s3, uri, name: records[name])
+    from_model_json = job("s-0", {})  # e.g. an SDK job without the metric definitions
+    from_final = job("s-1", model(5, reported(0.9593)))
+    found, _ = jobresults.find_best(SageMaker([from_model_json, from_final]), object(), None, "s")
+    assert (found.trial_number, found.job.name, found.params) == (3, "s-0", {"units": 64})
