@@ -200,9 +200,21 @@ def _final_metrics(d: dict[str, Any]) -> dict[str, float]:
     return {m["MetricName"]: as_reported(m["Value"]) for m in d.get("FinalMetricDataList") or []}
 
 
-def _period(start: dt.datetime, end: dt.datetime) -> int:
+def _period(start: dt.datetime, end: dt.datetime, now: dt.datetime) -> int:
+    """A period giving at most MAX_POINTS points from ``start`` to ``end``, in the step CloudWatch
+    requires for a start that old, or it returns no data points: a multiple of 60 s up to 15
+    days back, of 300 s from 15 to 63 days, of 3600 s beyond (CloudWatch API reference,
+    MetricStat, Period; the same tiers as its retention of 1-minute, 5-minute and 1-hour data)."""
+    age = now - start
+    step = (
+        MIN_PERIOD_S
+        if age <= dt.timedelta(days=15)
+        else 300
+        if age <= dt.timedelta(days=63)
+        else 3600
+    )
     span = max((end - start).total_seconds(), 1.0)
-    return max(MIN_PERIOD_S, math.ceil(span / MAX_POINTS / MIN_PERIOD_S) * MIN_PERIOD_S)
+    return max(step, math.ceil(span / MAX_POINTS / step) * step)
 
 
 def live_metrics(
@@ -213,8 +225,9 @@ def live_metrics(
     Each metric only grows (trials, the kept trial's number) or only improves (the kept
     model's value), so the latest period's maximum (minimum for a minimised value) is its
     latest value, whatever the period."""
-    end = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=1)
-    period = _period(start, end)
+    now = now or dt.datetime.now(dt.UTC)
+    end = now + dt.timedelta(minutes=1)
+    period = _period(start, end, now)
     improving = "Minimum" if direction == ranking.MINIMIZE else "Maximum"
     stats = {METRIC_JOB_TRIALS: "Maximum", METRIC_MODEL_TRIAL: "Maximum", METRIC_MODEL_VALUE: improving}
     ids = {f"m{i}": name for i, name in enumerate(stats)}

@@ -220,3 +220,25 @@ def test_a_model_json_value_ties_a_final_metric_and_the_lower_trial_wins(monkeyp
     from_final = job("s-1", model(5, reported(0.9593)))
     found, _ = jobresults.find_best(SageMaker([from_model_json, from_final]), object(), None, "s")
     assert (found.trial_number, found.job.name, found.params) == (3, "s-0", {"units": 64})
+
+
+# --- 7. GetMetricData's period for a job that started long ago --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("started_days_ago", "step"),
+    [(0.1, 60), (14, 60), (15.5, 300), (20, 300), (62, 300), (64, 3600), (200, 3600)],
+)
+def test_the_period_is_a_multiple_of_what_cloudwatch_requires_for_the_start_time(started_days_ago, step):
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    cloudwatch = CloudWatch({"s-0": {"model:trial": 1, "model:value": 0.5}})
+    found = jobresults.live_metrics(
+        cloudwatch, "s-0", "minimize", now - dt.timedelta(days=started_days_ago), now=now
+    )
+    assert found == {"model:trial": 1, "model:value": 0.5}
+    call = cloudwatch.calls[-1]
+    periods = {q["MetricStat"]["Period"] for q in call["queries"]}
+    assert len(periods) == 1
+    period = periods.pop()
+    assert period % step == 0 and period >= 60
+    assert (call["end"] - call["start"]).total_seconds() / period <= jobresults.MAX_POINTS
