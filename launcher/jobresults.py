@@ -58,7 +58,10 @@ LIST_PAGE = 100
 MAX_POINTS, MIN_PERIOD_S = 1000, 60
 FROM_FINAL, FROM_CLOUDWATCH, FROM_MODEL_JSON = "final metrics", "cloudwatch", "model.json"
 SOURCE_NAME = "training jobs (SageMaker and S3)"
-STATUS_COLUMNS = ("job", "status", "trials", "model_trial", "best", "from", "failure_reason")
+STATUS_COLUMNS = ("job", "status", "trials", "model_trial", "best", "from", "database", "failure_reason")
+# The hyperparameters that say which database a job's study is in, compared with the command's
+# options of the same names when given (a study name alone can be reused on another database).
+DATABASE_HPS = ("db-secret", "storage", "host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,7 @@ class JobResult:
     metrics: dict[str, float]
     metrics_from: str | None  # FROM_FINAL, FROM_CLOUDWATCH, FROM_MODEL_JSON or None (nothing yet)
     note: str | None = None  # why a source was not read (e.g. CloudWatch denied)
+    database: str | None = None  # which database the job was given (database_text)
 
     def _int(self, name: str) -> int | None:
         value = self.metrics.get(name)
@@ -96,6 +100,7 @@ class JobResult:
             "model_trial": self.model_trial,
             "best": self.model_value,
             "from": self.metrics_from,
+            "database": self.database,
             "failure_reason": self.job.failure_reason,
         }
 
@@ -129,6 +134,44 @@ def study_direction(study_name: str, found: list[JobResult]) -> str:
     return directions[0] if directions else ranking.MAXIMIZE
 
 
+def _secret_name(secret: str) -> str:
+    """A Secrets Manager id as a name: an ARN ends in ``secret:<name>-<6 random characters>``."""
+    if secret.startswith("arn:") and ":secret:" in secret:
+        return secret.rsplit(":secret:", 1)[1][:-7]
+    return secret
+
+
+def _job_database(hps: dict[str, Any]) -> dict[str, str]:
+    values = {key: settings_mod.decode(hps.get(key, "")).strip() for key in DATABASE_HPS}
+    return {key: value for key, value in values.items() if value}
+
+
+def database_text(database: dict[str, str]) -> str | None:
+    """Which database, for people: the secret's id and the host; a storage URL is not shown
+    (it may hold a user name and host one would rather not print), only that there is one."""
+    parts = [f"{key} {value}" for key, value in database.items() if key != "storage"]
+    if "storage" in database:
+        parts.append("storage URL")
+    return ", ".join(parts) or None
+
+
+def _other_database(job: dict[str, str], given: dict[str, str]) -> list[str]:
+    """The options given to the command that name another database than the job's own. A job
+    without ``host`` used its secret's host: only a host both sides name is compared."""
+    differ = []
+    for key, value in given.items():
+        theirs = job.get(key)
+        if key == "host" and theirs is None:
+            continue
+        if key == "db-secret":
+            same = theirs is not None and (theirs == value or _secret_name(theirs) == _secret_name(value))
+        else:
+            same = theirs == value
+        if not same:
+            differ.append(key)
+    return differ
+
+
 def _contains(study_name: str, prefix: str | None) -> str:
     return names.shorten(prefix or study_name, NAME_PREFIX_ROOM)
 
@@ -141,11 +184,15 @@ def _may_be_the_studys(name: str, contains: str, prefix: str | None) -> bool:
 
 
 def study_jobs(
-    sagemaker: Any, study_name: str, prefix: str | None
+    sagemaker: Any, study_name: str, prefix: str | None, database: dict[str, str] | None = None
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """DescribeTrainingJob of the newest ``MAX_JOBS`` jobs whose name holds ``prefix`` (default:
     the study name as ``launch`` puts it in job names) and whose ``study-name`` hyperparameter is
-    the study, oldest first; and a note when a cap left older jobs unread."""
+    the study, oldest first; and notes: when a cap left older jobs unread, when jobs of the
+    study name were on another database than ``database`` (the command's db-secret, storage,
+    host, when given) and so left out."""
+    given = {key: value for key, value in (database or {}).items() if value}
+    elsewhere: dict[str, list[str]] = {}
     contains = _contains(study_name, prefix)
     found: list[dict[str, Any]] = []
     token: dict[str, str] = {}
@@ -170,7 +217,12 @@ def study_jobs(
                 break
             d = aws.call(sagemaker, "describe_training_job", TrainingJobName=name)
             hps = d.get("HyperParameters") or {}
-            if settings_mod.decode(hps.get(HP_STUDY_NAME, "")).strip() == study_name:
+            if settings_mod.decode(hps.get(HP_STUDY_NAME, "")).strip() != study_name:
+                continue
+            differ = _other_database(_job_database(hps), given)
+            if differ:
+                elsewhere.setdefault(", ".join(differ), []).append(name)
+            else:
                 found.append(d)
         if capped or not page.get("NextToken"):
             break
@@ -180,6 +232,11 @@ def study_jobs(
     notes = []
     if capped:
         notes.append(f"Only {capped} were read; older jobs were not (a narrower --job-prefix reads them all)")
+    for keys, skipped in sorted(elsewhere.items()):
+        notes.append(
+            f"Left out, jobs of study '{study_name}' on another database (their {keys} is not the "
+            f"one given): {', '.join(reversed(skipped))}"
+        )
     found.reverse()
     return found, notes
 
@@ -206,13 +263,7 @@ def _period(start: dt.datetime, end: dt.datetime, now: dt.datetime) -> int:
     days back, of 300 s from 15 to 63 days, of 3600 s beyond (CloudWatch API reference,
     MetricStat, Period; the same tiers as its retention of 1-minute, 5-minute and 1-hour data)."""
     age = now - start
-    step = (
-        MIN_PERIOD_S
-        if age <= dt.timedelta(days=15)
-        else 300
-        if age <= dt.timedelta(days=63)
-        else 3600
-    )
+    step = MIN_PERIOD_S if age <= dt.timedelta(days=15) else 300 if age <= dt.timedelta(days=63) else 3600
     span = max((end - start).total_seconds(), 1.0)
     return max(step, math.ceil(span / MAX_POINTS / step) * step)
 
@@ -269,12 +320,17 @@ def _from_model_json(s3: Any, state: jobs.JobState) -> dict[str, float]:
 
 
 def results(
-    sagemaker: Any, s3: Any | None, cloudwatch: Any | None, study_name: str, prefix: str | None = None
+    sagemaker: Any,
+    s3: Any | None,
+    cloudwatch: Any | None,
+    study_name: str,
+    prefix: str | None = None,
+    database: dict[str, str] | None = None,
 ) -> tuple[list[JobResult], list[str]]:
     """Every job of the study with what it reported (see the module's docstring for the order),
     and notes on what was not read."""
     found: list[JobResult] = []
-    described, notes = study_jobs(sagemaker, study_name, prefix)
+    described, notes = study_jobs(sagemaker, study_name, prefix, database)
     for d in described:
         state = jobs.JobState.from_description(d)
         direction = _direction(d.get("HyperParameters") or {})
@@ -295,8 +351,23 @@ def results(
             except aws.AwsError as exc:
                 note = f"CloudWatch metrics not read: {exc}"
             source = FROM_CLOUDWATCH if metrics else None
-        found.append(JobResult(state, direction, started, metrics, source, note))
+        where = database_text(_job_database(d.get("HyperParameters") or {}))
+        found.append(JobResult(state, direction, started, metrics, source, note, where))
     return found, notes
+
+
+def _databases_note(found: list[JobResult]) -> list[str]:
+    """A note when the jobs taken as the study's name more than one database."""
+    by_database: dict[str, list[str]] = {}
+    for r in found:
+        by_database.setdefault(r.database or "none named", []).append(r.job.name)
+    if len(by_database) < 2:
+        return []
+    listed = "; ".join(f"{db}: {', '.join(names)}" for db, names in sorted(by_database.items()))
+    return [
+        f"The jobs found name more than one database ({listed}); --db-secret or --storage "
+        "keeps only the jobs on that database"
+    ]
 
 
 def _no_jobs(study_name: str, prefix: str | None) -> UserError:
@@ -331,10 +402,17 @@ def _reported_study_best(direction: str, found: list[JobResult]) -> dict[str, An
 
 
 def status(
-    sagemaker: Any, s3: Any | None, cloudwatch: Any | None, study_name: str, prefix: str | None = None
+    sagemaker: Any,
+    s3: Any | None,
+    cloudwatch: Any | None,
+    study_name: str,
+    prefix: str | None = None,
+    database: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The study's progress from its jobs: per job its status, trials finished and kept model."""
-    found, listing_notes = results(sagemaker, s3, cloudwatch, study_name, prefix)
+    found, listing_notes = results(sagemaker, s3, cloudwatch, study_name, prefix, database)
+    if not database:  # given, it kept only the jobs on it
+        listing_notes += _databases_note(found)
     if not found:
         raise _no_jobs(study_name, prefix)
     direction = study_direction(study_name, found)
@@ -362,11 +440,18 @@ def status(
 
 
 def find_best(
-    sagemaker: Any, s3: Any | None, cloudwatch: Any | None, study_name: str, prefix: str | None = None
+    sagemaker: Any,
+    s3: Any | None,
+    cloudwatch: Any | None,
+    study_name: str,
+    prefix: str | None = None,
+    database: dict[str, str] | None = None,
 ) -> tuple[BestModel, list[str]]:
     """The study's best model among its ended jobs' models, checked against its model.json
     (with ``s3``), and notes on what might be better but is not available yet."""
-    found, listing_notes = results(sagemaker, s3, cloudwatch, study_name, prefix)
+    found, listing_notes = results(sagemaker, s3, cloudwatch, study_name, prefix, database)
+    if not database:  # given, it kept only the jobs on it
+        listing_notes += _databases_note(found)
     if not found:
         raise _no_jobs(study_name, prefix)
     direction = study_direction(study_name, found)

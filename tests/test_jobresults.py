@@ -168,7 +168,11 @@ def test_status_without_a_path_to_the_database_reads_the_jobs(fleet):
     assert [rows[n]["from"] for n in fleet.jobs] == ["final metrics", "final metrics", "cloudwatch"]
     assert doc["trials"] == 7
     truth = fleet.truth()
-    assert doc["best"] == {"trial": truth.number, "value": reported(truth.value), "job": truth.user_attrs["job_name"]}
+    assert doc["best"] == {
+        "trial": truth.number,
+        "value": reported(truth.value),
+        "job": truth.user_attrs["job_name"],
+    }
     assert doc["study_best_reported"]["trial"] == truth.number
 
     text = run_cli("status", "--study", STUDY, "--db-secret", fleet.laptop_secret)

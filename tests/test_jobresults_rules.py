@@ -44,7 +44,11 @@ def job(
 
 
 def model(trial: int, value: float, **more: float) -> dict[str, float]:
-    return {"model:trial": trial, "model:value": value, **{k.replace("_", ":", 1): v for k, v in more.items()}}
+    return {
+        "model:trial": trial,
+        "model:value": value,
+        **{k.replace("_", ":", 1): v for k, v in more.items()},
+    }
 
 
 class SageMaker:
@@ -63,7 +67,9 @@ class SageMaker:
         )
         i = int(NextToken)
         page: dict[str, Any] = {
-            "TrainingJobSummaries": [{"TrainingJobName": j["TrainingJobName"]} for j in hits[i : i + MaxResults]]
+            "TrainingJobSummaries": [
+                {"TrainingJobName": j["TrainingJobName"]} for j in hits[i : i + MaxResults]
+            ]
         }
         if i + MaxResults < len(hits):
             page["NextToken"] = str(i + MaxResults)
@@ -121,7 +127,9 @@ def test_more_jobs_than_the_cap_read_the_newest_and_say_so():
     found, notes = jobresults.find_best(sagemaker, None, None, "s")
     assert (found.trial_number, found.value) == (2000, reported(0.01))
     assert len(sagemaker.described) == jobresults.MAX_JOBS
-    assert any(n.startswith(f"Only the newest {jobresults.MAX_JOBS} of the study's jobs were read") for n in notes)
+    assert any(
+        n.startswith(f"Only the newest {jobresults.MAX_JOBS} of the study's jobs were read") for n in notes
+    )
 
 
 def test_jobs_on_several_pages_are_all_read_without_a_note():
@@ -242,3 +250,56 @@ def test_the_period_is_a_multiple_of_what_cloudwatch_requires_for_the_start_time
     period = periods.pop()
     assert period % step == 0 and period >= 60
     assert (call["end"] - call["start"]).total_seconds() / period <= jobresults.MAX_POINTS
+
+
+# --- 4. the jobs' database, compared with the one the command was given -----------------------
+
+ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod-db-AbC123"
+
+
+def test_jobs_of_the_same_study_name_on_another_database_are_left_out_when_one_is_given():
+    jobs = [
+        job("s-0", model(1, 0.01), {**LOSS, "db-secret": "dev-db"}),
+        job("s-1", model(2, 0.30), {**LOSS, "db-secret": ARN}),
+        job("s-2", model(3, 0.20), {**LOSS, "db-secret": '"prod-db"'}),  # SDK v2's JSON encoding
+    ]
+    found, notes = best(jobs, database={"db-secret": "prod-db"})
+    assert (found.job.name, found.trial_number) == ("s-2", 3)
+    assert notes == [
+        "Left out, jobs of study 's' on another database (their db-secret is not the one given): s-0"
+    ]
+    found, _ = best(jobs, database={"db-secret": ARN})
+    assert found.job.name == "s-2"
+
+
+def test_storage_and_host_are_compared_and_a_storage_url_is_not_shown():
+    url = "mysql+pymysql://optuna@db.internal/optuna"
+    jobs = [
+        job("s-0", model(1, 0.01), {**LOSS, "storage": "sqlite:///other.db"}),
+        job("s-1", model(2, 0.30), {**LOSS, "storage": url}),
+        job("s-2", model(3, 0.20), {**LOSS, "db-secret": "prod-db", "host": "10.0.0.9"}),
+        job("s-3", model(4, 0.25), {**LOSS, "db-secret": "prod-db"}),  # the secret's own host
+    ]
+    for i, d in enumerate(jobs):
+        d["CreationTime"] = T0 + dt.timedelta(seconds=i)
+    found, _ = best(jobs, database={"storage": url})
+    assert found.job.name == "s-1"
+    found, notes = best(jobs, database={"db-secret": "prod-db", "host": "127.0.0.1"})
+    assert found.job.name == "s-3"
+    assert "(their db-secret is not the one given): s-0, s-1" in notes[0]
+    assert "(their host is not the one given): s-2" in notes[1]
+
+
+def test_without_a_database_given_jobs_on_several_databases_are_shown_for_each_candidate():
+    url = "mysql+pymysql://optuna@db.internal/optuna"
+    jobs = [
+        job("s-0", model(1, 0.01), {**LOSS, "db-secret": "dev-db"}),
+        job("s-1", model(2, 0.30), {**LOSS, "storage": url}, created=T0 + dt.timedelta(seconds=1)),
+    ]
+    doc = jobresults.status(SageMaker(jobs), None, None, "s")
+    assert [row["database"] for row in doc["jobs"]] == ["db-secret dev-db", "storage URL"]
+    assert doc["notes"] == [
+        "The jobs found name more than one database (db-secret dev-db: s-0; storage URL: s-1); "
+        "--db-secret or --storage keeps only the jobs on that database"
+    ]
+    assert "database" in jobresults.status_text(doc) and url not in jobresults.status_text(doc)
