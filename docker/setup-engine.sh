@@ -7,6 +7,8 @@
 # - nginx: `serve` runs it in front of gunicorn, also outside the image (tests, `make serve-demo`).
 # - Debian's docker-compose (1.29), which the SageMaker Python SDK's local mode drives; with
 #   podman, the tests give it a Docker-compatible socket (`podman system service`, DOCKER_HOST).
+# - With podman, the dnsname CNI plugin: containers on one network resolve each other's names,
+#   as on SageMaker and in the SDK's local mode with instance_count > 1 (algo-1-xxxxx).
 # - Without a reachable image registry (our machines, CI), the base image is built from
 #   Debian packages with debootstrap and imported as $LOCAL_BASE_IMAGE; `make image` uses it
 #   when it exists. Delete that image to rebuild it.
@@ -34,7 +36,7 @@ if docker info >/dev/null 2>&1; then
     wanted=(docker-registry docker-compose nginx)
 else
     engine=podman
-    wanted=(podman runc debootstrap docker-registry docker-compose nginx)
+    wanted=(podman runc debootstrap docker-registry docker-compose nginx golang-github-containernetworking-plugin-dnsname)
 fi
 
 mapfile -t missing < <(missing_packages "${wanted[@]}")

@@ -37,6 +37,11 @@ def _driver_error(err: BaseException) -> bool:
     return any(isinstance(err, error) for error, _, _ in _driver_errors())
 
 
+class StorageUnreachable(ConnectionError):
+    """The server of the study (another host's proxy: entrypoint/proxy.py) did not answer in
+    time: worth waiting for, like a database that is away."""
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -84,6 +89,8 @@ def is_transient(exc: BaseException) -> bool:
     if is_cert_failure(exc):
         return False
     for err in _chain(exc):
+        if isinstance(err, StorageUnreachable):
+            return True
         if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
             return True
         for error, operational, engine in _driver_errors():

@@ -13,16 +13,19 @@ from entrypoint.stopping import Guard
 
 @dataclasses.dataclass(frozen=True)
 class JobContext:
-    """One job's settings and name, its own seed, its stop signal, and its database retry policy
+    """One job's settings, name and host, its own seed, its stop signal, and its database retry policy
     (one deadline per outage, shared by every call of the job)."""
 
     settings: Settings
     name: str = LOCAL_JOB_NAME
     guard: Guard = dataclasses.field(default_factory=Guard)
+    host: str | None = None  # in a job of several hosts: this one (entrypoint/hosts.py)
     seed: int | None = dataclasses.field(init=False)  # derived from settings.seed and the name
     db: Retrier = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         # Frozen: the derived fields are set once, here.
-        object.__setattr__(self, "seed", job_seed(self.settings.seed, self.name))
+        # Each host of a job its own seed too, so that hosts do not sample alike.
+        own = self.name if self.host is None else f"{self.name}/{self.host}"
+        object.__setattr__(self, "seed", job_seed(self.settings.seed, own))
         object.__setattr__(self, "db", Retrier(self.settings.db_retry_timeout, self.guard.stop))

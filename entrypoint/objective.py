@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 
 from entrypoint import loop, trialdb, usermodule
-from entrypoint.constants import ATTR_EPOCHS, ATTR_JOB_NAME
+from entrypoint.constants import ATTR_EPOCHS, ATTR_HOST, ATTR_JOB_NAME
 from entrypoint.data import Dataset
 from entrypoint.job import JobContext
 from entrypoint.pruning import EpochReporter, field_name
@@ -70,6 +70,8 @@ class Objective:
         finally:
             metrics = {field_name(k): v for k, v in report.last.items() if k != "epoch"}
             metrics[ATTR_EPOCHS] = int(report.last.get("epoch", 0))
+            if job.host is not None:
+                metrics[ATTR_HOST] = job.host
             # One transaction: the epochs' values the pruner kept back, and the metrics.
             db(lambda: trialdb.record(trial, report.pending, metrics), "recording the trial")
         value = report.last[settings.metric_key]

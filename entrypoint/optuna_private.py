@@ -62,6 +62,11 @@ def read_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study._get_trials(deepcopy=False, use_cache=False)
 
 
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes through (Optuna's cache around an RDB storage)."""
+    return study._storage
+
+
 def rdb_of(study: optuna.Study) -> optuna.storages.RDBStorage | None:
     """The study's RDB storage (Optuna wraps it in a private cache), or None for other storages."""
     storage = study._storage
@@ -174,3 +179,36 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         if self._snapshot is None or self._snapshot[:2] != key:
             self._snapshot = (*key, read_trials(study))
         return super()._sample(_TrialSnapshot(study, self._snapshot[2]), trial, search_space)
+
+
+# --- Optuna's gRPC storage proxy (entrypoint/proxy.py: several hosts in one job) --------------
+
+
+def grpc_server(storage: optuna.storages.BaseStorage, host: str, port: int, thread_pool: Any) -> Any:
+    """Optuna's gRPC proxy server for ``storage``, not yet started (``run_grpc_proxy_server``
+    would block until the process ends, and could not be stopped with the job)."""
+    from optuna.storages._grpc.server import make_server
+
+    return make_server(storage, host, port, thread_pool)
+
+
+class GrpcClient(optuna.storages.GrpcStorageProxy):
+    """Optuna's gRPC storage proxy client on a channel with :meth:`channel_options`, whose every
+    call goes through :meth:`wrap_stub`'s object (a deadline per call, errors that name the
+    server): Optuna passes neither options nor a timeout."""
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return []
+
+    def wrap_stub(self, stub: Any) -> Any:
+        return stub
+
+    def _setup(self) -> None:
+        import grpc
+        from optuna.storages._grpc.auto_generated import api_pb2_grpc
+        from optuna.storages._grpc.client import GrpcClientCache
+
+        options = [("grpc.max_receive_message_length", -1), *self.channel_options()]  # as Optuna's
+        self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", options=options)
+        self._stub = self.wrap_stub(api_pb2_grpc.StorageServiceStub(self._channel))
+        self._cache = GrpcClientCache(self._stub)

@@ -1,7 +1,8 @@
 """Which CA bundle verifies the database server: verified TLS by default on AWS.
 
 ``db-ssl-ca`` names one, and wins. Otherwise a database whose host is an RDS endpoint
-(``*.rds.amazonaws.com``, ``*.rds.amazonaws.com.cn``: Aurora and RDS endpoints) is verified
+(``*.rds.amazonaws.com``: Aurora and RDS endpoints; RDS Proxy endpoints against the system's
+trust store, below) is verified
 against the RDS global CA bundle that the image carries (fetched by `make rds-ca`, which
 CodeBuild runs: buildspec.yml), so the connector checks the server's certificate and name
 instead of only encrypting. ``db-ssl-verify=false`` turns that default off (encryption without
@@ -16,7 +17,16 @@ from pathlib import Path
 
 from core.errors import UserError
 
-RDS_HOST_SUFFIXES = (".rds.amazonaws.com", ".rds.amazonaws.com.cn")
+# Commercial and GovCloud endpoints chain to the RDS CAs of the global bundle. China regions have
+# a bundle of their own (a different download): their hosts keep the driver's default unless
+# db-ssl-ca names that bundle.
+RDS_HOST_SUFFIXES = (".rds.amazonaws.com",)
+# RDS Proxy endpoints (<name>.proxy-<id>.<region>.rds.amazonaws.com) present certificates from
+# AWS Certificate Manager, which chain to the Amazon Root CAs (Amazon Trust Services), not the
+# RDS CAs ("Using TLS/SSL with RDS Proxy", RDS user guide): those are in the system's trust store.
+RDS_PROXY_LABEL = ".proxy-"
+ENV_PROXY_CA = "RDS_PROXY_CA_BUNDLE"  # overrides the system bundle for proxy endpoints
+SYSTEM_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"  # Debian's ca-certificates (in the image)
 ENV_RDS_CA = "RDS_CA_BUNDLE"  # overrides where the bundle is looked for
 RDS_CA_PATH = "/usr/local/share/rds-ca/global-bundle.pem"  # where docker/Dockerfile puts it
 RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -26,7 +36,13 @@ def is_rds_host(host: str | None) -> bool:
     return bool(host) and host.strip().rstrip(".").lower().endswith(RDS_HOST_SUFFIXES)
 
 
-def rds_ca_path() -> str:
+def is_rds_proxy_host(host: str | None) -> bool:
+    return is_rds_host(host) and RDS_PROXY_LABEL in f".{host.strip().lower()}"
+
+
+def rds_ca_path(host: str | None = None) -> str:
+    if is_rds_proxy_host(host):
+        return os.environ.get(ENV_PROXY_CA) or SYSTEM_CA_PATH
     return os.environ.get(ENV_RDS_CA) or RDS_CA_PATH
 
 
@@ -36,7 +52,7 @@ def ca_bundle(ssl_ca: str | None, verify: bool, host: str | None) -> str | None:
         return ssl_ca
     if not verify or not is_rds_host(host):
         return None
-    path = rds_ca_path()
+    path = rds_ca_path(host)
     if not Path(path).is_file():
         raise UserError(
             f"Database host {host} is an RDS endpoint, verified against the RDS CA bundle, but there is "

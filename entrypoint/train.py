@@ -6,19 +6,23 @@ The image's ``train`` command (entrypoint/cli.py) imports this module and calls 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import logging
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from sagemaker_training import environment
 
 from core.artifact import ModelSource
 from core.errors import UserError
-from entrypoint import data, failure, report, search, storage, usermodule
+from entrypoint import data, failure, hosts, optuna_private, proxy, report, search, storage, usermodule
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.constants import (
@@ -26,9 +30,10 @@ from entrypoint.constants import (
     CHECKPOINT_DIR,
     ENV_TRAINING_JOB_NAME,
     LOCAL_JOB_NAME,
+    PROXY_PORT,
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
-from entrypoint.dberrors import Retrier, describe, is_auth_failure
+from entrypoint.dberrors import Retrier, StorageUnreachable, describe, is_auth_failure
 from entrypoint.job import JobContext
 from entrypoint.keeper import BestModelKeeper
 from entrypoint.objective import Objective
@@ -66,9 +71,20 @@ class JobPaths:
 FINAL_DB_RETRY_S = 30.0  # after SIGTERM the whole wrap-up must fit in SageMaker's 120 s
 
 
-def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None = None) -> optuna.Study:
-    """Join the study, run this job's trials, keep the best model, write the summary."""
+def run(
+    settings: Settings,
+    paths: JobPaths,
+    job_name: str,
+    guard: Guard | None = None,
+    cluster: hosts.Cluster | None = None,
+) -> optuna.Study:
+    """Join the study, run this job's trials, keep the best model, write the summary.
+
+    ``cluster``: the job's hosts when it has several (entrypoint/hosts.py), else None.
+    """
     guard = guard or Guard()
+    if cluster is not None:  # every host syncs its checkpoints to the job's one S3 prefix
+        paths = dataclasses.replace(paths, checkpoint_dir=hosts.host_folder(paths.checkpoints, cluster))
     failure.check_writable(paths.folders())  # before any trial: a read-only model_dir is found now
     if settings.install_requirements and paths.code_dir is not None:
         usermodule.install_requirements(paths.code_dir)
@@ -82,29 +98,119 @@ def run(settings: Settings, paths: JobPaths, job_name: str, guard: Guard | None 
         dataset.n_features,
         dataset.n_classes,
     )
+    job = JobContext(settings, job_name, guard, None if cluster is None else cluster.current)
+    if cluster is not None and not settings.uses_shared_storage:
+        return _run_served(job, cluster, paths, dataset, spec)
     # With checkpointing on, an embedded study lives in the checkpoint folder so that a
     # restarted spot job finds it; it is copied to the output data folder at the end.
     db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
     with redacting(db.password):
-        return _run_on(JobContext(settings, job_name, guard), db, paths, dataset, spec)
+        return _run_on(job, db, paths, dataset, spec, cluster)
 
 
 def _run_on(
-    job: JobContext, db: storage.Database, paths: JobPaths, dataset: data.Dataset, spec: usermodule.ModelSpec
+    job: JobContext,
+    db: storage.Database,
+    paths: JobPaths,
+    dataset: data.Dataset,
+    spec: usermodule.ModelSpec,
+    cluster: hosts.Cluster | None = None,
 ) -> optuna.Study:
-    settings, job_name = job.settings, job.name
+    settings = job.settings
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
     baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
     study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
+    if cluster is not None and cluster.is_leader:  # hosts on a database: one study, one model
+        hosts.reset(
+            optuna_private.storage_of(study), optuna_private.study_id(study), job.name, cluster, job.db
+        )
+    return _run_study(
+        job,
+        study,
+        rdb,
+        db,
+        paths,
+        dataset,
+        spec,
+        cluster,
+        lambda limit_s: _wrap_up(study, db, paths, job.db, limit_s),
+    )
+
+
+def _run_served(
+    job: JobContext,
+    cluster: hosts.Cluster,
+    paths: JobPaths,
+    dataset: data.Dataset,
+    spec: usermodule.ModelSpec,
+) -> optuna.Study:
+    """A job of several hosts with an embedded study: the leader keeps it and serves it with
+    Optuna's gRPC proxy (entrypoint/proxy.py); every host runs its trials through the proxy."""
+    settings = job.settings
+    sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
+    with contextlib.ExitStack() as stack:
+        wrap_up: Callable[[float], None] = lambda limit_s: None  # noqa: E731
+        if cluster.is_leader:
+            db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
+            baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
+            served, _ = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
+            hosts.reset(
+                optuna_private.storage_of(served), optuna_private.study_id(served), job.name, cluster, job.db
+            )
+            address = hosts.bind_address(cluster)
+            server = stack.enter_context(
+                proxy.ProxyServer(served, address, PROXY_PORT, settings.heartbeat_interval)
+            )
+
+            def wrap_up(limit_s: float) -> None:
+                with server.lock:
+                    _wrap_up(served, db, paths, job.db, limit_s)
+
+        client = proxy.ProxyClient(cluster.leader, PROXY_PORT, proxy.call_timeout(settings.db_retry_timeout))
+        stack.callback(client.close)
+        try:
+            study = job.db(
+                lambda: optuna.load_study(
+                    study_name=settings.study_name, storage=client, sampler=sampler, pruner=pruner
+                ),
+                "opening the study",
+            )
+        except StorageUnreachable as exc:
+            raise UserError(f"Cannot open the study: {exc}") from None
+        return _run_study(job, study, client, None, paths, dataset, spec, cluster, wrap_up, client.shown)
+
+
+def _run_study(
+    job: JobContext,
+    study: optuna.Study,
+    rdb: Any,
+    db: storage.Database | None,
+    paths: JobPaths,
+    dataset: data.Dataset,
+    spec: usermodule.ModelSpec,
+    cluster: hosts.Cluster | None,
+    wrap_up: Callable[[float], None],
+    shown: str | None = None,
+) -> optuna.Study:
+    """Run this host's trials on a joined study. ``db``: the database it is on (None through
+    the proxy); ``wrap_up(limit_s)`` writes the study-wide report."""
+    settings, job_name = job.settings, job.name
+    shown = shown or (db.shown if db is not None else "")
+    model_dir = paths.model_dir
+    if cluster is not None:
+        # A host keeps its best model aside, and only the host chosen at the end puts it in
+        # model_dir: a host that dies leaves nothing there, and SDK local mode, which gives all
+        # hosts one model folder, sees no clash.
+        model_dir = Path(tempfile.mkdtemp(prefix="host-model-"))
     progress = Progress(paths.checkpoints, study.study_name, job_name)
     progress.set_aside_bad_model()
-    progress.restore_model(paths.model_dir)
+    progress.restore_model(model_dir)
     objective = Objective(job, dataset, spec)
-    for folder in (paths.model_dir, progress.model_dir):  # serving rebuilds the network from it
+    for folder in (model_dir, progress.model_dir):  # serving rebuilds the network from it
         if folder is not None:
             usermodule.pack(spec, folder)
     keeper = BestModelKeeper(
-        paths.model_dir,
+        model_dir,
         study.direction,
         objective.trained,
         source=ModelSource(
@@ -119,28 +225,71 @@ def _run_on(
         mirror_dir=progress.model_dir,
     )
     logger.info(
-        "Job %s joins study '%s' on %s: %d of %d trials to run",
+        "Job %s%s joins study '%s' on %s: %d of %d trials to run",
         job_name,
+        "" if cluster is None else f" (host {cluster.current} of {len(cluster.hosts)})",
         study.study_name,
-        db.shown,
+        shown,
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
     lines = report.ProgressLines(keeper, progress.finished)
     runner = TrialRunner(job, study, rdb, objective, progress, [keeper, lines])
-    try:
-        runner.run()
-    except Exception as exc:
-        if is_auth_failure(exc):  # also after the secret was read again: one clear line
-            raise storage.refused(db, exc) from exc
-        raise
-    finally:
-        # After SIGTERM with the database away, the summary gets one try: the time left before
-        # SageMaker's SIGKILL is better spent exiting than waiting for a stalled server.
-        limit_s = 0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S
-        _wrap_up(study, db, paths, keeper, lines, job.db, limit_s)
+    if cluster is None:
+        try:
+            runner.run()
+        except Exception as exc:
+            _raise_refused(db, exc)
+            raise
+        finally:
+            # After SIGTERM with the database away, the summary gets one try: the time left before
+            # SageMaker's SIGKILL is better spent exiting than waiting for a stalled server.
+            wrap_up(0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)
+            _closing_lines(keeper, lines.line())
+        _check_outcome(runner, keeper, job.guard)
+        return study
+    roster = hosts.Roster(
+        cluster,
+        job_name,
+        optuna_private.storage_of(study),
+        optuna_private.study_id(study),
+        settings.heartbeat_interval,
+        settings.heartbeat_grace_period,
+        job.db,
+        job.guard,
+    )
+    with roster:
+        try:
+            runner.run()
+        except BaseException as exc:
+            roster.failed()
+            _raise_refused(db, exc)
+            raise
+        try:
+            decision = roster.finish(keeper.record, settings.direction)
+        except StorageUnreachable as exc:
+            raise UserError(
+                f"The study's leader host stopped answering before the hosts agreed which one keeps "
+                f"the model (db-retry-timeout {settings.db_retry_timeout:g} s): {exc}"
+            ) from None
+    if decision.keeps_model(cluster.current):
+        hosts.publish_model(model_dir, paths.model_dir)
+    if cluster.is_leader:
+        wrap_up(0.0 if runner.stopped_in_outage else FINAL_DB_RETRY_S)  # the study-wide report, once
+    hosts.write_summary(paths.output_data_dir, cluster, decision, keeper.record, runner.states)
+    if not decision.keeps_model(cluster.current):
+        logger.info("Host %s keeps the job's model; this host's model_dir is left empty", decision.model_host)
+    # Every host's last metric line names the job's one model, whichever host's log is read.
+    print(hosts.job_model_line(len(progress.finished), decision), flush=True)
+    gc.freeze()
     _check_outcome(runner, keeper, job.guard)
     return study
+
+
+def _raise_refused(db: storage.Database | None, exc: BaseException) -> None:
+    """A refused login (also after the secret was read again): one clear line."""
+    if db is not None and isinstance(exc, Exception) and is_auth_failure(exc):
+        raise storage.refused(db, exc) from exc
 
 
 def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -> None:
@@ -166,12 +315,11 @@ def _wrap_up(
     study: optuna.Study,
     db: storage.Database,
     paths: JobPaths,
-    keeper: BestModelKeeper,
-    lines: report.ProgressLines,
     retry: Retrier,
     limit_s: float = FINAL_DB_RETRY_S,
 ) -> None:
-    """Summary files and closing lines; runs after success, failure and SIGTERM alike.
+    """The summary files; runs after success, failure and SIGTERM alike (for a job of several
+    hosts: on the leader, once).
 
     No plots here: drawing them takes seconds that a stopped job does not have. The study's
     trials are already in Optuna's cache (the sampler read them), so the summary costs one
@@ -194,11 +342,15 @@ def _wrap_up(
         best = None
     if db.kind == "sqlite" and paths.checkpoints is not None:
         storage.copy_embedded(db, paths.output_data_dir)
-    # The study's best as this job sees it, and this job's own model: the last values of the
-    # metrics best:trial, best:value, job:trials, model:trial, model:value (FinalMetricDataList).
     if best is not None:
         print(f"best_trial={best.number} best_value={best.value!r} params={best.params}")
-    print(lines.line())
+
+
+def _closing_lines(keeper: BestModelKeeper, progress_line: str) -> None:
+    # The study's best as this job sees it (best_trial=, printed by _wrap_up), and this job's own
+    # model: the last values of the metrics best:trial, best:value, job:trials, model:trial,
+    # model:value (FinalMetricDataList).
+    print(progress_line, flush=True)
     if keeper.record is None:
         logger.warning("No trial of this job completed: model_dir holds no model")
     # The process exits next. Python's final garbage collections walk every object that
@@ -215,23 +367,6 @@ def _submit_directory() -> str | None:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw
-
-
-def _refuse_several_hosts() -> None:
-    """One instance per job: with instance_count > 1 SageMaker packs every host's model_dir and
-    output data into one model.tar.gz and one output.tar.gz, where same-named files clash."""
-    try:
-        resources = environment.read_resource_config()
-    except FileNotFoundError:
-        return
-    hosts = resources.get("hosts") or []
-    if len(hosts) > 1:
-        raise UserError(
-            f"This image trains on one instance per job, and this job has {len(hosts)} (instance_count="
-            f"{len(hosts)}): each would write its own model and report into the job's one model.tar.gz "
-            "and output.tar.gz. Run several one-instance jobs on one study instead (the same study-name "
-            "and db-secret; `sagemaker-optuna launch --jobs N`)"
-        )
 
 
 def _channel_names() -> list[str]:
@@ -275,7 +410,7 @@ def _main(guard: Guard, paths: JobPaths, output_dir: Path) -> None:
     # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
     # it logs every hyperparameter value that is not JSON.
     settings = settings_mod.load(environment.hyperparameters_file_dir)
-    _refuse_several_hosts()
+    cluster = hosts.read(_resource_config())
     if settings.model_module:
         usermodule.fetch_source(_submit_directory(), environment.code_dir)
     # After the fetch: SDK v3's code channel is the source folder only when /opt/ml/code is empty.
@@ -286,4 +421,11 @@ def _main(guard: Guard, paths: JobPaths, output_dir: Path) -> None:
     # seed derives from it); give each of several local jobs on one study its own name.
     job_name = os.environ.get(ENV_TRAINING_JOB_NAME) or LOCAL_JOB_NAME
     failure.check_writable({"output folder": output_dir})  # where the failure file goes
-    run(settings, paths, job_name, guard)
+    run(settings, paths, job_name, guard, cluster)
+
+
+def _resource_config() -> dict | None:
+    try:
+        return environment.read_resource_config()
+    except FileNotFoundError:  # a hand-made local folder: one host
+        return None

@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=launch_mod.__doc__,
     )
     p.add_argument("--jobs", type=_positive_int, default=1, help="training jobs to start (default 1)")
+    p.add_argument(
+        "--instances", type=_positive_int, default=1,
+        help="hosts per job (instance_count, default 1): one study, one model per job; without a "
+        "database the job's first host serves its study to the others",
+    )  # fmt: skip
     p.add_argument("--image", help="the image URI in ECR (required without --stack)")
     p.add_argument("--role", help="ARN of the training role (required without --stack)")
     p.add_argument(
@@ -319,6 +324,7 @@ def launch_spec(args: argparse.Namespace, region: str | None = None) -> launch_m
         channels=channels,
         instance_type=args.instance_type,
         jobs=args.jobs,
+        instance_count=args.instances,
         volume_gb=args.volume_size,
         max_runtime_s=args.max_runtime,
         subnets=tuple(args.subnet),

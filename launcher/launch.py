@@ -32,6 +32,7 @@ from launcher.constants import (
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
 INPUT_MODE = "File"
+MAX_INSTANCES = 100  # hosts of one job: one study through the first host's proxy, or the database
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,8 @@ def validate(spec: LaunchSpec) -> Settings:
     """Check what SageMaker and the jobs would refuse, before any job exists."""
     if not 1 <= spec.jobs <= 1000:
         raise UserError("--jobs must be from 1 to 1000")
+    if not 1 <= spec.instance_count <= MAX_INSTANCES:
+        raise UserError(f"--instances must be from 1 to {MAX_INSTANCES}")
     if len(spec.hyperparameters) > MAX_HYPERPARAMETERS:
         raise UserError(f"At most {MAX_HYPERPARAMETERS} hyperparameters (got {len(spec.hyperparameters)})")
     settings = settings_mod.parse(spec.hyperparameters)

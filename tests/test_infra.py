@@ -24,6 +24,7 @@ import pytest
 from cfnlint.decode import decode
 from moto.cloudformation.parsing import resource_class_from_type
 
+from entrypoint.constants import PROXY_PORT
 from tests import services
 from tests.cli import run_cli
 from tests.moto_setup import (
@@ -282,7 +283,15 @@ def test_stack_outputs_name_the_stack_resources(world, stack):
         )["SecurityGroups"]
     }
     jobs, db = groups[out["SecurityGroupId"]], groups[out["DatabaseSecurityGroupId"]]
-    assert jobs["IpPermissions"] == []
+    # The jobs admit one another on the study proxy's port only (hosts of one job).
+    (proxy_rule,) = jobs["IpPermissions"]
+    assert (proxy_rule["IpProtocol"], proxy_rule["FromPort"], proxy_rule["ToPort"]) == (
+        "tcp",
+        PROXY_PORT,
+        PROXY_PORT,
+    )
+    assert proxy_rule["IpRanges"] == [] and proxy_rule.get("Ipv6Ranges", []) == []
+    assert [g["GroupId"] for g in proxy_rule["UserIdGroupPairs"]] == [jobs["GroupId"]]
     ingress = db["IpPermissions"]
     assert len(ingress) == 1 and ingress[0]["FromPort"] == 3306 and ingress[0]["IpRanges"] == []
     assert [g["GroupId"] for g in ingress[0]["UserIdGroupPairs"]] == [jobs["GroupId"]]
@@ -334,7 +343,28 @@ def test_egress_rules():
     for name in ("DatabaseSecurityGroup", "EndpointSecurityGroup"):
         assert rules(name) == [("-1", None, None, json.dumps({"CidrIp": "127.0.0.1/32"}))]
     egress_resources = [n for n, r in resources.items() if r["Type"] == "AWS::EC2::SecurityGroupEgress"]
-    assert egress_resources == ["JobsToAwsApis"]
+    assert sorted(egress_resources) == ["JobsToAwsApis", "JobsToJobs"]
+    hosts = resources["JobsToJobs"]["Properties"]
+    assert (hosts["IpProtocol"], hosts["FromPort"], hosts["ToPort"]) == ("tcp", PROXY_PORT, PROXY_PORT)
+    assert hosts["DestinationSecurityGroupId"] == {"Ref": "JobsSecurityGroup"}
+
+
+@pytest.mark.unit
+def test_the_jobs_admit_one_another_on_the_study_proxy_port_only():
+    """Hosts of one job: the first serves the study to the others on PROXY_PORT; no other
+    ingress to the jobs (checked in the template here, and on the moto deployment)."""
+    resources = _template()["Resources"]
+    ingress = {
+        n: r["Properties"]
+        for n, r in resources.items()
+        if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+        and r["Properties"]["GroupId"] == {"Ref": "JobsSecurityGroup"}
+    }
+    assert list(ingress) == ["JobsFromJobs"]
+    rule = ingress["JobsFromJobs"]
+    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", PROXY_PORT, PROXY_PORT)
+    assert rule["SourceSecurityGroupId"] == {"Ref": "JobsSecurityGroup"} and "CidrIp" not in rule
+    assert "SecurityGroupIngress" not in resources["JobsSecurityGroup"]["Properties"]
 
 
 @pytest.mark.unit

@@ -1,5 +1,5 @@
 """How the SageMaker SDKs lay out a job, run through the real `train` command: SDK v3's `code`
-channel, several instances in one job, and local runs that repeat exactly."""
+channel, several instances in one job sharing a model folder, and local runs that repeat exactly."""
 
 import json
 import shutil
@@ -47,32 +47,27 @@ def test_model_module_from_the_code_channel_of_sdk_v3(job_dir):
 
 
 @pytest.mark.process
-def test_several_instances_are_refused_before_anything_is_written(tmp_path, job_dir):
-    """instance_count=2: SageMaker tars every host's model_dir (and output data) into one archive,
-    so two hosts share the folders here as they would share the archive."""
-    shared = tmp_path / "aggregated"
-    (shared / "model").mkdir(parents=True)
-    (shared / "output-data").mkdir()
-    results = []
-    for host in ("algo-1", "algo-2"):
-        base = job_dir({"n-trials": "1", "epochs": "1"})
-        base = base.rename(tmp_path / host)
-        (base / "input" / "config" / "resourceconfig.json").write_text(
-            json.dumps(
-                {"current_host": host, "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}
-            )
-        )
+def test_two_hosts_sharing_one_model_folder_leave_one_model(tmp_path):
+    """instance_count=2 as SDK v2's local mode lays it out: every host's /opt/ml/model is the same
+    folder. Hosts keep their models aside, so the one model there is the study's best, whole."""
+    from tests.hosts import HostJob
+
+    job = HostJob(tmp_path, 2, {"n-trials": "3", "epochs": "2", "seed": "1"}, name="two-hosts")
+    shared = tmp_path / "shared-model"
+    shared.mkdir()
+    for base in job.bases.values():
         shutil.rmtree(base / "model")
-        shutil.rmtree(base / "output" / "data")
-        (base / "model").symlink_to(shared / "model")
-        (base / "output" / "data").symlink_to(shared / "output-data")
-        results.append((base, run_train(base, TRAINING_JOB_NAME="two-hosts")))
-    for base, result in results:
-        assert result.returncode == 1, result.stderr[-2000:]
-        failure = (base / "output" / "failure").read_text()
-        assert failure.startswith("This image trains on one instance per job, and this job has 2")
-        assert "Run several one-instance jobs on one study instead" in failure and len(failure) < 1024
-    assert list((shared / "model").iterdir()) == [] and list((shared / "output-data").iterdir()) == []
+        (base / "model").symlink_to(shared)
+    try:
+        job.start_all()
+        codes = job.finish_all(600)
+    finally:
+        job.kill_all()
+    assert set(codes.values()) == {0}, {h: p.stderr()[-2000:] for h, p in job.procs.items()}
+    meta = json.loads((shared / "model.json").read_text())
+    best = json.loads((job.bases[job.leader] / "output" / "data" / "best_trial.json").read_text())
+    assert meta["trial_number"] == best["number"]
+    assert sorted(p.name for p in shared.iterdir()) == sorted(["model.json", meta["weights_file"]])
 
 
 def study_table(base: Path) -> list[dict]:

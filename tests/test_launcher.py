@@ -255,6 +255,22 @@ def test_dry_run_prints_requests_without_aws(monkeypatch, tmp_path):
     }
 
 
+@pytest.mark.unit
+def test_instances_make_jobs_of_several_hosts_on_one_study():
+    """--instances N: InstanceCount N in every job; the embedded study needs no database then."""
+    args = launch_args("bucket", "s")
+    at = args.index("--db-secret")
+    result = run_cli(*args, "--jobs", "2", "--instances", "4", "--dry-run")
+    assert result.code == 0, result.err
+    assert [r["ResourceConfig"]["InstanceCount"] for r in result.json()] == [4, 4]
+    alone = args[:at] + args[at + 2 :]  # no database: each job's own embedded study
+    result = run_cli(*alone, "--instances", "3", "--dry-run")
+    assert result.code == 0, result.err
+    (request,) = result.json()
+    assert request["ResourceConfig"]["InstanceCount"] == 3 and "db-secret" not in request["HyperParameters"]
+    assert run_cli(*args, "--instances", "101", "--dry-run").code == 1
+
+
 @pytest.mark.process
 def test_usage_errors_exit_2_from_the_console_script():
     script = str(VENV_BIN / "sagemaker-optuna")

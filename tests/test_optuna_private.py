@@ -222,3 +222,45 @@ def test_tpe_samples_through_sample_and_reads_the_study_through_get_trials(rdb, 
     sampled_by_tpe = 3  # after 2 start-up trials, each trial samples x and y once
     assert len(reads) == sampled_by_tpe  # one read per trial, not one per parameter
     assert len(served) >= sampled_by_tpe  # TPE read them from the snapshot, not the storage
+
+
+# --- Optuna's gRPC storage proxy (entrypoint/proxy.py) ------------------------------------------
+
+
+def test_storage_of_is_the_storage_the_study_uses(rdb):
+    study = optuna.create_study(storage=rdb)
+    assert optuna_private.rdb_of(study) is rdb
+    assert optuna_private.storage_of(study) is study._storage
+
+
+def test_grpc_server_is_optunas_proxy_server_not_started(monkeypatch):
+    from optuna.storages._grpc import server
+
+    assert parameters(server.make_server) == ["storage", "host", "port", "thread_pool"]
+    calls = []
+    monkeypatch.setattr(server, "make_server", lambda *args: calls.append(args) or "server")
+    storage = optuna.storages.InMemoryStorage()
+    assert optuna_private.grpc_server(storage, "10.0.0.1", 13000, None) == "server"
+    assert calls == [(storage, "10.0.0.1", 13000, None)]
+
+
+def test_grpc_client_builds_its_channel_stub_and_cache_through_the_hooks():
+    from optuna.storages._grpc.client import GrpcClientCache
+
+    seen = []
+
+    class Client(optuna_private.GrpcClient):
+        def channel_options(self):
+            return [("grpc.max_reconnect_backoff_ms", 1000)]
+
+        def wrap_stub(self, stub):
+            seen.append(stub)
+            return stub
+
+    client = Client(host="127.0.0.1", port=1)  # a channel connects on the first call only
+    try:
+        assert seen == [client._stub] and isinstance(client._cache, GrpcClientCache)
+        assert client._cache.grpc_client is client._stub
+        assert (client._host, client._port) == ("127.0.0.1", 1)
+    finally:
+        client.close()

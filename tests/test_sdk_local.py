@@ -514,11 +514,30 @@ def test_a_failed_job_is_seen_although_docker_compose_exits_0(engine, image, sdk
     assert io.StringIO(failure).read().count("\n") == 0
 
 
+def assert_one_study_one_model(model_tar: Path, output_tar: Path, hosts: int) -> dict:
+    """SageMaker's (and local mode's) aggregation of every host's folders: one model, the study's
+    best; the report once; a folder of its own per host; no failure."""
+    with tarfile.open(model_tar) as tar:
+        model_names = tar.getnames()
+        meta = json.loads(tar.extractfile("model.json").read())
+    with tarfile.open(output_tar) as tar:
+        output_names = tar.getnames()
+        best = json.loads(tar.extractfile("data/best_trial.json").read())
+        summaries = [json.loads(tar.extractfile(n).read()) for n in output_names if n.endswith("/host.json")]
+    assert "failure" not in output_names, output_names
+    assert model_names.count("model.json") == 1, model_names
+    assert meta["trial_number"] == best["number"] and meta["value"] == best["value"]
+    assert output_names.count("data/trials.csv") == 1 and output_names.count("data/optuna-study.db") == 1
+    assert len(summaries) == hosts and sum(s["keeps_job_model"] for s in summaries) == 1
+    assert {s["leader"] for s in summaries} == {min(s["host"] for s in summaries)}
+    return meta
+
+
 @pytest.mark.container
-def test_two_instances_are_refused_through_the_sdks_own_aggregation(
-    engine, image, sdk_env, channels, tmp_path
-):
-    """instance_count=2: local mode, like SageMaker, packs both hosts' folders into one archive."""
+def test_sdk_v2_two_instances_share_one_study_and_leave_one_model(engine, image, sdk_env, channels, tmp_path):
+    """instance_count=2: local mode starts a container per host on one network (their names
+    resolve through the engine's DNS) and, like SageMaker, packs both hosts' folders into one
+    model.tar.gz and one output.tar.gz."""
     output = tmp_path / "output"
     output.mkdir()
     with compose_root(engine, tmp_path) as root:
@@ -530,21 +549,34 @@ def test_two_instances_are_refused_through_the_sdks_own_aggregation(
             "port": services.free_port(),
             "job": "sdk-v2-two-hosts",
             "instance_count": 2,
-            "hyperparameters": {"n-trials": 1, "epochs": 1},
+            "hyperparameters": {"n-trials": 2, "epochs": 2, "seed": 1, "db-retry-timeout": 120},
         }
-        run = subprocess.run(
-            [str(sdk_python("v2")), str(DRIVERS / "v2_local.py"), json.dumps(args)],
-            env=sdk_env,
-            capture_output=True,
-            text=True,
-            timeout=SDK_TIMEOUT,
+        result, answer = run_sdk("v2", args, sdk_env)
+        trained = assert_training_succeeded(engine, root)
+        assert len(trained) == 2, log_tail(result)
+    model_tar = local_path(answer["model_data"])
+    meta = assert_one_study_one_model(model_tar, model_tar.parent / "output.tar.gz", hosts=2)
+    assert meta["job_name"] == "sdk-v2-two-hosts"
+    assert "Serving study" in result.stdout + result.stderr, log_tail(result)
+
+
+@pytest.mark.container
+def test_sdk_v3_two_instances_share_one_study_and_leave_one_model(engine, image, sdk_env, channels, tmp_path):
+    with compose_root(engine, tmp_path) as root:
+        result, _ = run_sdk(
+            "v3",
+            {
+                "image": image,
+                "channels": channels,
+                "root": str(root),
+                "job": "sdk-v3-two-hosts",
+                "instance_count": 2,
+                "hyperparameters": {"n-trials": "2", "epochs": "2", "seed": "1", "db-retry-timeout": "120"},
+            },
+            sdk_env,
         )
-        exit_codes = sorted(c["State"]["ExitCode"] for c in containers_under(engine, root))
-        assert exit_codes == [1, 1], log_tail(run)
-    with tarfile.open(next(output.rglob("output.tar.gz"))) as tar:
-        failure = tar.extractfile("failure").read().decode()
-    assert failure.startswith(
-        "This image trains on one instance per job, and this job has 2 (instance_count=2)"
-    )
-    with tarfile.open(next(output.rglob("model.tar.gz"))) as tar:
-        assert tar.getnames() == []
+        trained = assert_training_succeeded(engine, root)
+        assert len(trained) == 2, log_tail(result)
+        archives, outputs = list(root.rglob("model.tar.gz")), list(root.rglob("output.tar.gz"))
+        assert len(archives) == 1 and len(outputs) == 1, (archives, outputs, log_tail(result))
+        assert_one_study_one_model(archives[0], outputs[0], hosts=2)

@@ -15,7 +15,7 @@ args = json.loads(sys.argv[1])
 trainer = ModelTrainer(
     training_image=args["image"],
     training_mode=Mode.LOCAL_CONTAINER,
-    compute=Compute(instance_type="local_cpu", instance_count=1),
+    compute=Compute(instance_type="local_cpu", instance_count=args.get("instance_count", 1)),
     role="arn:aws:iam::123456789012:role/optuna-training",
     base_job_name=args["job"],
     hyperparameters=args["hyperparameters"],
