@@ -74,7 +74,9 @@ class ProgressLines:
     CloudWatch time series while the job runs, and DescribeTrainingJob's FinalMetricDataList
     (each metric's last value) once it ends. ``sagemaker-optuna status``, ``best`` and ``deploy``
     read them when the laptop has no path to the database (launcher/jobresults.py). Values are
-    printed in full precision so that jobs' models compare as the study's trials do.
+    printed in full precision, but SageMaker keeps a metric as a 32-bit float (MetricData.Value
+    is a Float), so the launcher rounds every source to float32 before comparing jobs' models:
+    values closer than float32 can tell apart are ties there (the lower trial wins).
     """
 
     def __init__(self, keeper: Any, finished: list[int]) -> None:

@@ -24,7 +24,7 @@ from entrypoint.pruning import PRUNERS
 from entrypoint.search import SAMPLERS
 
 DIRECTIONS = ("maximize", "minimize")
-_NATURAL_DIRECTION = {"accuracy": "maximize", "loss": "minimize"}
+NATURAL_DIRECTION = {"accuracy": "maximize", "loss": "minimize"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +229,7 @@ def parse(hyperparameters: Mapping[str, object]) -> Settings:
             problems.append(f"hyperparameter '{key}' {exc}")
 
     metric = values.get("objective_metric", Settings.objective_metric)
-    natural = _NATURAL_DIRECTION[metric]
+    natural = NATURAL_DIRECTION[metric]
     if values.setdefault("direction", natural) != natural:
         problems.append(
             f"hyperparameter 'direction' is {values['direction']} but objective-metric {metric} "

@@ -408,6 +408,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             aws.client(session, "cloudwatch"),
             args.study,
             args.job_prefix,
+            _database(args),
         )
         _print(args, doc, jobresults.status_text(doc))
         return EXIT_OK
@@ -418,6 +419,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _database(args: argparse.Namespace) -> dict[str, str]:
+    """The database options given (or filled by --stack), by hyperparameter name: the jobs
+    source keeps only the jobs given the same (launcher/jobresults.py)."""
+    return {
+        hp: getattr(args, dest)
+        for dest, hp in STUDY_OPTION_HPS.items()
+        if hp in jobresults.DATABASE_HPS and getattr(args, dest)
+    }
+
+
 def _find_best(args: argparse.Namespace) -> tuple[Any, best_mod.BestModel, str]:
     session = _session(args)
     settings, source = _source(args, session)
@@ -425,7 +436,7 @@ def _find_best(args: argparse.Namespace) -> tuple[Any, best_mod.BestModel, str]:
     s3 = None if args.no_verify else aws.client(session, "s3")
     if not source.is_study:
         found, notes = jobresults.find_best(
-            sagemaker, s3, aws.client(session, "cloudwatch"), args.study, args.job_prefix
+            sagemaker, s3, aws.client(session, "cloudwatch"), args.study, args.job_prefix, _database(args)
         )
         for note in notes:
             _note(f"Note: {note}")

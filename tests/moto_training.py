@@ -5,7 +5,8 @@ moto marks every training job Completed at once, replaces its MetricDefinitions 
 own and reports a fixed FinalMetricDataList. Here a job keeps the definitions it was created
 with, and when ``$MOTO_TRAINING_LOGS/<job>.log`` exists (the stdout of the test's real run of
 that job), DescribeTrainingJob answers as SageMaker does for it: each definition's regex applied
-to every line, the last match being the metric's final value, and the status from
+to every line, the last match being the metric's final value (a 32-bit float, as SageMaker
+stores it), and the status from
 ``<job>.status`` (default Completed; no final metrics while InProgress). No library emulates
 SageMaker's metric parsing, hence this small patch; run as
 ``python -m tests.moto_training -H HOST -p PORT`` (it includes tests/moto_resource_auth.py).
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy
 from moto.core.utils import utcnow
 from moto.sagemaker.models import FakeTrainingJob
 from moto.server import main
@@ -36,7 +38,9 @@ def final_metrics(log: str, definitions: list[dict[str, str]]) -> list[dict[str,
     for definition in definitions:
         values = [m.group(1) for line in log.splitlines() if (m := re.search(definition["Regex"], line))]
         if values:
-            found.append({"MetricName": definition["Name"], "Value": float(values[-1]), "Timestamp": now})
+            # A 32-bit float, as SageMaker keeps it (botocore's shape MetricData.Value is Float).
+            value = float(numpy.float32(values[-1]))
+            found.append({"MetricName": definition["Name"], "Value": value, "Timestamp": now})
     return found
 
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -62,6 +63,11 @@ def _upload_model(s3, model_dir: Path, uri: str) -> None:
             tar.add(path, arcname=path.name)
     bucket, key = uri.removeprefix("s3://").split("/", 1)
     s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+
+
+def reported(value: float) -> float:
+    """A metric's value as SageMaker reports it: a 32-bit float."""
+    return float(np.float32(value))
 
 
 def put_live_metrics(job: str, **values: float) -> None:
@@ -140,13 +146,13 @@ def test_jobs_report_their_model_and_the_study_best_in_final_metrics(fleet):
         own = [t for t in study.trials if t.user_attrs.get("job_name") == name]
         kept = ranking.best("maximize", [t for t in own if t.state == TrialState.COMPLETE], lambda t: t.value)
         assert final["job:trials"] == len(own) == 3
-        assert (final["model:trial"], final["model:value"]) == (kept.number, kept.value)
+        assert (final["model:trial"], final["model:value"]) == (kept.number, reported(kept.value))
     # The second job ended last: it saw the whole study.
     final = {
         m["MetricName"]: m["Value"]
         for m in sagemaker.describe_training_job(TrainingJobName=fleet.jobs[1])["FinalMetricDataList"]
     }
-    assert (final["best:trial"], final["best:value"]) == (fleet.truth().number, fleet.truth().value)
+    assert (final["best:trial"], final["best:value"]) == (fleet.truth().number, reported(fleet.truth().value))
 
 
 def test_status_without_a_path_to_the_database_reads_the_jobs(fleet):
@@ -162,7 +168,11 @@ def test_status_without_a_path_to_the_database_reads_the_jobs(fleet):
     assert [rows[n]["from"] for n in fleet.jobs] == ["final metrics", "final metrics", "cloudwatch"]
     assert doc["trials"] == 7
     truth = fleet.truth()
-    assert doc["best"] == {"trial": truth.number, "value": truth.value, "job": truth.user_attrs["job_name"]}
+    assert doc["best"] == {
+        "trial": truth.number,
+        "value": reported(truth.value),
+        "job": truth.user_attrs["job_name"],
+    }
     assert doc["study_best_reported"]["trial"] == truth.number
 
     text = run_cli("status", "--study", STUDY, "--db-secret", fleet.laptop_secret)
@@ -177,7 +187,7 @@ def test_best_and_deploy_without_a_database_deploy_the_study_best_model(fleet):
     assert doc["source"].startswith("training jobs")
     assert (doc["trial"], doc["value"], doc["job"]) == (
         truth.number,
-        truth.value,
+        reported(truth.value),
         truth.user_attrs["job_name"],
     )
     assert doc["model_trial"] == truth.number and doc["params"] == truth.params
@@ -227,7 +237,7 @@ def test_jobs_launched_without_the_metric_definitions_are_read_from_model_json(f
     assert rows[f"{prefix}-with-model"]["from"] == "model.json"
     assert (rows[f"{prefix}-with-model"]["model_trial"], rows[f"{prefix}-with-model"]["best"]) == (
         kept["trial_number"],
-        kept["value"],
+        reported(kept["value"]),
     )
     assert rows[f"{prefix}-without"]["from"] is None
     assert any("does not exist" in note for note in status.json()["notes"])
