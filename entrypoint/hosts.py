@@ -42,15 +42,20 @@ from core import ranking
 from core.artifact import META_FILE, ModelRecord
 from core.errors import UserError
 from entrypoint.constants import HOST_SUMMARY_FILE
-from entrypoint.dberrors import Retrier, describe
+from entrypoint.dberrors import Retrier, describe, is_transient
 from entrypoint.stopping import Guard
 
 logger = logging.getLogger(__name__)
 
 ATTR_PREFIX = "sagemaker-optuna:hosts"  # study system attributes: <prefix>:<job>:<host> and :decision
 POLL_S = 0.5  # how often a waiting host reads the others' records
-STOP_WAIT_S = 60.0  # after SIGTERM: the leader waits this long for the others' last trials
-ACK_WAIT_S = 15.0  # after SIGTERM: and this long for them to read its decision
+# After SIGTERM, counted from its arrival on each host (SageMaker signals every host at once and
+# kills them 120 s later): the leader waits STOP_WAIT_S for the others' last trials, then
+# ACK_WAIT_S for the chosen host to confirm, then ACK_WAIT_S for the hosts to read the final
+# decision; a worker waits for it a further ACK_WAIT_S, so it never gives up before the leader
+# has decided (50 + 3 x 12 = 86 s: every host exits within ~90 s).
+STOP_WAIT_S = 50.0
+ACK_WAIT_S = 12.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +236,33 @@ class Roster:
         # A host that cannot reach the study gives up after db-retry-timeout: wait that long for
         # one never heard from, and a grace period more.
         self._join_s = retry.timeout_s + grace_s
+        self._stop_since: float | None = None
+        self._stop_clock()
+
+    # --- the stop budget (after SIGTERM) -----------------------------------------------------
+
+    def _stop_clock(self) -> float | None:
+        """When SIGTERM arrived (by this process's clock), or None before it: every host counts
+        its stop deadlines from that moment, not from when it reached the end."""
+        if self._stop_since is None and self._guard.stopping:
+            self._stop_since = self._guard.stopped_at or self._clock()
+        return self._stop_since
+
+    def _stop_deadline(self, wait_s: float) -> float | None:
+        since = self._stop_clock()
+        return None if since is None else since + wait_s
+
+    @property
+    def _budget_s(self) -> float:
+        """This host's whole stop budget: the leader's last wait ends before a worker's."""
+        return STOP_WAIT_S + (2 if self.cluster.is_leader else 3) * ACK_WAIT_S
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        """A roster call: retried through outages, but after SIGTERM only for the stop budget left
+        (the job's db-retry-timeout may outlast SageMaker's SIGKILL)."""
+        deadline = self._stop_deadline(self._budget_s)
+        limit = None if deadline is None else max(0.0, deadline - self._clock())
+        return self._db(fn, what, limit_s=limit, stoppable=False)
 
     # --- keys and records -------------------------------------------------------------------
 
@@ -246,19 +278,17 @@ class Roster:
             self._record.update(changes)
             self._record["seq"] += 1
             record = dict(self._record)
-        self._db(
+        self._call(
             lambda: self._storage.set_study_system_attr(
                 self._study_id, self._key(self.cluster.current), record
             ),
             "posting this host's state",
-            stoppable=False,
         )
 
     def _read(self) -> tuple[dict[str, dict[str, Any] | None], dict[str, Any] | None]:
-        attrs = self._db(
+        attrs = self._call(
             lambda: self._storage.get_study_system_attrs(self._study_id),
             "reading the hosts' states",
-            stoppable=False,
         )
         return {h: attrs.get(self._key(h)) for h in self.cluster.hosts}, attrs.get(self._decision_key)
 
@@ -292,21 +322,102 @@ class Roster:
     def finish(self, model: ModelRecord | None, direction: str) -> Decision:
         """Post this host's kept model and agree which host keeps the job's one model."""
         kept = None if model is None else {"trial": model.trial_number, "value": model.value}
-        self._post(state="done", model=kept)
-        if self.cluster.is_leader:
-            return self._lead(direction)
-        return self._follow()
-
-    def _stop_deadline(self, since: float, wait_s: float) -> float | None:
-        return since + wait_s if self._guard.stopping else None
+        try:
+            self._post(state="done", model=kept)
+            if self.cluster.is_leader:
+                return self._lead(direction)
+            return self._follow()
+        except Exception as exc:
+            if not (self._guard.stopping and is_transient(exc)):
+                raise
+            # After SIGTERM the stop budget ran out in an outage: exiting beats being SIGKILLed.
+            logger.warning(
+                "Stopping: the hosts' study did not answer within the %g s left after SIGTERM (%s): "
+                "this host keeps no model",
+                self._budget_s,
+                describe(exc),
+            )
+            return Decision(None)
 
     def _lead(self, direction: str) -> Decision:
+        """Wait for the others, propose the best kept model, have its host confirm it (else fall
+        back to the best host that did confirm), post the final decision, wait for the reads."""
         liveness = _Liveness(self._clock)
+        records, finished, absent = self._await_done(liveness)
+        mine = dict(self._record)
+        candidates = [(self.cluster.current, mine.get("model"))]
+        candidates += [(h, (records[h] or {}).get("model")) for h in finished if records[h]["state"] != "failed"]
+        winner = self._best(direction, candidates)
+        doc = self._decision_doc(winner, {h: (records[h] or {}).get("nonce") for h in finished}, absent)
+        doc["final"] = False
+        self._post_decision(doc)
+        if winner is not None and winner[0] != self.cluster.current:
+            records, confirmed = self._await_confirmations(winner[0], liveness)
+            if winner[0] not in confirmed:
+                fallback = [c for c in candidates if c[0] == self.cluster.current]
+                fallback += [(h, (records[h] or {}).get("model")) for h in confirmed]
+                chosen = self._best(direction, fallback)
+                logger.warning(
+                    "Host %s did not confirm it keeps the model: %s keeps it instead",
+                    winner[0],
+                    chosen[0] if chosen else "no host",
+                )
+                hosts_read = dict(doc["hosts"])
+                hosts_read.update({h: records[h]["nonce"] for h in confirmed})
+                hosts_read.pop(winner[0], None)
+                absent = [h for h in absent if h not in hosts_read] + [winner[0]]
+                doc = self._decision_doc(chosen, hosts_read, absent)
+        doc["final"] = True
+        self._post_decision(doc)
+        decision = Decision(
+            model_host=doc["model_host"],
+            model_trial=doc["model_trial"],
+            model_value=doc["model_value"],
+            hosts=tuple([self.cluster.current, *doc["hosts"]]),
+            absent=tuple(doc["absent"]),
+        )
+        logger.info(
+            "All hosts done: %s keeps the model (trial %s)%s",
+            decision.model_host or "no host",
+            decision.model_trial,
+            f"; hosts given up on: {', '.join(decision.absent)}" if decision.absent else "",
+        )
+        self._await_reads(doc, liveness)
+        return decision
+
+    @staticmethod
+    def _best(direction: str, candidates: list[tuple[str, Any]]) -> tuple[str, Any] | None:
+        kept = sorted((c for c in candidates if c[1]), key=lambda c: c[1]["trial"])
+        return ranking.best(direction, kept, lambda c: c[1]["value"])
+
+    def _decision_doc(
+        self, winner: tuple[str, Any] | None, hosts_read: Mapping[str, Any], absent: list[str]
+    ) -> dict[str, Any]:
+        return {
+            "leader_nonce": self.nonce,
+            "model_host": winner[0] if winner else None,
+            "model_trial": winner[1]["trial"] if winner else None,
+            "model_value": winner[1]["value"] if winner else None,
+            "hosts": dict(hosts_read),
+            "absent": list(absent),
+        }
+
+    def _post_decision(self, doc: Mapping[str, Any]) -> None:
+        doc = dict(doc)
+        self._call(
+            lambda: self._storage.set_study_system_attr(self._study_id, self._decision_key, doc),
+            "posting the hosts' decision",
+        )
+
+    def _await_done(self, liveness: _Liveness) -> tuple[dict[str, Any], list[str], list[str]]:
+        """Wait until every other host is done, silent for the grace period, never joined, or,
+        after SIGTERM, STOP_WAIT_S has passed since SIGTERM arrived."""
         started = self._clock()
-        stop_deadline: float | None = None
         while True:
             records, _ = self._read()
-            finished, waiting, absent = [], [], []
+            finished: list[str] = []
+            waiting: list[str] = []
+            absent: list[str] = []
             for host in self.cluster.others:
                 record = records[host]
                 state = (record or {}).get("state")
@@ -325,56 +436,42 @@ class Roster:
                     )
                 else:
                     waiting.append(host)
-            if self._guard.stopping and stop_deadline is None:
-                stop_deadline = self._clock() + STOP_WAIT_S
+            stop_deadline = self._stop_deadline(STOP_WAIT_S)
             if waiting and stop_deadline is not None and self._clock() >= stop_deadline:
                 logger.warning("Stopping: not waiting any longer for hosts %s", ", ".join(waiting))
                 absent += waiting
                 waiting = []
             if not waiting:
-                break
+                return records, finished, absent
             if self._clock() - started > self._interval_s and int(self._clock() - started) % 30 == 0:
                 logger.info("Waiting for hosts %s to finish their trials", ", ".join(waiting))
             time.sleep(POLL_S)
-        mine = dict(self._record)
-        candidates = [(self.cluster.current, mine.get("model"))]
-        candidates += [
-            (h, (records[h] or {}).get("model")) for h in finished if records[h]["state"] != "failed"
-        ]
-        candidates = sorted((c for c in candidates if c[1]), key=lambda c: c[1]["trial"])
-        winner = ranking.best(direction, candidates, lambda c: c[1]["value"])
-        decision = Decision(
-            model_host=winner[0] if winner else None,
-            model_trial=winner[1]["trial"] if winner else None,
-            model_value=winner[1]["value"] if winner else None,
-            hosts=tuple([self.cluster.current, *finished]),
-            absent=tuple(absent),
-        )
-        doc = {
-            "leader_nonce": self.nonce,
-            "model_host": decision.model_host,
-            "model_trial": decision.model_trial,
-            "model_value": decision.model_value,
-            "hosts": {h: (records[h] or {}).get("nonce") for h in finished},
-            "absent": list(absent),
-        }
-        self._db(
-            lambda: self._storage.set_study_system_attr(self._study_id, self._decision_key, doc),
-            "posting the hosts' decision",
-            stoppable=False,
-        )
-        logger.info(
-            "All hosts done: %s keeps the model (trial %s)%s",
-            decision.model_host or "no host",
-            decision.model_trial,
-            f"; hosts given up on: {', '.join(absent)}" if absent else "",
-        )
-        self._await_reads(doc, liveness)
-        return decision
+
+    def _confirmed(self, record: Mapping[str, Any] | None) -> bool:
+        return bool(record) and record.get("ack") == self.nonce and bool(record.get("model"))
+
+    def _wait_deadline(self, stop_wait_s: float) -> float:
+        normal = self._clock() + self._grace_s + self._interval_s
+        stop = self._stop_deadline(stop_wait_s)
+        return normal if stop is None else min(normal, stop)
+
+    def _await_confirmations(self, chosen: str, liveness: _Liveness) -> tuple[dict[str, Any], list[str]]:
+        """Wait for the chosen host to confirm the proposal; the hosts that did confirm."""
+        deadline = self._wait_deadline(STOP_WAIT_S + ACK_WAIT_S)
+        while True:
+            records, _ = self._read()
+            confirmed = [h for h in self.cluster.others if self._confirmed(records[h])]
+            record = records[chosen] or {}
+            if chosen in confirmed or record.get("state") == "failed":
+                return records, confirmed
+            if liveness.silent_for(chosen, record) > self._grace_s or self._clock() >= deadline:
+                return records, confirmed
+            deadline = min(deadline, self._wait_deadline(STOP_WAIT_S + ACK_WAIT_S))  # SIGTERM now
+            time.sleep(POLL_S)
 
     def _await_reads(self, doc: Mapping[str, Any], liveness: _Liveness) -> None:
         """Serve until every host has read the decision (they read it through the proxy)."""
-        deadline = self._clock() + (ACK_WAIT_S if self._guard.stopping else self._grace_s + self._interval_s)
+        deadline = self._wait_deadline(STOP_WAIT_S + 2 * ACK_WAIT_S)
         pending = dict(doc["hosts"])
         while pending and self._clock() < deadline:
             records, _ = self._read()
@@ -385,16 +482,17 @@ class Roster:
                 elif liveness.silent_for(host, record) > self._grace_s:
                     del pending[host]
             if pending:
+                deadline = min(deadline, self._wait_deadline(STOP_WAIT_S + 2 * ACK_WAIT_S))
                 time.sleep(POLL_S)
         if pending:
             logger.warning("Hosts %s did not confirm the decision", ", ".join(pending))
 
     def _follow(self) -> Decision:
+        """Wait for the leader's decision: confirm its proposals, return its final decision."""
         leader = self.cluster.leader
         liveness = _Liveness(self._clock)
         first_leader_record: Any = "unread"
         leader_seen_alive = False
-        stop_deadline: float | None = None
         while True:
             records, doc = self._read()
             leader_record = records[leader]
@@ -405,23 +503,25 @@ class Roster:
             current = (
                 bool(doc) and bool(leader_record) and doc.get("leader_nonce") == leader_record.get("nonce")
             )
-            if current and doc["hosts"].get(self.cluster.current) == self.nonce:
+            # A decision of this run: it names this host, or the leader posted it since this host
+            # began waiting (a previous run's decision cannot be told apart otherwise).
+            ours = current and (doc["hosts"].get(self.cluster.current) == self.nonce or leader_seen_alive)
+            if ours and doc.get("final", True):
+                if doc["hosts"].get(self.cluster.current) != self.nonce:
+                    logger.warning(
+                        "The leader host %s decided without this host (it stopped hearing from it)", leader
+                    )
                 decision = _decision_from(doc)
                 break
-            if current and leader_seen_alive:
-                logger.warning(
-                    "The leader host %s decided without this host (it stopped hearing from it)", leader
-                )
-                decision = _decision_from(doc)
-                break
+            if ours and self._record.get("ack") != doc["leader_nonce"]:
+                self._post(ack=doc["leader_nonce"])  # alive and still holding its model
             silent = liveness.silent_for(leader, leader_record)
             if silent > self._grace_s:
                 raise UserError(
                     f"The leader host {leader} has shown no sign of life for {silent:.0f} s "
                     "(heartbeat-grace-period): it stopped or died before deciding which host keeps the model"
                 )
-            if self._guard.stopping and stop_deadline is None:
-                stop_deadline = self._clock() + STOP_WAIT_S + ACK_WAIT_S
+            stop_deadline = self._stop_deadline(self._budget_s)
             if stop_deadline is not None and self._clock() >= stop_deadline:
                 logger.warning("Stopping before the leader host %s decided: this host keeps no model", leader)
                 return Decision(None)

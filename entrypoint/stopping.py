@@ -41,6 +41,7 @@ class Guard:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
+        self.stopped_at: float | None = None  # time.monotonic() when SIGTERM arrived
         self._in_trial = False
         self._timeout: float | None = None
         self._deadline: float | None = None
@@ -76,6 +77,8 @@ class Guard:
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         logger.warning("SIGTERM: finishing the running trial at its next iteration, then stopping")
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
         self.stop.set()
         if self._in_trial:
             remaining = signal.getitimer(signal.ITIMER_REAL)[0]

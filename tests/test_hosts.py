@@ -295,3 +295,103 @@ def test_the_proxy_binds_the_job_interface_address_never_every_interface(monkeyp
         assert hosts_mod.bind_address(hosts_mod.Cluster(current, (current, "z"), "eth0")) == "10.0.1.5"
     with pytest.raises(Exception, match="network interface 'eth9' has no IPv4 address"):
         hosts_mod.bind_address(hosts_mod.Cluster("unknown", ("unknown", "z"), "eth9"))
+
+
+# --- the agreement at the end (hosts.Roster), on one in-memory study: deterministic, no processes
+
+
+def _rosters(monkeypatch, names, stopping, interval_s=60.0, grace_s=180.0, storage=None):
+    """One Roster per host, on one shared in-memory study; after SIGTERM when ``stopping``.
+    The stop waits are scaled down (50 -> 2 s, 12 -> 0.5 s), keeping their order."""
+    from entrypoint.dberrors import Retrier
+    from entrypoint.stopping import Guard
+
+    monkeypatch.setattr(hosts_mod, "STOP_WAIT_S", 2.0)
+    monkeypatch.setattr(hosts_mod, "ACK_WAIT_S", 0.5)
+    monkeypatch.setattr(hosts_mod, "POLL_S", 0.05)
+    if storage is None:
+        storage = optuna.storages.InMemoryStorage()
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
+    rosters = {}
+    for name in names:
+        guard = Guard()
+        if stopping:
+            guard.stop.set()
+            guard.stopped_at = time.monotonic()
+        cluster = hosts_mod.Cluster(name, tuple(sorted(names)))
+        rosters[name] = hosts_mod.Roster(cluster, "job", storage, 0, interval_s, grace_s, Retrier(300, guard.stop), guard)
+    return rosters
+
+
+def _model(trial, value):
+    from core.artifact import ModelRecord
+
+    return ModelRecord("w.npz", {}, 64, 10, trial_number=trial, value=value)
+
+
+def _finish_all(rosters, plan, enter=True):
+    """Run roster.finish(model) for each (host, delay, model) in ``plan`` in its own thread."""
+    import threading
+
+    out = {}
+
+    def run(host, delay, model):
+        time.sleep(delay)
+        if not enter:
+            out[host] = rosters[host].finish(model, "maximize")
+            return
+        with rosters[host]:
+            out[host] = rosters[host].finish(model, "maximize")
+
+    threads = [threading.Thread(target=run, args=step, daemon=True) for step in plan]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return out
+
+
+@pytest.mark.unit
+def test_after_sigterm_a_worker_that_finished_first_still_gets_the_model_the_leader_gives_it(monkeypatch):
+    # Every host got SIGTERM at once; algo-3 froze; algo-2 finished at once with the best model,
+    # the leader 1 s later (its trial took longer to stop). Stop clocks run from SIGTERM on every
+    # host: the worker is still waiting when the leader decides, so it keeps the model.
+    rosters = _rosters(monkeypatch, ("algo-1", "algo-2", "algo-3"), stopping=True)
+    rosters["algo-3"]._post(state="running")
+    started = time.monotonic()
+    out = _finish_all(rosters, [("algo-2", 0.0, _model(5, 0.99)), ("algo-1", 1.0, _model(3, 0.90))])
+    assert out["algo-1"].model_host == "algo-2" and out["algo-1"].absent == ("algo-3",)
+    assert [h for h, d in out.items() if d.keeps_model(h)] == ["algo-2"]
+    assert time.monotonic() - started < 2.0 + 3 * 0.5 + 1.0  # within the (scaled) stop budget
+
+
+@pytest.mark.unit
+def test_a_chosen_host_that_died_before_confirming_is_replaced_by_the_best_that_confirmed(monkeypatch):
+    # algo-3 posted "done" with the best model and died before reading the decision: the leader
+    # proposes it, gets no confirmation, and gives the model to the best host that confirmed.
+    rosters = _rosters(monkeypatch, ("algo-1", "algo-2", "algo-3"), stopping=False, interval_s=0.2, grace_s=1.0)
+    rosters["algo-3"]._post(state="done", model={"trial": 7, "value": 0.999})  # no beacon: dead
+    out = _finish_all(rosters, [("algo-2", 0.0, _model(5, 0.95)), ("algo-1", 0.2, _model(3, 0.90))])
+    assert out["algo-1"].model_host == out["algo-2"].model_host
+    assert out["algo-1"].model_host == "algo-2" and out["algo-1"].model_trial == 5
+    assert "algo-3" in out["algo-1"].absent
+
+
+@pytest.mark.unit
+def test_after_sigterm_a_worker_whose_leader_is_gone_exits_within_the_stop_budget(monkeypatch, caplog):
+    # The leader's proxy is gone: every call fails as transient. db-retry-timeout is 300 s, but
+    # after SIGTERM the worker gives up within its stop budget (scaled: 2 + 3 x 0.5 s), no model.
+    from entrypoint.dberrors import StorageUnreachable
+
+    class Gone(optuna.storages.InMemoryStorage):
+        def set_study_system_attr(self, *args):
+            raise StorageUnreachable("the study's leader host algo-1 (port 13000) did not answer")
+
+        get_study_system_attrs = set_study_system_attr
+
+    rosters = _rosters(monkeypatch, ("algo-1", "algo-2"), stopping=True, storage=Gone())
+    started = time.monotonic()
+    out = _finish_all({"algo-2": rosters["algo-2"]}, [("algo-2", 0.0, _model(5, 0.99))], enter=False)
+    assert out["algo-2"] == hosts_mod.Decision(None)
+    assert time.monotonic() - started < 2.0 + 3 * 0.5 + 2.0
+    assert "did not answer within" in caplog.text and "keeps no model" in caplog.text
