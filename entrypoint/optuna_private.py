@@ -441,10 +441,20 @@ class LiarTPESampler(optuna.samplers.TPESampler):
 
 def grpc_server(storage: optuna.storages.BaseStorage, host: str, port: int, thread_pool: Any) -> Any:
     """Optuna's gRPC proxy server for ``storage``, not yet started (``run_grpc_proxy_server``
-    would block until the process ends, and could not be stopped with the job)."""
-    from optuna.storages._grpc.server import make_server
+    would block until the process ends, and could not be stopped with the job). Built as
+    Optuna 5.0's ``optuna.storages._grpc.server.make_server`` builds it, which takes no server
+    options: ours accept messages of any size from the hosts (as Optuna's client does) and
+    refuse to share the port with another server (gRPC sets SO_REUSEPORT by default)."""
+    import grpc
+    from optuna.storages._grpc import servicer
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
 
-    return make_server(storage, host, port, thread_pool)
+    options = [("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)]
+    server = grpc.server(thread_pool, options=options)
+    api_pb2_grpc.add_StorageServiceServicer_to_server(servicer.OptunaStorageProxyService(storage), server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:  # older gRPC reports a failed bind this way
+        raise OSError(f"Cannot serve the study on {host}:{port}: the address or port is taken")
+    return server
 
 
 class GrpcClient(optuna.storages.GrpcStorageProxy):

@@ -395,3 +395,27 @@ def test_after_sigterm_a_worker_whose_leader_is_gone_exits_within_the_stop_budge
     assert out["algo-2"] == hosts_mod.Decision(None)
     assert time.monotonic() - started < 2.0 + 3 * 0.5 + 2.0
     assert "did not answer within" in caplog.text and "keeps no model" in caplog.text
+
+
+@pytest.mark.unit
+def test_the_proxy_takes_large_messages_and_never_shares_its_port():
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="big")
+    port = services.free_port()
+    with proxy.ProxyServer(study, "127.0.0.1", port, 60):
+        # A second server on the same port (gRPC sets SO_REUSEPORT by default) is refused.
+        with pytest.raises(RuntimeError, match="Failed to bind"):
+            with proxy.ProxyServer(optuna.create_study(study_name="other"), "127.0.0.1", port, 60):
+                pass
+        client = proxy.ProxyClient("127.0.0.1", port, 5.0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                big = "x" * (5 << 20)  # above gRPC's default 4 MiB receive limit
+                study_id = client.get_study_id_from_name("big")
+                client.set_study_user_attr(study_id, "big", big)
+            assert study.user_attrs["big"] == big
+        finally:
+            client.close()
