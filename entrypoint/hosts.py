@@ -115,6 +115,17 @@ def bind_address(cluster: Cluster) -> str:
     if resolved is not None and (not networks or any(resolved in n.network for n in networks)):
         return str(resolved)
     if networks:
+        if resolved is not None:
+            logger.warning(
+                "Host name %s resolves to %s, not on network interface %s: serving the study on %s; "
+                "the other hosts must reach %s at %s",
+                cluster.current,
+                resolved,
+                cluster.interface,
+                networks[0].ip,
+                cluster.current,
+                networks[0].ip,
+            )
         return str(networks[0].ip)
     raise UserError(
         f"Cannot find this host's address to serve the study on: network interface "
@@ -346,7 +357,9 @@ class Roster:
         records, finished, absent = self._await_done(liveness)
         mine = dict(self._record)
         candidates = [(self.cluster.current, mine.get("model"))]
-        candidates += [(h, (records[h] or {}).get("model")) for h in finished if records[h]["state"] != "failed"]
+        candidates += [
+            (h, (records[h] or {}).get("model")) for h in finished if records[h]["state"] != "failed"
+        ]
         winner = self._best(direction, candidates)
         doc = self._decision_doc(winner, {h: (records[h] or {}).get("nonce") for h in finished}, absent)
         doc["final"] = False

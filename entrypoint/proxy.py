@@ -166,11 +166,13 @@ class _Calls:
 class ProxyClient(optuna_private.GrpcClient):
     """Optuna's gRPC storage client for a host of the job, talking to the leader's proxy."""
 
-    def __init__(self, leader: str, port: int, timeout: float) -> None:
+    def __init__(self, leader: str, port: int, timeout: float, address: str | None = None) -> None:
+        """``address``: where to connect when it is known (the leader's own client: the address
+        its server bound, which its own host name may not resolve to), else the leader's name."""
         self.leader, self.timeout = leader, timeout
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            super().__init__(host=leader, port=port)
+            super().__init__(host=address or leader, port=port)
 
     @property
     def shown(self) -> str:

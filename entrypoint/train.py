@@ -150,6 +150,7 @@ def _run_served(
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
     with contextlib.ExitStack() as stack:
         wrap_up: Callable[[float], None] = lambda limit_s: None  # noqa: E731
+        address: str | None = None
         if cluster.is_leader:
             db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
             baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
@@ -166,7 +167,14 @@ def _run_served(
                 with server.lock:
                     _wrap_up(served, db, paths, job.db, limit_s)
 
-        client = proxy.ProxyClient(cluster.leader, PROXY_PORT, proxy.call_timeout(settings.db_retry_timeout))
+        # The leader connects to the address its server bound (hosts.bind_address may fall back
+        # to the interface's address when its own name resolves elsewhere, e.g. to loopback).
+        client = proxy.ProxyClient(
+            cluster.leader,
+            PROXY_PORT,
+            proxy.call_timeout(settings.db_retry_timeout),
+            address if cluster.is_leader else None,
+        )
         stack.callback(client.close)
         try:
             study = job.db(

@@ -319,7 +319,9 @@ def _rosters(monkeypatch, names, stopping, interval_s=60.0, grace_s=180.0, stora
             guard.stop.set()
             guard.stopped_at = time.monotonic()
         cluster = hosts_mod.Cluster(name, tuple(sorted(names)))
-        rosters[name] = hosts_mod.Roster(cluster, "job", storage, 0, interval_s, grace_s, Retrier(300, guard.stop), guard)
+        rosters[name] = hosts_mod.Roster(
+            cluster, "job", storage, 0, interval_s, grace_s, Retrier(300, guard.stop), guard
+        )
     return rosters
 
 
@@ -369,7 +371,9 @@ def test_after_sigterm_a_worker_that_finished_first_still_gets_the_model_the_lea
 def test_a_chosen_host_that_died_before_confirming_is_replaced_by_the_best_that_confirmed(monkeypatch):
     # algo-3 posted "done" with the best model and died before reading the decision: the leader
     # proposes it, gets no confirmation, and gives the model to the best host that confirmed.
-    rosters = _rosters(monkeypatch, ("algo-1", "algo-2", "algo-3"), stopping=False, interval_s=0.2, grace_s=1.0)
+    rosters = _rosters(
+        monkeypatch, ("algo-1", "algo-2", "algo-3"), stopping=False, interval_s=0.2, grace_s=1.0
+    )
     rosters["algo-3"]._post(state="done", model={"trial": 7, "value": 0.999})  # no beacon: dead
     out = _finish_all(rosters, [("algo-2", 0.0, _model(5, 0.95)), ("algo-1", 0.2, _model(3, 0.90))])
     assert out["algo-1"].model_host == out["algo-2"].model_host
@@ -417,5 +421,25 @@ def test_the_proxy_takes_large_messages_and_never_shares_its_port():
                 study_id = client.get_study_id_from_name("big")
                 client.set_study_user_attr(study_id, "big", big)
             assert study.user_attrs["big"] == big
+        finally:
+            client.close()
+
+
+@pytest.mark.unit
+def test_the_leader_s_own_client_reaches_the_address_its_proxy_bound():
+    # The leader's own name may resolve to an address the proxy did not bind (hosts.bind_address
+    # falls back to the interface's address): its client connects to the bound address.
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="bound")
+    port = services.free_port()
+    with proxy.ProxyServer(study, "127.0.0.1", port, 60):
+        client = proxy.ProxyClient("algo-1.invalid", port, 5.0, address="127.0.0.1")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert client.get_study_id_from_name("bound") == study._study_id
+            assert "algo-1.invalid" in client.shown
         finally:
             client.close()
