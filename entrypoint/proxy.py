@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ import grpc
 import optuna
 import sqlalchemy
 
+from core.errors import UserError
 from entrypoint import optuna_private
 from entrypoint.dberrors import StorageUnreachable, describe
 from entrypoint.storage import fail_stale_trials
@@ -46,6 +48,14 @@ MAX_CALL_TIMEOUT_S = 30.0  # a call's deadline: this, or a third of db-retry-tim
 STOP_GRACE_S = 2.0
 RECONNECT_MAX_MS = 2000  # the longest wait between two attempts to reach the leader  # calls in flight when the server stops get this long to finish
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+FAILED_MARK = (
+    "sagemaker-optuna:leader-failed:"  # in the details of every call answered after the leader failed
+)
+MAX_FAILED_LINGER_S = 30.0  # a failed leader answers "failed" this long, at most, before it exits
+
+
+class LeaderFailed(Exception):
+    """Raised by the served storage once the leader has failed: every host's next call fails."""
 
 
 def call_timeout(db_retry_timeout: float) -> float:
@@ -59,6 +69,11 @@ class _Served:
 
     def __init__(self, backend: optuna.storages.BaseStorage, lock: threading.Lock) -> None:
         self._backend, self._lock = backend, lock
+        self.failure: str | None = None  # set when the leader fails: every call answers it
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise LeaderFailed(FAILED_MARK + self.failure)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._backend, name)
@@ -66,12 +81,14 @@ class _Served:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            self._check()
             with self._lock:
                 return attr(*args, **kwargs)
 
         return call
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._check()
         with self._lock:
             if key == HEARTBEAT_KEY:
                 self._backend.record_heartbeat(trial_id)
@@ -108,12 +125,13 @@ class ProxyServer:
         self._sweep_every_s = sweep_every_s
         self.lock = threading.Lock()  # also held by the leader's own direct reads (the report)
         self._server: Any = None
+        self._served: _Served | None = None
         self._done = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep, name="proxy-stale-sweep", daemon=True)
 
     def __enter__(self) -> ProxyServer:
         _no_fsync(self.study)
-        served = _Served(optuna_private.storage_of(self.study), self.lock)
+        served = self._served = _Served(optuna_private.storage_of(self.study), self.lock)
         self._server = optuna_private.grpc_server(
             served, self.address, self.port, ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="proxy")
         )
@@ -128,6 +146,16 @@ class ProxyServer:
         self._done.set()
         self._server.stop(STOP_GRACE_S).wait()
         logger.info("Study proxy on %s:%d stopped", self.address, self.port)
+
+    def fail(self, reason: str, linger_s: float) -> None:
+        """The leader failed: answer every host's call with ``reason`` for ``linger_s`` (so that
+        the workers fail at once quoting it, instead of waiting db-retry-timeout for a proxy that
+        is gone), then let the job stop the server."""
+        if self._served is None:
+            return
+        self._served.failure = reason
+        logger.info("Telling the other hosts for %.0f s that this host failed", linger_s)
+        time.sleep(linger_s)
 
     def _sweep(self) -> None:
         """Optuna's stale-trial sweep over every host's trials (the hosts themselves cannot run
@@ -154,6 +182,10 @@ class _Calls:
             try:  # wait_for_ready: a call waits (within its deadline) for the leader to come up
                 return method(request, timeout=self._timeout, wait_for_ready=True)
             except grpc.RpcError as exc:
+                details = exc.details() or ""
+                if FAILED_MARK in details:
+                    reason = details.split(FAILED_MARK, 1)[1]
+                    raise UserError(f"{self._server} failed: {reason}") from None
                 if exc.code() in _UNREACHABLE:
                     raise StorageUnreachable(
                         f"{self._server} did not answer ({exc.code().name}: {exc.details()})"

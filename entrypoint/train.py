@@ -150,6 +150,7 @@ def _run_served(
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
     with contextlib.ExitStack() as stack:
         wrap_up: Callable[[float], None] = lambda limit_s: None  # noqa: E731
+        tell_failed: Callable[[str], None] = lambda reason: None  # noqa: E731
         address: str | None = None
         if cluster.is_leader:
             db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
@@ -166,6 +167,9 @@ def _run_served(
             def wrap_up(limit_s: float) -> None:
                 with server.lock:
                     _wrap_up(served, db, paths, job.db, limit_s)
+
+            def tell_failed(reason: str) -> None:  # the workers' next call fails quoting it
+                server.fail(reason, min(2 * settings.heartbeat_interval, proxy.MAX_FAILED_LINGER_S))
 
         # The leader connects to the address its server bound (hosts.bind_address may fall back
         # to the interface's address when its own name resolves elsewhere, e.g. to loopback).
@@ -185,7 +189,9 @@ def _run_served(
             )
         except StorageUnreachable as exc:
             raise UserError(f"Cannot open the study: {exc}") from None
-        return _run_study(job, study, client, None, paths, dataset, spec, cluster, wrap_up, client.shown)
+        return _run_study(
+            job, study, client, None, paths, dataset, spec, cluster, wrap_up, client.shown, tell_failed
+        )
 
 
 def _run_study(
@@ -199,6 +205,7 @@ def _run_study(
     cluster: hosts.Cluster | None,
     wrap_up: Callable[[float], None],
     shown: str | None = None,
+    tell_failed: Callable[[str], None] = lambda reason: None,
 ) -> optuna.Study:
     """Run this host's trials on a joined study. ``db``: the database it is on (None through
     the proxy); ``wrap_up(limit_s)`` writes the study-wide report."""
@@ -271,6 +278,8 @@ def _run_study(
             runner.run()
         except BaseException as exc:
             roster.failed()
+            if isinstance(exc, Exception):
+                tell_failed(str(exc) if isinstance(exc, UserError) else describe(exc))
             _raise_refused(db, exc)
             raise
         try:

@@ -443,3 +443,31 @@ def test_the_leader_s_own_client_reaches_the_address_its_proxy_bound():
             assert "algo-1.invalid" in client.shown
         finally:
             client.close()
+
+
+@pytest.mark.unit
+def test_after_the_leader_fails_a_worker_s_next_call_fails_at_once_quoting_it():
+    import warnings
+
+    from core.errors import UserError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="failing")
+    port = services.free_port()
+    with proxy.ProxyServer(study, "127.0.0.1", port, 60) as server:
+        client = proxy.ProxyClient("algo-1", port, 5.0, address="127.0.0.1")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study_id = client.get_study_id_from_name("failing")
+                server.fail("Cannot read channel 'train': no such file", linger_s=0)
+                started = time.monotonic()
+                with pytest.raises(UserError) as caught:
+                    client.get_study_system_attrs(study_id)
+            assert time.monotonic() - started < 2.0  # not db-retry-timeout
+            assert str(caught.value) == (
+                "the study's leader host algo-1 (port %d) failed: Cannot read channel 'train': no such file"
+                % port
+            )
+        finally:
+            client.close()
