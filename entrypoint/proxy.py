@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_KEY = "sagemaker-optuna:heartbeat"  # a trial system attribute the server records as a heartbeat
 SERVER_THREADS = 16  # calls in flight at once (they are served one at a time; the rest wait)
 MAX_CALL_TIMEOUT_S = 30.0  # a call's deadline: this, or a third of db-retry-timeout when shorter
+STOPPING_CALL_TIMEOUT_S = 10.0  # after SIGTERM, at most this: SageMaker's SIGKILL comes 120 s after it
 STOP_GRACE_S = 2.0
 RECONNECT_MAX_MS = 2000  # the longest wait between two attempts to reach the leader  # calls in flight when the server stops get this long to finish
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -174,13 +175,17 @@ class _Calls:
 
     def __init__(self, stub: Any, server: str, timeout: float) -> None:
         self._stub, self._server, self._timeout = stub, server, timeout
+        self.stop: threading.Event | None = None  # set after SIGTERM: shorter deadlines
 
     def __getattr__(self, name: str) -> Callable[[Any], Any]:
         method = getattr(self._stub, name)
 
         def call(request: Any) -> Any:
             try:  # wait_for_ready: a call waits (within its deadline) for the leader to come up
-                return method(request, timeout=self._timeout, wait_for_ready=True)
+                timeout = self._timeout
+                if self.stop is not None and self.stop.is_set():
+                    timeout = min(timeout, STOPPING_CALL_TIMEOUT_S)
+                return method(request, timeout=timeout, wait_for_ready=True)
             except grpc.RpcError as exc:
                 details = exc.details() or ""
                 if FAILED_MARK in details:
@@ -198,10 +203,17 @@ class _Calls:
 class ProxyClient(optuna_private.GrpcClient):
     """Optuna's gRPC storage client for a host of the job, talking to the leader's proxy."""
 
-    def __init__(self, leader: str, port: int, timeout: float, address: str | None = None) -> None:
+    def __init__(
+        self,
+        leader: str,
+        port: int,
+        timeout: float,
+        address: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         """``address``: where to connect when it is known (the leader's own client: the address
         its server bound, which its own host name may not resolve to), else the leader's name."""
-        self.leader, self.timeout = leader, timeout
+        self.leader, self.timeout, self.stop = leader, timeout, stop
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             super().__init__(host=address or leader, port=port)
@@ -219,7 +231,9 @@ class ProxyClient(optuna_private.GrpcClient):
         ]
 
     def wrap_stub(self, stub: Any) -> Any:
-        return _Calls(stub, self.shown, self.timeout)
+        calls = _Calls(stub, self.shown, self.timeout)
+        calls.stop = self.stop
+        return calls
 
     def record_heartbeat(self, trial_id: int) -> None:
         """Optuna's heartbeat, through the proxy (the server records it: :class:`_Served`)."""

@@ -178,6 +178,7 @@ def _run_served(
             PROXY_PORT,
             proxy.call_timeout(settings.db_retry_timeout),
             address if cluster.is_leader else None,
+            job.guard.stop,
         )
         stack.callback(client.close)
         try:

@@ -471,3 +471,24 @@ def test_after_the_leader_fails_a_worker_s_next_call_fails_at_once_quoting_it():
             )
         finally:
             client.close()
+
+
+@pytest.mark.unit
+def test_after_sigterm_a_call_to_a_gone_leader_has_a_short_deadline(monkeypatch):
+    import threading
+    import warnings
+
+    from entrypoint.dberrors import StorageUnreachable
+
+    monkeypatch.setattr(proxy, "STOPPING_CALL_TIMEOUT_S", 0.5)
+    stop = threading.Event()
+    stop.set()
+    client = proxy.ProxyClient("algo-1", services.free_port(), 20.0, address="127.0.0.1", stop=stop)
+    try:
+        started = time.monotonic()
+        with warnings.catch_warnings(), pytest.raises(StorageUnreachable):
+            warnings.simplefilter("ignore")
+            client.get_study_id_from_name("gone")
+        assert time.monotonic() - started < 5.0  # not the call's usual 20 s
+    finally:
+        client.close()
