@@ -233,15 +233,26 @@ def test_storage_of_is_the_storage_the_study_uses(rdb):
     assert optuna_private.storage_of(study) is study._storage
 
 
-def test_grpc_server_is_optunas_proxy_server_not_started(monkeypatch):
-    from optuna.storages._grpc import server
+def test_grpc_server_is_built_as_optunas_make_server_not_started():
+    # optuna_private.grpc_server repeats make_server's body with server options: the pieces it
+    # uses must still be the ones make_server uses.
+    from optuna.storages._grpc import server, servicer
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
 
     assert parameters(server.make_server) == ["storage", "host", "port", "thread_pool"]
-    calls = []
-    monkeypatch.setattr(server, "make_server", lambda *args: calls.append(args) or "server")
-    storage = optuna.storages.InMemoryStorage()
-    assert optuna_private.grpc_server(storage, "10.0.0.1", 13000, None) == "server"
-    assert calls == [(storage, "10.0.0.1", 13000, None)]
+    source = inspect.getsource(server.make_server)
+    for piece in ("add_StorageServiceServicer_to_server", "OptunaStorageProxyService", "add_insecure_port"):
+        assert piece in source
+    assert callable(api_pb2_grpc.add_StorageServiceServicer_to_server)
+    assert callable(servicer.OptunaStorageProxyService)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.services import free_port
+
+    built = optuna_private.grpc_server(
+        optuna.storages.InMemoryStorage(), "127.0.0.1", free_port(), ThreadPoolExecutor(1)
+    )
+    built.stop(None)  # never started: stopping it is all there is to do
 
 
 def test_grpc_client_builds_its_channel_stub_and_cache_through_the_hooks():
