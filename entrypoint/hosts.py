@@ -343,7 +343,7 @@ class Roster:
                 raise
             # After SIGTERM the stop budget ran out in an outage: exiting beats being SIGKILLed.
             logger.warning(
-                "Stopping: the hosts' study did not answer within the %g s left after SIGTERM (%s): "
+                "Stopping: the hosts' study did not answer within this host's %g s after SIGTERM (%s): "
                 "this host keeps no model",
                 self._budget_s,
                 describe(exc),
