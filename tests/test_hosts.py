@@ -466,8 +466,7 @@ def test_after_the_leader_fails_a_worker_s_next_call_fails_at_once_quoting_it():
                     client.get_study_system_attrs(study_id)
             assert time.monotonic() - started < 2.0  # not db-retry-timeout
             assert str(caught.value) == (
-                "the study's leader host algo-1 (port %d) failed: Cannot read channel 'train': no such file"
-                % port
+                f"the study's leader host algo-1 (port {port}) failed: Cannot read channel 'train': no such file"
             )
         finally:
             client.close()
