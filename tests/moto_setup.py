@@ -3,7 +3,10 @@ boto3 at it, IAM users with a policy and keys, a secret, a recorded training job
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +60,13 @@ def create_training_job(sagemaker, name: str, image: str, role: str, output_path
         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
         StoppingCondition={"MaxRuntimeInSeconds": 600},
     )
+
+
+def upload_model(s3, model_dir: Path, uri: str) -> None:
+    """``model_dir`` as SageMaker leaves it: a model.tar.gz at ``uri`` (moto's S3)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())

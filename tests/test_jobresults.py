@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import json
 import subprocess
-import tarfile
 import uuid
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from launcher.constants import CLOUDWATCH_JOB_DIMENSION, CLOUDWATCH_NAMESPACE
 from tests import services
 from tests.cli import STUDY, launch_args, run_cli
 from tests.jobs import VENV_BIN, train_env
-from tests.moto_setup import create_secret, use_moto
+from tests.moto_setup import create_secret, upload_model, use_moto
 
 pytestmark = pytest.mark.process
 
@@ -54,15 +52,6 @@ class Fleet:
         """The study's best trial as the database says (core/ranking.py's rule)."""
         complete = self.study().get_trials(states=(TrialState.COMPLETE,))
         return ranking.best("maximize", complete, lambda t: t.value)
-
-
-def _upload_model(s3, model_dir: Path, uri: str) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(model_dir.iterdir()):
-            tar.add(path, arcname=path.name)
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
 
 
 def reported(value: float) -> float:
@@ -122,7 +111,7 @@ def fleet(small_digits, tmp_path_factory):
             assert proc.returncode == 0, proc.stderr[-3000:]
             (logs / f"{name}.log").write_text(proc.stdout)
             uri = sagemaker.describe_training_job(TrainingJobName=name)["ModelArtifacts"]["S3ModelArtifacts"]
-            _upload_model(s3, folder / "model", uri)
+            upload_model(s3, folder / "model", uri)
         models = {name: tmp_path_factory.getbasetemp() / name for name in names[:2]}
         running = names[2]
         (logs / f"{running}.log").write_text("job_trials=1 model_trial=99 model_value=0.01\n")
@@ -229,7 +218,7 @@ def test_jobs_launched_without_the_metric_definitions_are_read_from_model_json(f
     uri = sagemaker.describe_training_job(TrainingJobName=f"{prefix}-with-model")["ModelArtifacts"][
         "S3ModelArtifacts"
     ]
-    _upload_model(s3, fleet.models[fleet.jobs[0]] / "model", uri)
+    upload_model(s3, fleet.models[fleet.jobs[0]] / "model", uri)
     status = _laptop("status", "--source", "jobs", "--job-prefix", prefix)
     assert status.code == 0, status.err
     rows = {row["job"]: row for row in status.json()["jobs"]}

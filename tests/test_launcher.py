@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from pathlib import Path
 
 import boto3
 import optuna
@@ -30,7 +29,7 @@ from launcher.constants import METRIC_DEFINITIONS
 from tests import services
 from tests.cli import IMAGE, ROLE, STUDY, launch_args, run_cli
 from tests.jobs import VENV_BIN, train_env
-from tests.moto_setup import create_secret, use_moto
+from tests.moto_setup import create_secret, upload_model, use_moto
 
 
 @dataclasses.dataclass
@@ -43,15 +42,6 @@ class Fleet:
 
     def study_args(self, study: str = STUDY) -> list[str]:
         return ["--study", study, "--db-secret", self.secret]
-
-
-def _upload_model(s3, model_dir: Path, uri: str) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(model_dir.iterdir()):
-            tar.add(path, arcname=path.name)
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def fleet(aws_env, small_digits, tmp_path_factory):
         assert proc.returncode == 0, proc.stderr[-3000:]
         logs = {first: proc.stdout}
         uri = sagemaker.describe_training_job(TrainingJobName=first)["ModelArtifacts"]["S3ModelArtifacts"]
-        _upload_model(s3, folder / "model", uri)
+        upload_model(s3, folder / "model", uri)
         study = _study(db)
         for _ in range(2):
             trial = study.ask()
