@@ -49,15 +49,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import mysql.connector
 import numpy as np
 import optuna
 import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
+from trial_overhead import drop_database, fresh_database  # benchmarks/ is the script's folder
 
-ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "large"
@@ -82,17 +81,7 @@ def url(database: str) -> str:
 
 
 def create_database(size: int) -> str:
-    name = f"large_{size}_{uuid.uuid4().hex[:6]}"
-    conn = mysql.connector.connect(**ROOT)
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return name
-
-
-def drop_database(name: str) -> None:
-    conn = mysql.connector.connect(**ROOT)
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-    conn.close()
+    return fresh_database(f"large_{size}")
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:

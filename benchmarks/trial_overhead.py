@@ -47,8 +47,9 @@ def keep_nothing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     finished trial back once for it."""
 
 
-def fresh_database() -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
+def fresh_database(prefix: str = "bench") -> str:
+    """A new empty database on the machine's MariaDB (dropped by drop_database)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     conn = mysql.connector.connect(**ROOT)
     conn.cursor().execute(f"CREATE DATABASE {name}")
     conn.close()
