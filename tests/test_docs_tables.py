@@ -122,7 +122,9 @@ def test_the_documented_defaults_are_the_settings_defaults():
         if cell.split(" ")[0] == "none":
             assert DEFAULTS[key] is None, f"{key}: documented default none, the code's is {DEFAULTS[key]!r}"
         elif re.fullmatch(r"`[^`]+`", cell):
-            assert cell.strip("`") == shown(DEFAULTS[key]), f"{key}: documented {cell}, code {DEFAULTS[key]!r}"
+            assert cell.strip("`") == shown(DEFAULTS[key]), (
+                f"{key}: documented {cell}, code {DEFAULTS[key]!r}"
+            )
         else:
             continue  # "follows the metric", "from the secret": described, not a value
         checked += 1
@@ -164,7 +166,9 @@ def test_the_documented_ranges_are_the_parsers_ranges():
         characters = re.match(r"(\d+)-(\d+) characters", row[2])
         if characters:
             high = int(characters[2])
-            assert accepts(key, "x" * high) and not accepts(key, "x" * (high + 1)), f"{key}: not {high} characters"
+            assert accepts(key, "x" * high) and not accepts(key, "x" * (high + 1)), (
+                f"{key}: not {high} characters"
+            )
             checked += 1
     assert checked >= 8, f"only {checked} ranges could be read from docs/hyperparameters.md"
 
@@ -192,8 +196,12 @@ def test_the_engine_table_is_the_engine_records():
     assert_same([names(row[0])[0] for row in rows], ENGINES, "docs/hyperparameters.md, engines")
     for row in rows:
         engine = ENGINES[names(row[0])[0]]
-        assert names(row[1]) == [engine.driver], f"{engine.name}: driver {row[1]}, the record's {engine.driver}"
-        assert row[2] == str(engine.default_port), f"{engine.name}: port {row[2]}, the record's {engine.default_port}"
+        assert names(row[1]) == [engine.driver], (
+            f"{engine.name}: driver {row[1]}, the record's {engine.driver}"
+        )
+        assert row[2] == str(engine.default_port), (
+            f"{engine.name}: port {row[2]}, the record's {engine.default_port}"
+        )
         assert names(row[3]) == list(engine.secret_engines), f"{engine.name}: secret engines {row[3]}"
 
 
