@@ -30,7 +30,8 @@ import optuna
 import sqlalchemy
 from optuna.storages._rdb import models
 
-from entrypoint import pruning, trialdb
+from entrypoint.trials import reporting as pruning
+from hpo_study import trialdb
 
 ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 EPOCHS = 10

@@ -32,10 +32,12 @@ from chainer import training
 from chainer.training import extensions
 
 from core import network
-from entrypoint import objective, search, settings
-from entrypoint.data import Dataset, Split
-from entrypoint.job import JobContext
-from entrypoint.stopping import Guard
+from entrypoint.job.context import JobContext
+from entrypoint.job.stopping import Guard
+from entrypoint.trials import objective
+from entrypoint.trials.data import Dataset, Split
+from hpo_study import samplers as search
+from hpo_study import settings
 
 PARAMS = {"n_layers": 2, "n_units_l0": 128, "n_units_l1": 64, "optimizer": "Adam", "adam_alpha": 1e-3}
 PARAMS["weight_decay"] = 1e-6

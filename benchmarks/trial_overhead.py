@@ -85,11 +85,13 @@ def plain_worker_with_libraries(db: str, n: int, seconds: float, barrier, out) -
 def our_worker(db: str, n: int, seconds: float, barrier, out) -> None:
     import logging
 
-    from entrypoint import search, settings, storage
-    from entrypoint.checkpoint import Progress
-    from entrypoint.job import JobContext
-    from entrypoint.runner import TrialRunner
-    from entrypoint.stopping import Guard
+    from entrypoint.job.context import JobContext
+    from entrypoint.job.stopping import Guard
+    from entrypoint.model.checkpoint import Progress
+    from entrypoint.trials.runner import TrialRunner
+    from hpo_study import samplers as search
+    from hpo_study import settings
+    from hpo_study.database import locate as storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.disable(logging.WARNING)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from core import artifact
-from entrypoint import data
 from entrypoint.constants import CHANNEL_TEST, TRIALS_CSV_FILE
+from entrypoint.trials import data
 
 
 def summary(base: Path) -> list[str]:

@@ -15,8 +15,9 @@ import numpy as np
 import optuna
 
 from core.artifact import ModelSource
-from entrypoint import search, usermodule
-from entrypoint.keeper import BestModelKeeper
+from entrypoint.model.keeper import BestModelKeeper
+from entrypoint.trials import usermodule
+from hpo_study import samplers as search
 
 LOCAL_NAME = "local-model"
 # The built-in network's baseline configuration: a model like the first trial of a new study.

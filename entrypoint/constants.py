@@ -44,7 +44,7 @@ ATTR_JOB_NAME = "job_name"
 ATTR_EPOCHS = "epochs_run"
 ATTR_FAIL_REASON = "fail_reason"
 
-# Several hosts in one job (instance_count > 1: entrypoint/hosts.py, entrypoint/proxy.py).
+# Several hosts in one job (instance_count > 1: entrypoint/multihost/hosts.py, entrypoint/multihost/proxy.py).
 PROXY_PORT = 13000  # the leader's gRPC storage proxy (Optuna's default); infra/optuna-hpo.yaml opens it
 HOST_SUMMARY_FILE = "host.json"  # output/data/<host>/host.json: what this host ran and kept
 ATTR_HOST = "host"  # trial user attribute: the host that ran the trial

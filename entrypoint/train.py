@@ -1,7 +1,7 @@
 """The training entry point: ``SAGEMAKER_TRAINING_MODULE=entrypoint.train:main``.
 
 The image's ``train`` command (entrypoint/cli.py) imports this module and calls :func:`main`. A
-:class:`~core.errors.UserError` becomes a short failure file and exit code 1 (entrypoint/failure.py).
+:class:`~core.errors.UserError` becomes a short failure file and exit code 1 (entrypoint/job/failure.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ import optuna
 
 from core.artifact import ModelSource
 from core.errors import UserError
-from entrypoint import data, failure, hosts, optuna_private, proxy, report, search, storage, usermodule
-from entrypoint import settings as settings_mod
-from entrypoint import smpaths as environment  # the toolkit's paths without its boto3 import
-from entrypoint.checkpoint import Progress
 from entrypoint.constants import (
     CHANNEL_CODE,
     CHECKPOINT_DIR,
@@ -33,14 +29,23 @@ from entrypoint.constants import (
     PROXY_PORT,
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
-from entrypoint.dberrors import Retrier, StorageUnreachable, describe, is_auth_failure
-from entrypoint.job import JobContext
-from entrypoint.keeper import BestModelKeeper
-from entrypoint.objective import Objective
-from entrypoint.redact import redacting
-from entrypoint.runner import TrialRunner
-from entrypoint.settings import Settings
-from entrypoint.stopping import Guard
+from entrypoint.job import failure
+from entrypoint.job import smpaths as environment  # the toolkit's paths without its boto3 import
+from entrypoint.job.context import JobContext
+from entrypoint.job.stopping import Guard
+from entrypoint.model.checkpoint import Progress
+from entrypoint.model.keeper import BestModelKeeper
+from entrypoint.multihost import hosts, proxy
+from entrypoint.trials import data, usermodule
+from entrypoint.trials.objective import Objective
+from entrypoint.trials.runner import TrialRunner
+from hpo_study import optuna_private, report
+from hpo_study import samplers as search
+from hpo_study import settings as settings_mod
+from hpo_study.database import locate as storage
+from hpo_study.database.dberrors import Retrier, StorageUnreachable, describe, is_auth_failure
+from hpo_study.database.redact import redacting
+from hpo_study.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ def run(
 ) -> optuna.Study:
     """Join the study, run this job's trials, keep the best model, write the summary.
 
-    ``cluster``: the job's hosts when it has several (entrypoint/hosts.py), else None.
+    ``cluster``: the job's hosts when it has several (entrypoint/multihost/hosts.py), else None.
     """
     guard = guard or Guard()
     if cluster is not None:  # every host syncs its checkpoints to the job's one S3 prefix
@@ -145,7 +150,7 @@ def _run_served(
     spec: usermodule.ModelSpec,
 ) -> optuna.Study:
     """A job of several hosts with an embedded study: the leader keeps it and serves it with
-    Optuna's gRPC proxy (entrypoint/proxy.py); every host runs its trials through the proxy."""
+    Optuna's gRPC proxy (entrypoint/multihost/proxy.py); every host runs its trials through the proxy."""
     settings = job.settings
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
     with contextlib.ExitStack() as stack:

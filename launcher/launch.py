@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 
 from core.errors import UserError
-from entrypoint import settings as settings_mod
-from entrypoint.settings import Settings
+from hpo_study import settings as settings_mod
+from hpo_study.settings import Settings
 from launcher import aws, names
 from launcher.constants import (
     DEFAULT_MAX_RUNTIME_S,

@@ -17,10 +17,10 @@ import sqlalchemy
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import storage
-from entrypoint.dberrors import describe, is_cert_failure
-from entrypoint.redact import redacting
-from entrypoint.settings import Settings
+from hpo_study.database import locate as storage
+from hpo_study.database.dberrors import describe, is_cert_failure
+from hpo_study.database.redact import redacting
+from hpo_study.settings import Settings
 from launcher import jobresults
 from launcher import study as study_mod
 

@@ -16,7 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from core import ranking
 from entrypoint.constants import ATTR_JOB_NAME
-from launcher import jobs, studyread
+from hpo_study import trials as studyread
+from launcher import jobs
 
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 NO_JOB = None  # trials not run by a training job (e.g. enqueued by hand)
@@ -38,7 +39,7 @@ def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]
     """Counts by state, the best trial, and one entry per job (in order of first trial).
 
     Reads each trial's number, state, value and job name, and the best trial in full
-    (launcher/studyread.py), not every trial's parameters and attributes.
+    (hpo_study/trials.py), not every trial's parameters and attributes.
     """
     rows = studyread.trial_rows(study)
     per_job: dict[str | None, dict[str, Any]] = {}

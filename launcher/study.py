@@ -17,11 +17,13 @@ import optuna
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import credentials, optuna_private, storage
-from entrypoint import settings as settings_mod
-from entrypoint.dberrors import describe, is_auth_failure
-from entrypoint.redact import redacting
-from entrypoint.settings import Settings
+from hpo_study import optuna_private
+from hpo_study import settings as settings_mod
+from hpo_study.database import credentials
+from hpo_study.database import locate as storage
+from hpo_study.database.dberrors import describe, is_auth_failure
+from hpo_study.database.redact import redacting
+from hpo_study.settings import Settings
 from launcher import aws
 from launcher.constants import HP_STUDY_NAME, STUDY_OPTION_HPS
 
@@ -50,7 +52,7 @@ def read_secret(
     """The secret (its version with staging label ``stage``: None for the current one), read with
     the command's session (its --profile and --region).
 
-    entrypoint.credentials blames "the training role" for a denial; here it is the caller.
+    hpo_study.database.credentials blames "the training role" for a denial; here it is the caller.
     """
     missing = f"has no version {stage}" if stage else "does not exist"
     answer = aws.call(

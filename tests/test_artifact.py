@@ -230,8 +230,8 @@ def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path
     """One rule everywhere: of equal values the earliest trial, never an infinite one."""
     import optuna
 
-    from entrypoint import report
-    from entrypoint.keeper import BestModelKeeper
+    from entrypoint.model.keeper import BestModelKeeper
+    from hpo_study import report
     from launcher import best, status
 
     study = optuna.create_study(direction="maximize")

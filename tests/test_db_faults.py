@@ -16,7 +16,10 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from core.errors import UserError
-from entrypoint import dberrors, search, settings, storage
+from hpo_study import samplers as search
+from hpo_study import settings
+from hpo_study.database import dberrors
+from hpo_study.database import locate as storage
 from tests import services
 from tests.cli import run_cli
 from tests.jobs import FINISHED, Followed, job_on_private_db, start_job, study_of, wait_for_training
@@ -273,7 +276,7 @@ def test_the_launcher_reads_a_rotated_secret_again(aws, mysql_db):
 
 @pytest.mark.unit
 def test_each_candidate_password_is_read_once_per_refusal():
-    from entrypoint.credentials import DbCredentials, LivePassword
+    from hpo_study.database.credentials import DbCredentials, LivePassword
 
     reads = []
     versions = {None: "old", "AWSPENDING": "new"}

@@ -20,10 +20,13 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from core.errors import UserError
-from entrypoint import data, dberrors, failure, storage
-from entrypoint import settings as settings_mod
-from entrypoint.checkpoint import Progress
-from entrypoint.dberrors import describe
+from entrypoint.job import failure
+from entrypoint.model.checkpoint import Progress
+from entrypoint.trials import data
+from hpo_study import settings as settings_mod
+from hpo_study.database import dberrors
+from hpo_study.database import locate as storage
+from hpo_study.database.dberrors import describe
 from tests import services
 from tests.jobs import (
     FINISHED,
@@ -152,7 +155,7 @@ def test_describe_carries_the_cause_of_sqlite_and_os_errors(tmp_path):
 def test_a_binary_secret_is_said_to_be_binary(moto_endpoint, monkeypatch):
     import boto3
 
-    from entrypoint import credentials
+    from hpo_study.database import credentials
 
     use_moto(monkeypatch, moto_endpoint)
     client = boto3.client("secretsmanager", region_name=services.REGION)

@@ -15,9 +15,11 @@ import pytest
 from core import artifact, modelcheck, npyfile
 from core.errors import UserError
 from devtools.localmodel import DEFAULT_PARAMS, write_model
-from entrypoint import credentials, data, failure
-from entrypoint import settings as settings_mod
-from entrypoint.checkpoint import SET_ASIDE_SUFFIX, Progress
+from entrypoint.job import failure
+from entrypoint.model.checkpoint import SET_ASIDE_SUFFIX, Progress
+from entrypoint.trials import data
+from hpo_study import settings as settings_mod
+from hpo_study.database import credentials
 from serving.errors import ModelLoadError
 from serving.model import load_model
 from tests.jobs import finish, run_train, start_job, tmpfs
@@ -271,7 +273,7 @@ def test_a_spot_job_whose_checkpoint_is_poisoned_runs(job_dir, moto_endpoint):
 
 @pytest.mark.unit
 def test_a_storage_url_with_a_port_that_is_not_a_number_is_one_line():
-    from entrypoint import storage
+    from hpo_study.database import locate as storage
     from tests.cli import run_cli
 
     s = settings_mod.parse({"storage": "mysql://root@127.0.0.1:notaport/x"})
@@ -283,7 +285,8 @@ def test_a_storage_url_with_a_port_that_is_not_a_number_is_one_line():
 
 @pytest.mark.services
 def test_driver_options_the_driver_refuses_are_one_line(mysql_db):
-    from entrypoint import search, storage
+    from hpo_study import samplers as search
+    from hpo_study.database import locate as storage
 
     s = settings_mod.parse({"storage": f"{mysql_db.url}?ssl_key=/nonexistent", "db-retry-timeout": "2"})
     db = storage.resolve(s, "/nonexistent")

@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from entrypoint import loop, pruning, trialdb
-from entrypoint.data import Split
+from entrypoint.trials import loop
+from entrypoint.trials import reporting as pruning
+from entrypoint.trials.data import Split
+from hpo_study import trialdb
 
 
 def storages(tmp_path, mysql_db=None):
@@ -149,7 +151,8 @@ def test_validation_accuracy_is_the_fraction_of_correct_examples(monkeypatch):
 
 @pytest.mark.unit
 def test_liar_tpe_samples_what_optunas_samples_reading_once_per_trial(tmp_path):
-    from entrypoint import objective, search
+    from entrypoint.trials import objective
+    from hpo_study import samplers as search
 
     def run(sampler, url):
         study = optuna.create_study(storage=url, sampler=sampler, direction="maximize")
@@ -176,7 +179,9 @@ def test_liar_tpe_samples_what_optunas_samples_on_a_larger_study_with_pruned_tri
     """The split kept per trial and the internal values kept per finished trial change no draw:
     60 trials, a third pruned (TPE ranks them by their last intermediate value), one failed,
     two running elsewhere, read through the lean storage."""
-    from entrypoint import objective, optuna_private, search
+    from entrypoint.trials import objective
+    from hpo_study import optuna_private
+    from hpo_study import samplers as search
 
     def run(sampler, storage):
         study = optuna.create_study(storage=storage, sampler=sampler, direction="maximize")

@@ -1,11 +1,12 @@
-"""The job's region (entrypoint/region.py): found without relying on one variable."""
+"""The job's region (hpo_study/database/region.py): found without relying on one variable."""
 
 from __future__ import annotations
 
 import pytest
 
-from entrypoint import region, storage
-from entrypoint import settings as settings_mod
+from hpo_study import settings as settings_mod
+from hpo_study.database import locate as storage
+from hpo_study.database import region
 from tests import services
 from tests.cli import run_cli
 

@@ -5,7 +5,9 @@ import pytest
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import pruning, search, settings
+from entrypoint.trials import reporting as pruning
+from hpo_study import samplers as search
+from hpo_study import settings
 
 pytestmark = pytest.mark.unit
 

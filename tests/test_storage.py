@@ -11,8 +11,11 @@ import sqlalchemy
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import credentials, dberrors, search, settings, storage
-from entrypoint.objective import suggest_params as objective_params
+from entrypoint.trials.objective import suggest_params as objective_params
+from hpo_study import samplers as search
+from hpo_study import settings
+from hpo_study.database import credentials, dberrors
+from hpo_study.database import locate as storage
 from tests import services
 
 

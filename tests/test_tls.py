@@ -1,4 +1,4 @@
-"""Verified TLS by default on AWS (entrypoint/tls.py): a job whose database host is an RDS
+"""Verified TLS by default on AWS (hpo_study/database/tls.py): a job whose database host is an RDS
 endpoint verifies the server against the RDS CA bundle; db-ssl-ca overrides; a wrong host name
 and a self-signed server are refused.
 
@@ -16,7 +16,9 @@ import pytest
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import dberrors, settings, storage, tls
+from hpo_study import settings
+from hpo_study.database import dberrors, tls
+from hpo_study.database import locate as storage
 from tests import services
 
 ENDPOINT = "optuna.cluster-abc123.us-east-1.rds.amazonaws.com"

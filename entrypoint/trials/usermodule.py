@@ -46,7 +46,7 @@ class ModelSpec:
 
 
 def _default_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.Optimizer:
-    from entrypoint.objective import make_optimizer
+    from entrypoint.trials.objective import make_optimizer
 
     if "optimizer" in params:  # the user kept our optimizer part of the search space
         return make_optimizer(params, model)
@@ -56,7 +56,7 @@ def _default_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.O
 
 
 def builtin() -> ModelSpec:
-    from entrypoint.objective import make_optimizer, suggest_params
+    from entrypoint.trials.objective import make_optimizer, suggest_params
 
     return ModelSpec(suggest_params, network.build_network, make_optimizer)
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from entrypoint import pruning
-from entrypoint.optuna_private import LiarTPESampler
+from entrypoint.trials import reporting as pruning
+from hpo_study.optuna_private import LiarTPESampler
 
 if TYPE_CHECKING:  # settings.py reads SAMPLERS: no import of it at run time
-    from entrypoint.settings import Settings
+    from hpo_study.settings import Settings
 
 
 def job_seed(base_seed: int | None, job_name: str) -> int | None:

@@ -34,11 +34,12 @@ from sqlalchemy.engine import URL, make_url
 from core.engines import DEFAULT_ENGINE, ENGINES, Engine
 from core.engines import names as engine_names
 from core.errors import UserError
-from entrypoint import credentials, optuna_private, region, tls
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from entrypoint.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient, not_timed
-from entrypoint.redact import MASK, keep_out
-from entrypoint.settings import Settings
+from hpo_study import optuna_private
+from hpo_study.database import credentials, region, tls
+from hpo_study.database.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient, not_timed
+from hpo_study.database.redact import MASK, keep_out
+from hpo_study.settings import Settings
 
 logger = logging.getLogger(__name__)
 # What a storage call raises once its retries are spent (then: a one-line UserError or a warning).

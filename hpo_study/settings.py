@@ -20,8 +20,8 @@ from typing import Any
 from core.engines import ENGINES
 from core.errors import UserError
 from entrypoint.constants import IGNORED_HYPERPARAMETER_PREFIXES, METRIC_KEYS
-from entrypoint.pruning import PRUNERS
-from entrypoint.search import SAMPLERS
+from entrypoint.trials.reporting import PRUNERS
+from hpo_study.samplers import SAMPLERS
 
 DIRECTIONS = ("maximize", "minimize")
 NATURAL_DIRECTION = {"accuracy": "maximize", "loss": "minimize"}

@@ -42,8 +42,8 @@ from core import ranking
 from core.artifact import META_FILE, ModelRecord
 from core.errors import UserError
 from entrypoint.constants import HOST_SUMMARY_FILE
-from entrypoint.dberrors import Retrier, describe, is_transient
-from entrypoint.stopping import Guard
+from entrypoint.job.stopping import Guard
+from hpo_study.database.dberrors import Retrier, describe, is_transient
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from entrypoint import optuna_private, trialdb
-from entrypoint.dberrors import direct
+from hpo_study import optuna_private, trialdb
+from hpo_study.database.dberrors import direct
 
 # The metric line's fields, in order (the README's metric_definitions read them).
 LINE_KEYS = ("main/loss", "main/accuracy", "validation/main/loss", "validation/main/accuracy")

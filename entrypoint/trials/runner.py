@@ -21,14 +21,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from core.errors import UserError
-from entrypoint import optuna_private
-from entrypoint.checkpoint import Progress
 from entrypoint.constants import ATTR_FAIL_REASON
-from entrypoint.dberrors import describe, is_transient
-from entrypoint.job import JobContext
-from entrypoint.redact import scrub
-from entrypoint.stopping import StopRequested
-from entrypoint.storage import HeartbeatStorage, fail_stale_trials
+from entrypoint.job.context import JobContext
+from entrypoint.job.stopping import StopRequested
+from entrypoint.model.checkpoint import Progress
+from hpo_study import optuna_private
+from hpo_study.database.dberrors import describe, is_transient
+from hpo_study.database.locate import HeartbeatStorage, fail_stale_trials
+from hpo_study.database.redact import scrub
 
 logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -9,12 +9,13 @@ import chainer.links as L
 import numpy as np
 import optuna
 
-from entrypoint import loop, trialdb, usermodule
 from entrypoint.constants import ATTR_EPOCHS, ATTR_HOST, ATTR_JOB_NAME
-from entrypoint.data import Dataset
-from entrypoint.job import JobContext
-from entrypoint.pruning import EpochReporter, field_name
-from entrypoint.usermodule import ModelSpec
+from entrypoint.job.context import JobContext
+from entrypoint.trials import loop, usermodule
+from entrypoint.trials.data import Dataset
+from entrypoint.trials.reporting import EpochReporter, field_name
+from entrypoint.trials.usermodule import ModelSpec
+from hpo_study import trialdb
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:

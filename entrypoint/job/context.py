@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from entrypoint.constants import LOCAL_JOB_NAME
-from entrypoint.dberrors import Retrier
-from entrypoint.search import job_seed
-from entrypoint.settings import Settings
-from entrypoint.stopping import Guard
+from entrypoint.job.stopping import Guard
+from hpo_study.database.dberrors import Retrier
+from hpo_study.samplers import job_seed
+from hpo_study.settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +19,7 @@ class JobContext:
     settings: Settings
     name: str = LOCAL_JOB_NAME
     guard: Guard = dataclasses.field(default_factory=Guard)
-    host: str | None = None  # in a job of several hosts: this one (entrypoint/hosts.py)
+    host: str | None = None  # in a job of several hosts: this one (entrypoint/multihost/hosts.py)
     seed: int | None = dataclasses.field(init=False)  # derived from settings.seed and the name
     db: Retrier = dataclasses.field(init=False)
 
