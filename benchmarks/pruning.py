@@ -22,9 +22,8 @@ import numpy as np
 import optuna
 
 from entrypoint.job.context import JobContext
-from entrypoint.trials import data
+from entrypoint.trials import data, search
 from entrypoint.trials.objective import Objective
-from hpo_study import samplers as search
 from hpo_study import settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ ships in no package: the repository

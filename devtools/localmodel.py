@@ -16,12 +16,11 @@ import optuna
 
 from core.artifact import ModelSource
 from entrypoint.model.keeper import BestModelKeeper
-from entrypoint.trials import usermodule
-from hpo_study import samplers as search
+from entrypoint.trials import builtin, usermodule
 
 LOCAL_NAME = "local-model"
 # The built-in network's baseline configuration: a model like the first trial of a new study.
-DEFAULT_PARAMS: dict[str, Any] = dict(search.BASELINE_PARAMS)
+DEFAULT_PARAMS: dict[str, Any] = dict(builtin.BASELINE_PARAMS)
 
 
 def write_model(

@@ -1,4 +1,5 @@
-"""The study -> files in the output data folder and a closing log line.
+"""The study -> trials.csv and best_trial.json (the job's output data folder, or ``sagemaker-optuna
+report``'s); the best trial is hpo_study/trials.py's, the one ``status`` and ``best`` name.
 
 The CSV is written with the csv module rather than ``study.trials_dataframe()`` so that the
 image does not carry pandas for one table.
@@ -12,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from core import ranking
-from entrypoint.constants import ATTR_FAIL_REASON, BEST_TRIAL_FILE, TRIALS_CSV_FILE
-
-INTERRUPTED_PREFIX = "interrupted"  # runner.py's fail_reason of a trial ended by SIGTERM (re-queued)
+from hpo_study.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
+from hpo_study.trials import best_trial
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:
@@ -32,12 +31,6 @@ def _row(trial: FrozenTrial) -> dict[str, Any]:
     row.update({f"params_{k}": v for k, v in sorted(trial.params.items())})
     row.update({f"user_attrs_{k}": v for k, v in sorted(trial.user_attrs.items())})
     return row
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The study's best trial by the keeper's rule (core/ranking.py), so it is the model kept."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return ranking.best(study.direction.name, complete, lambda t: t.value)
 
 
 def write(study: optuna.Study, output_data_dir: str | Path) -> FrozenTrial | None:
@@ -63,36 +56,3 @@ def write(study: optuna.Study, output_data_dir: str | Path) -> FrozenTrial | Non
         }
         (out / BEST_TRIAL_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return best
-
-
-class ProgressLines:
-    """An Optuna callback: after every trial this job finishes, one line with how many it has
-    finished and the model it keeps (its best trial), e.g.
-    ``job_trials=4 model_trial=7 model_value=0.9593``.
-
-    SageMaker turns these lines into the job's metrics (the launcher's MetricDefinitions):
-    CloudWatch time series while the job runs, and DescribeTrainingJob's FinalMetricDataList
-    (each metric's last value) once it ends. ``sagemaker-optuna status``, ``best`` and ``deploy``
-    read them when the laptop has no path to the database (launcher/jobresults.py). Values are
-    printed in full precision, but SageMaker keeps a metric as a 32-bit float (MetricData.Value
-    is a Float), so the launcher rounds every source to float32 before comparing jobs' models:
-    values closer than float32 can tell apart are ties there (the lower trial wins).
-    """
-
-    def __init__(self, keeper: Any, finished: list[int]) -> None:
-        self._keeper = keeper  # keeper.BestModelKeeper (its record is the kept model)
-        self._done = set(finished)  # a restarted spot job counts what it finished before
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        reason = trial.user_attrs.get(ATTR_FAIL_REASON) or ""
-        if trial.state == TrialState.FAIL and reason.startswith(INTERRUPTED_PREFIX):
-            return  # re-queued: another run of it will count
-        self._done.add(trial.number)
-        print(self.line(), flush=True)
-
-    def line(self) -> str:
-        text = f"job_trials={len(self._done)}"
-        record = self._keeper.record
-        if record is not None:
-            text += f" model_trial={record.trial_number} model_value={record.value!r}"
-        return text

@@ -231,7 +231,7 @@ def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path
     import optuna
 
     from entrypoint.model.keeper import BestModelKeeper
-    from hpo_study import report
+    from hpo_study import trials
     from launcher import best, status
 
     study = optuna.create_study(direction="maximize")
@@ -244,7 +244,7 @@ def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path
         keeper(study, trial)
     assert artifact.read(tmp_path).trial_number == 2
     assert best.best_trial(study).number == 2
-    assert report.best_trial(study).number == 2
+    assert trials.best_trial(study).number == 2
     summary = status.summary(study)
     assert summary["best"]["trial"] == 2
     assert [(job["job"], job["best"]) for job in summary["jobs"]] == [("a", 0.9), ("b", 0.9)]

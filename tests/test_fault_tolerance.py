@@ -243,8 +243,9 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
 ):
     """No pre-ping: a pooled connection that the server dropped (wait_timeout) fails once and the
     call is retried on a new one."""
-    from hpo_study import samplers as search
-    from hpo_study.database import locate as storage
+    from entrypoint.study import join
+    from entrypoint.trials import search
+    from hpo_study.database import locate
 
     secret = aws({"username": private_db.user, "password": private_db.password})
     s = settings_mod.parse(
@@ -261,8 +262,8 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
     root = services.mariadb_root(port=private_mariadb.port)
     root.cursor().execute("SET GLOBAL wait_timeout = 1")  # for the connections opened from now
     try:
-        db = storage.resolve(s, "/nonexistent-output")
-        study, rdb = storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+        db = locate.resolve(s, "/nonexistent-output")
+        study, rdb = join.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
 
         def no_connection_left() -> bool:
             cursor = root.cursor()
@@ -287,7 +288,7 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
 
 @pytest.mark.unit
 def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
-    from hpo_study.database.locate import HeartbeatStorage
+    from entrypoint.study.heartbeat import HeartbeatStorage
 
     storage = HeartbeatStorage(f"sqlite:///{tmp_path / 'hb.sqlite'}", heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, direction="maximize")

@@ -29,7 +29,7 @@ import yaml
 
 from core.network import build_network
 from devtools.localjob import write_job_folder
-from entrypoint.constants import EMBEDDED_STORAGE_FILE
+from hpo_study.constants import EMBEDDED_STORAGE_FILE
 from tests import services
 from tests.engine import BUILD_TIMEOUT, ROOT, Engine, tail
 from tests.jobs import VENV_BIN

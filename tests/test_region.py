@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpo_study import settings as settings_mod
-from hpo_study.database import locate as storage
-from hpo_study.database import region
+from hpo_study.database import locate, region
 from tests import services
 from tests.cli import run_cli
 
@@ -63,7 +62,7 @@ def test_arn_region():
 def _read_secret(secret: str, tmp_path) -> str:
     """What a job does with its hyperparameters: resolve the database, reading the secret."""
     settings = settings_mod.parse({"db-secret": secret})
-    return storage.resolve(settings, tmp_path).password
+    return locate.resolve(settings, tmp_path).password
 
 
 @pytest.mark.services

@@ -36,9 +36,9 @@ import optuna
 import sqlalchemy
 
 from core.errors import UserError
+from entrypoint.study.join import fail_stale_trials
 from hpo_study import optuna_private
 from hpo_study.database.dberrors import StorageUnreachable, describe
-from hpo_study.database.locate import fail_stale_trials
 
 logger = logging.getLogger(__name__)
 

@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import chainer
 import chainer.links as L
 import numpy as np
 import optuna
 
-from entrypoint.constants import ATTR_EPOCHS, ATTR_HOST, ATTR_JOB_NAME
 from entrypoint.job.context import JobContext
 from entrypoint.trials import loop, usermodule
 from entrypoint.trials.data import Dataset
 from entrypoint.trials.reporting import EpochReporter, field_name
 from entrypoint.trials.usermodule import ModelSpec
 from hpo_study import trialdb
-
-
-def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
-    """The search space of the AWS sample's MLP, for any input width and class count."""
-    n_layers = trial.suggest_int("n_layers", 1, 3)
-    for i in range(n_layers):
-        trial.suggest_int(f"n_units_l{i}", 4, 128, log=True)
-    optimizer = trial.suggest_categorical("optimizer", ["Adam", "MomentumSGD"])
-    if optimizer == "Adam":
-        trial.suggest_float("adam_alpha", 1e-5, 1e-1, log=True)
-    else:
-        trial.suggest_float("momentum_sgd_lr", 1e-5, 1e-1, log=True)
-    trial.suggest_float("weight_decay", 1e-10, 1e-3, log=True)
-    return dict(trial.params)
-
-
-def make_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.Optimizer:
-    if params["optimizer"] == "Adam":
-        optimizer = chainer.optimizers.Adam(alpha=params["adam_alpha"])
-    else:
-        optimizer = chainer.optimizers.MomentumSGD(lr=params["momentum_sgd_lr"])
-    optimizer.setup(model)
-    optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(params["weight_decay"]))
-    return optimizer
+from hpo_study.constants import ATTR_EPOCHS, ATTR_HOST, ATTR_JOB_NAME
 
 
 class Objective:
@@ -52,9 +26,9 @@ class Objective:
         self.trained: dict[int, chainer.Link] = {}  # trial number -> predictor, until kept or dropped
 
     def __call__(self, trial: optuna.Trial) -> float:
-        job, settings, db = self._job, self._job.settings, self._job.db
-        params = db(lambda: self._spec.suggest_params(trial), "sampling parameters")
-        db(lambda: trial.set_user_attr(ATTR_JOB_NAME, job.name), "recording the job name")
+        job, settings, retry = self._job, self._job.settings, self._job.retry
+        params = retry(lambda: self._spec.suggest_params(trial), "sampling parameters")
+        retry(lambda: trial.set_user_attr(ATTR_JOB_NAME, job.name), "recording the job name")
         if job.seed is not None:
             np.random.seed((job.seed + trial.number) % 2**32)
         data = self._dataset
@@ -62,7 +36,7 @@ class Objective:
         model = L.Classifier(predictor)
         optimizer = self._spec.make_optimizer(params, model)
         batch_size = min(settings.batch_size, len(data.train.y))
-        report = EpochReporter(trial, settings.metric_key, db=db)
+        report = EpochReporter(trial, settings.metric_key, retry=retry)
         try:
             # SIGTERM and the trial deadline end the trial at the next iteration (check).
             loop.train(
@@ -74,7 +48,7 @@ class Objective:
             if job.host is not None:
                 metrics[ATTR_HOST] = job.host
             # One transaction: the epochs' values the pruner kept back, and the metrics.
-            db(lambda: trialdb.record(trial, report.pending, metrics), "recording the trial")
+            retry(lambda: trialdb.record(trial, report.pending, metrics), "recording the trial")
         value = report.last[settings.metric_key]
         self.trained[trial.number] = predictor
         return value

@@ -1,13 +1,9 @@
 """Each epoch's metrics -> a metric line, the Optuna trial, and the pruner's verdict.
 
 Written here because optuna-integration 5 dropped its Chainer extension (and the objective no
-longer runs Chainer's Trainer). The median pruner is Optuna's rule (``MedianPruner``) over
-trials read once each (trialdb.CompletedValues), so that one epoch's report-and-prune costs
-the same in a study of 50 trials as in one of 5,000, and the trial's own values are written
-once, when it ends; any other pruner gets Optuna's own path (a write per epoch).
-
-To add a pruner, add its factory to :data:`PRUNERS`: the 'pruner' hyperparameter accepts exactly
-these names (settings.py reads the table).
+longer runs Chainer's Trainer). How a pruner hears of an epoch is its record's ``reporting`` in
+hpo_study/pruners.py: our median pruner decides from the values kept here, which are written
+once, when the trial ends; any other pruner gets Optuna's own path (a write per epoch).
 """
 
 from __future__ import annotations
@@ -17,10 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
-from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
 
-from hpo_study import optuna_private, trialdb
+from hpo_study import pruners
 from hpo_study.database.dberrors import direct
 
 # The metric line's fields, in order (the README's metric_definitions read them).
@@ -32,56 +26,6 @@ def field_name(key: str) -> str:
     return key.replace("main/", "").replace("/", "_")
 
 
-class MedianPruner(optuna.pruners.BasePruner):
-    """Optuna's ``MedianPruner(n_startup_trials, n_warmup_steps)`` with ``interval_steps=1`` and
-    ``n_min_trials=1``: prune when the trial's best value so far is worse than the median of the
-    completed trials at the same step. Completed trials are read incrementally, and their
-    values kept sorted per step, instead of scanning the whole study at every epoch.
-    """
-
-    def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 0) -> None:
-        self.n_startup_trials = n_startup_trials
-        self.n_warmup_steps = n_warmup_steps
-        self._completed: dict[int, trialdb.CompletedValues] = {}  # per study id
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        return self.decide(study, trial.intermediate_values)
-
-    def decide(self, study: optuna.Study, values: Mapping[int, float]) -> bool:
-        """The verdict for a trial whose intermediate values so far are ``values``."""
-        completed = self._completed.setdefault(optuna_private.study_id(study), trialdb.CompletedValues())
-        completed.refresh(study)
-        if completed.n_complete == 0 or completed.n_complete < self.n_startup_trials or not values:
-            return False
-        step = max(values)
-        if step < self.n_warmup_steps:
-            return False
-        maximize = study.direction == StudyDirection.MAXIMIZE
-        finite = [v for v in values.values() if not math.isnan(v)]
-        if not finite:
-            return True
-        best = max(finite) if maximize else min(finite)
-        if completed.count(step) < 1:
-            return False
-        median = completed.percentile(step, 50.0)
-        if math.isnan(median):
-            return False
-        return best < median if maximize else best > median
-
-
-# name -> the pruner, given the epochs per trial, a trial's full resource (default: Settings.pruner).
-MEDIAN_STARTUP_TRIALS = 4  # completed trials before the median pruner prunes anything
-
-PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "none": lambda epochs: optuna.pruners.NopPruner(),
-    # Optuna's median rule, reading each finished trial once (flat in the study's size). Four
-    # trials before the first verdict, not Optuna's five: on the digits (benchmarks/pruning.py,
-    # seeds 0-6) 47-56% fewer epochs instead of 38-42%, best accuracy within 0.3 points.
-    "median": lambda epochs: MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=1),
-    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
-}
-
-
 class EpochReporter:
     """Once per epoch: print a metric line, report the objective to the trial, maybe prune."""
 
@@ -90,9 +34,9 @@ class EpochReporter:
         trial: optuna.Trial,
         metric_key: str,
         emit: Callable[[str], None] = print,
-        db: Callable[[Callable[[], Any], str], Any] = direct,
+        retry: Callable[[Callable[[], Any], str], Any] = direct,
     ) -> None:
-        self._db = db  # wraps storage calls, e.g. to wait through a database outage
+        self._retry = retry  # wraps storage calls, e.g. to wait through a database outage
         self._trial = trial
         self._metric_key = metric_key
         self._emit = emit
@@ -118,12 +62,13 @@ class EpochReporter:
 
     def _should_prune(self, epoch: int, value: float) -> bool:
         trial, pruner = self._trial, self._trial.study.pruner
-        if isinstance(pruner, (MedianPruner, optuna.pruners.NopPruner)):
-            # Our values stay here until the trial ends (Objective writes them with its metrics,
-            # before the trial is told finished): the median rule reads completed trials only.
-            self.pending[epoch] = value
-            if isinstance(pruner, optuna.pruners.NopPruner):
-                return False
-            return self._db(lambda: pruner.decide(trial.study, self._values), "asking the pruner")
-        self._db(lambda: trial.report(value, step=epoch), "reporting an epoch")
-        return self._db(trial.should_prune, "asking the pruner")
+        reporting = pruners.reporting_of(pruner)
+        if reporting is pruners.Reporting.PER_EPOCH:
+            self._retry(lambda: trial.report(value, step=epoch), "reporting an epoch")
+            return self._retry(trial.should_prune, "asking the pruner")
+        # Our values stay here until the trial ends (Objective writes them with its metrics,
+        # before the trial is told finished): the median rule reads completed trials only.
+        self.pending[epoch] = value
+        if reporting is pruners.Reporting.NEVER:
+            return False
+        return self._retry(lambda: pruner.decide(trial.study, self._values), "asking the pruner")

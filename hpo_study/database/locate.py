@@ -1,10 +1,7 @@
-"""Settings -> an Optuna RDB storage and the study this job joins, safe for many parallel jobs.
-
-Plain Optuna races when several processes open an empty database at once (``CREATE TABLE``
-collisions, a duplicated schema-version row). Until the schema is complete, jobs create it
-one at a time behind a database-level lock (``GET_LOCK`` on MySQL, an advisory lock on
-PostgreSQL: each engine's record in core/engines.py); the lock dies with its connection, so a
-killed job blocks no one. Once the schema is there, jobs skip the lock and the DDL altogether.
+"""Settings -> where the study lives: a storage URL, a Secrets Manager secret, or the embedded
+SQLite file; the engine's connect arguments (bounded connects and round trips, verified TLS),
+and the secret's password that follows its rotation. Used by the job (entrypoint/study/join.py
+opens the study on it) and by the launcher (which reads the study from the laptop).
 
 Connections per job: at most two, a pool of ``POOL_SIZE`` plus ``MAX_OVERFLOW``: one for the
 main thread, one for the heartbeat thread (no call of a thread holds two at once). While the
@@ -14,36 +11,24 @@ under the server's ``max_connections`` (benchmarks/trial_overhead.py counts them
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import logging
 import shutil
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import optuna
 import sqlalchemy
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 
 from core.engines import DEFAULT_ENGINE, ENGINES, Engine
 from core.engines import names as engine_names
 from core.errors import UserError
-from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from hpo_study import optuna_private
+from hpo_study.constants import EMBEDDED_STORAGE_FILE
 from hpo_study.database import credentials, region, tls
-from hpo_study.database.dberrors import Retrier, describe, is_auth_failure, is_stall, is_transient, not_timed
+from hpo_study.database.dberrors import describe, is_auth_failure, is_stall
 from hpo_study.database.redact import MASK, keep_out
 from hpo_study.settings import Settings
-
-logger = logging.getLogger(__name__)
-# What a storage call raises once its retries are spent (then: a one-line UserError or a warning).
-_DB_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 
 POOL_SIZE = 1
 MAX_OVERFLOW = 1
@@ -52,12 +37,6 @@ CONNECT_TIMEOUT_S = 10
 # connection and is retried like one, within db-retry-timeout. Longer than any query of a job
 # (the slowest, reading a large study, takes well under a second on a live server).
 IO_TIMEOUT_S = 15
-LOCK_TIMEOUT_S = 120
-# The schema lock is asked for in waits of this length, so that no round trip on its connection
-# waits longer than IO_TIMEOUT_S + LOCK_POLL_S for a stalled server and SIGTERM is seen between
-# them (one GET_LOCK of LOCK_TIMEOUT_S would hold the connection's time-out at 135 s).
-LOCK_POLL_S = 5
-STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many times
 DEFAULT_DB_NAME = "optuna"
 PASSWORD_KEYS = ("password", "passwd", "pwd")  # query keys that carry a password, in any case
 
@@ -309,235 +288,7 @@ def resolve(
     return Database(url, args, _live(settings, creds, read))
 
 
-@contextlib.contextmanager
-def schema_lock(db: Database, stop: threading.Event | None = None) -> Iterator[None]:
-    """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway).
-
-    An engine whose lock reports its grant (MySQL's GET_LOCK) is asked in waits of LOCK_POLL_S
-    until LOCK_TIMEOUT_S, giving up early when ``stop`` is set (SIGTERM).
-    """
-    if db.kind == "sqlite":
-        yield
-        return
-    name = f"optuna-schema-{db.url.database}"[:64]
-    lock = ENGINES[db.kind].lock
-    key = {"key": lock.key(name)}
-    acquire = sqlalchemy.text(lock.acquire)
-    if lock.reports_grant:
-        acquire = acquire.bindparams(timeout=min(LOCK_POLL_S, LOCK_TIMEOUT_S))
-    stop = stop or threading.Event()
-    # The lock's wait is no stall: its round trip may take one poll.
-    engine = db.create_engine(io_timeout_s=IO_TIMEOUT_S + LOCK_POLL_S, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
-            with not_timed():  # waiting for another job's lock is no stall
-                granted = conn.execute(acquire, key).scalar()
-                while lock.reports_grant and granted != 1:
-                    if stop.is_set():
-                        raise TimeoutError(
-                            f"schema lock {name} not granted before the job was stopped (SIGTERM)"
-                        )
-                    if time.monotonic() >= deadline:
-                        raise TimeoutError(f"schema lock {name} not granted within {LOCK_TIMEOUT_S} s")
-                    granted = conn.execute(acquire, key).scalar()
-            released = False
-            try:
-                yield
-                with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
-                    conn.execute(sqlalchemy.text(lock.release), key)
-                    released = True
-            finally:
-                if not released:  # an error, maybe a stall: closing the connection frees the lock
-                    conn.invalidate()  # (and skips the rollback, another wait on a stalled server)
-    finally:
-        engine.dispose()
-
-
-def schema_ready(db: Database) -> bool:
-    """True once Optuna's schema is complete."""
-    engine = db.create_engine(poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            return optuna_private.schema_complete(conn)
-    finally:
-        engine.dispose()
-
-
-class HeartbeatStorage(optuna_private.StaleSweepStorage):
-    """Optuna's RDB storage, whose stale-trial sweep also fails trials that never beat.
-
-    Our heartbeat thread records a trial's first beat up to one interval after it starts, not
-    at its start: one write less per trial, so short trials never pay for heartbeats. Optuna's
-    sweep skips RUNNING trials that have no heartbeat, so a job that died before its first beat
-    (or lost its connection between creating a trial and reading it back) would leave the trial
-    RUNNING forever. Here such a trial is stale once this process has seen it RUNNING without a
-    heartbeat for longer than interval + grace period, timed by this process's monotonic clock:
-    no comparison of clocks across machines or time zones. Every job on a study must use the
-    same heartbeat settings (as with Optuna's own sweep). Optuna has no hook for this: the
-    adapter's StaleSweepStorage gives one (tests/test_storage.py covers it).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        heartbeat_interval: int | None = None,
-        grace_period: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs)
-        self._silent_limit_s = (grace_period or 0) + (heartbeat_interval or 0)
-        self._silent_since: dict[int, float] = {}  # trial id -> when first seen without beats
-        self.clock = time.monotonic
-
-    def lapsed_trial_ids(self, study_id: int, after_s: float) -> list[int]:
-        """RUNNING trials without a heartbeat for ``after_s`` (by the database's clock, like
-        Optuna's sweep), or without any."""
-        with optuna_private.engine(self).connect() as conn:
-            now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
-            rows = optuna_private.running_heartbeats(conn, study_id)
-        return [
-            tid
-            for tid, beat in rows
-            if beat is None or (now - beat.replace(tzinfo=None)).total_seconds() > after_s
-        ]
-
-    def more_stale_trial_ids(self, study_id: int, stale: list[int]) -> list[int]:
-        """RUNNING trials seen without any heartbeat for longer than interval + grace period."""
-        with optuna_private.engine(self).connect() as conn:
-            silent = [tid for tid, beat in optuna_private.running_heartbeats(conn, study_id) if beat is None]
-        now = self.clock()
-        self._silent_since = {tid: self._silent_since.get(tid, now) for tid in silent}
-        return [tid for tid, since in self._silent_since.items() if now - since > self._silent_limit_s]
-
-
-def _open(db: Database, settings: Settings, create_schema: bool) -> optuna.storages.RDBStorage:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=".*heartbeat")
-    try:
-        rdb = HeartbeatStorage(
-            db.url.render_as_string(hide_password=False),  # holds no password: it is in connect_args
-            engine_kwargs=db.engine_kwargs(),
-            skip_table_creation=not create_schema,
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.heartbeat_grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_MAX_RETRY),
-        )
-        bind(optuna_private.engine(rdb), db)
-        return rdb
-    except RuntimeError as exc:  # Optuna's check of the schema's version, the only one it raises
-        raise UserError(
-            f"The study database at {db.shown} is not usable by Optuna {optuna.__version__}: {exc}"
-        ) from None
-
-
 def refused(db: Database, exc: BaseException) -> UserError:
     """The one line for a database that refused the credentials (``exc``: its error)."""
     again = f" of secret '{db.secret.secret_id}', also after reading the secret again," if db.secret else ""
     return UserError(f"The database at {db.shown} refused the credentials{again}: {describe(exc)}")
-
-
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Optuna's sweep: fail the RUNNING trials of dead jobs and re-queue their parameters."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def join_study(
-    settings: Settings,
-    db: Database,
-    sampler: optuna.samplers.BaseSampler,
-    pruner: optuna.pruners.BasePruner,
-    stop: threading.Event | None = None,
-    retry: Retrier | None = None,
-    first_params: Mapping[str, Any] | None = None,
-) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
-    """Create the schema and the study, or join them, under the schema lock; retry transient errors.
-
-    Joining fails the trials of jobs that died (their heartbeats lapsed), which re-queues them.
-    The job that creates the study (one, whatever the race) queues ``first_params`` as the
-    study's first trial.
-
-    Returns the study and its RDB storage (for heartbeats).
-    """
-
-    def attempt() -> tuple[optuna.Study, optuna.storages.RDBStorage]:
-        if schema_ready(db):  # the common case: no lock, no DDL
-            storage = _open(db, settings, create_schema=False)
-        else:
-            with schema_lock(db, stop):  # the first jobs on an empty database: one at a time
-                storage = _open(db, settings, create_schema=not schema_ready(db))
-        nonlocal created
-        # Creating the study is one INSERT of a unique name; a job that loses the race loads it.
-        try:
-            study = optuna.create_study(
-                storage=storage,
-                study_name=settings.study_name,
-                direction=settings.direction,
-                sampler=sampler,
-                pruner=pruner,
-            )
-        except optuna.exceptions.DuplicatedStudyError:
-            study = optuna.load_study(
-                study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner
-            )
-        else:
-            created = True  # survives a retry of this attempt, which then finds the study
-        return study, storage
-
-    created = False
-
-    retry = retry or Retrier(settings.db_retry_timeout, stop)
-    try:
-        study, rdb = retry(attempt, "opening the study")
-    except _DB_ERRORS as exc:
-        if is_auth_failure(exc):
-            raise refused(db, exc) from None
-        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
-    except TimeoutError as exc:  # the schema lock
-        stuck = "; another job is creating the schema and may be stuck (see its log), or the database is very slow"
-        raise UserError(
-            f"Cannot open the study on {db.shown}: {exc}{'' if retry.stop.is_set() else stuck}"
-        ) from None
-    if len(study.directions) != 1:
-        raise UserError(
-            f"Study '{settings.study_name}' is multi-objective ({len(study.directions)} objectives); "
-            "this image optimises one objective: use another study-name"
-        )
-    if study.direction.name.lower() != settings.direction:
-        raise UserError(
-            f"Study '{settings.study_name}' exists with direction {study.direction.name.lower()}, "
-            f"but this job asks for {settings.direction}: use another study-name"
-        )
-    if created and first_params:
-        _enqueue_first(study, first_params, retry)
-    try:
-        retry(lambda: fail_stale_trials(study), "failing stale trials")
-    except _DB_ERRORS as exc:
-        raise UserError(f"Cannot open the study on {db.shown}: {_gave_up(exc, settings, retry)}") from None
-    return study, rdb
-
-
-def _gave_up(exc: BaseException, settings: Settings, retry: Retrier) -> str:
-    """Why a call failed, saying when it was retried for db-retry-timeout first, or cut short
-    by SIGTERM."""
-    if is_transient(exc) and retry.stop.is_set():
-        return f"unreachable when the job was stopped (SIGTERM): {describe(exc)}"
-    if is_transient(exc):
-        return (
-            f"unreachable for longer than db-retry-timeout ({settings.db_retry_timeout:g} s): {describe(exc)}"
-        )
-    return describe(exc)
-
-
-def _enqueue_first(study: optuna.Study, params: Mapping[str, Any], retry: Retrier) -> None:
-    """Queue the creator's first trial; its own retried step, so a retry of the creation does not
-    lose it, and skip_if_exists so a retried commit does not queue it twice. Losing it is not
-    worth failing the job for: the sampler then starts the study."""
-    try:
-        retry(lambda: study.enqueue_trial(dict(params), skip_if_exists=True), "queueing the baseline trial")
-    except (*_DB_ERRORS, TimeoutError) as exc:
-        logger.warning("Study '%s': baseline trial not queued: %s", study.study_name, describe(exc))
-        return
-    logger.info("Study '%s' created; its first trial is the baseline configuration", study.study_name)
