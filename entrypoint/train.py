@@ -39,6 +39,7 @@ from entrypoint.multihost import hosts, proxy
 from entrypoint.study import join
 from entrypoint.trials import builtin, data, search, usermodule
 from entrypoint.trials.objective import Objective
+from entrypoint.trials.progress import ProgressLines
 from entrypoint.trials.runner import TrialRunner
 from hpo_study import optuna_private, report
 from hpo_study.database import locate
@@ -253,7 +254,7 @@ def _run_study(
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
-    lines = progress.ProgressLines(keeper, progress.finished)
+    lines = ProgressLines(keeper, progress.finished)
     runner = TrialRunner(job, study, rdb, objective, progress, [keeper, lines])
     if cluster is None:
         try:
