@@ -40,7 +40,7 @@ class Settings:
     pruner: str = "median"
     epochs: int = 10
     batch_size: int = 128
-    # Shared storage (see storage.py). With none of these the study is embedded (SQLite).
+    # Shared storage (see database/locate.py). With none of these the study is embedded (SQLite).
     host: str | None = None
     db_port: int | None = None
     db_name: str | None = None
@@ -50,7 +50,7 @@ class Settings:
     db_ssl_verify: bool = True  # an RDS endpoint is verified against the image's RDS CA bundle (tls.py)
     region_name: str | None = None
     storage: str | None = None
-    # Many jobs on one study (see storage.py and README "Many jobs, one study").
+    # Many jobs on one study (see entrypoint/study/join.py and README "Many jobs, one study").
     max_trials: int | None = None
     heartbeat_interval: int = 60
     heartbeat_grace_period: int = 180
@@ -61,7 +61,7 @@ class Settings:
     # Bring your own model (see usermodule.py).
     model_module: str | None = None
     install_requirements: bool = False
-    baseline_trial: bool = True  # a new study's first trial: search.BASELINE_PARAMS (built-in network)
+    baseline_trial: bool = True  # a new study's first trial: entrypoint/trials/builtin.py BASELINE_PARAMS
 
     @property
     def metric_key(self) -> str:
