@@ -238,9 +238,7 @@ def ping_under_stress(ports: dict[str, int], rounds: int) -> dict[str, dict[str,
         for name, port in ports.items():
             with (
                 SlowClients(port, SLOW_HEADERS, SLOW_BODIES),
-                BatchLoad(
-                    port, body, media.CSV, media.JSON, BATCH_CLIENTS, timeout=10
-                ) as load,
+                BatchLoad(port, body, media.CSV, media.JSON, BATCH_CLIENTS, timeout=10) as load,
             ):
                 load.wait_for_answers(1, 10)
                 pings[name] += ping_latencies(port, PINGS, PING_TIMEOUT)

@@ -162,7 +162,11 @@ def _run_served(
             baseline = builtin.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
             served, _ = join.join_study(settings, db, sampler, pruner, job.guard.stop, job.retry, baseline)
             hosts.reset(
-                optuna_private.storage_of(served), optuna_private.study_id(served), job.name, cluster, job.retry
+                optuna_private.storage_of(served),
+                optuna_private.study_id(served),
+                job.name,
+                cluster,
+                job.retry,
             )
             address = hosts.bind_address(cluster)
             server = stack.enter_context(

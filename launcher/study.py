@@ -44,9 +44,7 @@ def settings(study_name: str, options: Mapping[str, object]) -> Settings:
     return settings_mod.parse(hyperparameters(study_name, options))
 
 
-def read_secret(
-    session: aws.Session, secret_id: str, stage: str | None = None
-) -> credentials.DbCredentials:
+def read_secret(session: aws.Session, secret_id: str, stage: str | None = None) -> credentials.DbCredentials:
     """The secret (its version with staging label ``stage``: None for the current one), read with
     the command's session (its --profile and --region).
 

@@ -164,7 +164,8 @@ def test_liar_tpe_samples_what_optunas_samples_reading_once_per_trial(tmp_path):
         return [t.params for t in study.trials]
 
     ours = run(
-        optuna_private.LiarTPESampler(seed=4, constant_liar=True, n_startup_trials=3), f"sqlite:///{tmp_path}/a.db"
+        optuna_private.LiarTPESampler(seed=4, constant_liar=True, n_startup_trials=3),
+        f"sqlite:///{tmp_path}/a.db",
     )
     theirs = run(
         optuna.samplers.TPESampler(seed=4, constant_liar=True, n_startup_trials=3),

@@ -210,7 +210,9 @@ class TrialRunner:
         deadline = time.monotonic() + s.heartbeat_interval * 2 + s.heartbeat_grace_period
         while True:
             self._retry(lambda: fail_stale_trials(self.study), "failing stale trials")
-            lapsed = self._retry(lambda: self.storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats")
+            lapsed = self._retry(
+                lambda: self.storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats"
+            )
             if not lapsed:
                 return
             if time.monotonic() >= deadline:
