@@ -156,7 +156,7 @@ debs:
 	id=$$($(ENGINE) image inspect --format '{{.Id}}' "$$base") && echo "$$id $(APT_PACKAGES)" > $(DEBS).tmp/.base && \
 	mv $(DEBS).tmp $(DEBS) && ls $(DEBS)
 
-# The RDS global CA bundle, which the image uses to verify an RDS endpoint (entrypoint/tls.py).
+# The RDS global CA bundle, which the image uses to verify an RDS endpoint (hpo_study/database/tls.py).
 # Needs internet (CodeBuild has it: buildspec.yml runs this); `make image` without it builds an
 # image without the bundle and says so.
 RDS_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem

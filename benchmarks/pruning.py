@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from entrypoint import data, search, settings
-from entrypoint.job import JobContext
-from entrypoint.objective import Objective
+from entrypoint.job.context import JobContext
+from entrypoint.trials import data, search
+from entrypoint.trials.objective import Objective
+from hpo_study import settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ ships in no package: the repository
 from devtools.localjob import digits_channels  # noqa: E402

@@ -30,7 +30,8 @@ import optuna
 import sqlalchemy
 from optuna.storages._rdb import models
 
-from entrypoint import pruning, trialdb
+from hpo_study import trialdb
+from hpo_study.pruners import MedianPruner as OurMedianPruner
 
 ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 EPOCHS = 10
@@ -133,7 +134,7 @@ def main() -> None:
     try:
         pruners = {
             "optuna": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-            "ours": pruning.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+            "ours": OurMedianPruner(n_startup_trials=5, n_warmup_steps=1),
         }
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": False})
         studies = {

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from serving import constants as C
-from serving import content_types
+from serving import media
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ ships in no package: the repository
 from devtools.localmodel import DEFAULT_PARAMS, write_model  # noqa: E402
@@ -94,7 +94,7 @@ def payload() -> bytes:
 
 def run_python(port: int, path: str, body: bytes, concurrency: int, seconds: float) -> Result:
     """Closed loop: each thread sends, waits for the whole answer, sends again, until time is up."""
-    headers = {"Content-Type": content_types.NPY, "Accept": content_types.JSON}
+    headers = {"Content-Type": media.NPY, "Accept": media.JSON}
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     start = threading.Barrier(concurrency + 1)
@@ -238,9 +238,7 @@ def ping_under_stress(ports: dict[str, int], rounds: int) -> dict[str, dict[str,
         for name, port in ports.items():
             with (
                 SlowClients(port, SLOW_HEADERS, SLOW_BODIES),
-                BatchLoad(
-                    port, body, content_types.CSV, content_types.JSON, BATCH_CLIENTS, timeout=10
-                ) as load,
+                BatchLoad(port, body, media.CSV, media.JSON, BATCH_CLIENTS, timeout=10) as load,
             ):
                 load.wait_for_answers(1, 10)
                 pings[name] += ping_latencies(port, PINGS, PING_TIMEOUT)

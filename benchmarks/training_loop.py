@@ -32,10 +32,11 @@ from chainer import training
 from chainer.training import extensions
 
 from core import network
-from entrypoint import objective, search, settings
-from entrypoint.data import Dataset, Split
-from entrypoint.job import JobContext
-from entrypoint.stopping import Guard
+from entrypoint.job.context import JobContext
+from entrypoint.job.stopping import Guard
+from entrypoint.trials import builtin, objective, search
+from entrypoint.trials.data import Dataset, Split
+from hpo_study import settings
 
 PARAMS = {"n_layers": 2, "n_units_l0": 128, "n_units_l1": 64, "optimizer": "Adam", "adam_alpha": 1e-3}
 PARAMS["weight_decay"] = 1e-6
@@ -53,7 +54,7 @@ def make_data(n: int = 20_000, features: int = 784, classes: int = 10) -> Datase
 
 def model_and_optimizer(data: Dataset):
     model = L.Classifier(network.build_network(PARAMS, data.n_features, data.n_classes))
-    return model, objective.make_optimizer(PARAMS, model)
+    return model, builtin.make_optimizer(PARAMS, model)
 
 
 def bare(data: Dataset, epochs: int) -> float:

@@ -85,19 +85,22 @@ def plain_worker_with_libraries(db: str, n: int, seconds: float, barrier, out) -
 def our_worker(db: str, n: int, seconds: float, barrier, out) -> None:
     import logging
 
-    from entrypoint import search, settings, storage
-    from entrypoint.checkpoint import Progress
-    from entrypoint.job import JobContext
-    from entrypoint.runner import TrialRunner
-    from entrypoint.stopping import Guard
+    from entrypoint.job.context import JobContext
+    from entrypoint.job.stopping import Guard
+    from entrypoint.model.checkpoint import Progress
+    from entrypoint.study import join
+    from entrypoint.trials import search
+    from entrypoint.trials.runner import TrialRunner
+    from hpo_study import settings
+    from hpo_study.database import locate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.disable(logging.WARNING)
     s = settings.parse(
         {"storage": f"mysql://root@127.0.0.1:3306/{db}", "study-name": "bench", "n-trials": str(n)}
     )
-    database = storage.resolve(s, "/tmp")
-    study, rdb = storage.join_study(s, database, search.make_sampler(s, None), search.make_pruner(s))
+    database = locate.resolve(s, "/tmp")
+    study, rdb = join.join_study(s, database, search.make_sampler(s, None), search.make_pruner(s))
     barrier.wait()
     t0 = time.perf_counter()
     runner = TrialRunner(

@@ -3,7 +3,7 @@
 Everything that differs between engines is here: the SQLAlchemy driver, the default port, the
 names RDS writes in a secret's ``engine``, the driver's connect arguments (time-out, TLS), the
 named lock that makes schema creation race-safe, and the driver's error codes worth retrying.
-Settings, the launcher, credentials.py, storage.py and dberrors.py all read this table, so adding
+Settings, the launcher, and hpo_study/database/ (credentials, locate, dberrors) all read this table, so adding
 an engine means adding a record here (and its driver to pyproject.toml).
 
 Plain data: nothing here imports a database driver, SQLAlchemy or Optuna.

@@ -2,7 +2,7 @@
 packed into ``<model_dir>/code`` from which serving rebuilds the same network.
 
 The module must define ``suggest_params(trial)`` and ``build_network(params, n_features,
-n_classes)``; everything training does with it beyond that lives in entrypoint/usermodule.py.
+n_classes)``; everything training does with it beyond that lives in entrypoint/trials/usermodule.py.
 """
 
 from __future__ import annotations

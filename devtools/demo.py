@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from core import artifact
-from entrypoint import data
-from entrypoint.constants import CHANNEL_TEST, TRIALS_CSV_FILE
+from entrypoint.constants import CHANNEL_TEST
+from entrypoint.trials import data
+from hpo_study.constants import TRIALS_CSV_FILE
 
 
 def summary(base: Path) -> list[str]:

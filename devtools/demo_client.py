@@ -15,7 +15,7 @@ import numpy as np
 
 from devtools.localjob import digits_channels
 from devtools.localserver import LocalServer
-from serving import content_types
+from serving import media
 from serving.constants import ENV_WORKERS, ROUTE_INVOCATIONS
 
 N_IMAGES = 5
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             "POST",
             ROUTE_INVOCATIONS,
             body.getvalue(),
-            Content_Type=content_types.NPY,
-            Accept=content_types.JSON,
+            Content_Type=media.NPY,
+            Accept=media.JSON,
         )
         if status != 200:
             raise SystemExit(

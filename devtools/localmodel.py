@@ -15,12 +15,12 @@ import numpy as np
 import optuna
 
 from core.artifact import ModelSource
-from entrypoint import search, usermodule
-from entrypoint.keeper import BestModelKeeper
+from entrypoint.model.keeper import BestModelKeeper
+from entrypoint.trials import builtin, usermodule
 
 LOCAL_NAME = "local-model"
 # The built-in network's baseline configuration: a model like the first trial of a new study.
-DEFAULT_PARAMS: dict[str, Any] = dict(search.BASELINE_PARAMS)
+DEFAULT_PARAMS: dict[str, Any] = dict(builtin.BASELINE_PARAMS)
 
 
 def write_model(

@@ -51,7 +51,7 @@ def main() -> None:
         except SystemExit as exc:
             if exc.code:
                 sys.exit(f"warm-up training failed ({exc.code})")
-        # A job with a db-secret reads it with boto3 (entrypoint/credentials.py imports it only
+        # A job with a db-secret reads it with boto3 (hpo_study/database/credentials.py imports it only
         # then): its modules and the Secrets Manager client's, which the tiny job above skips.
         import boto3
 

@@ -4,7 +4,7 @@ It takes the place of the sagemaker-training toolkit's ``train``, which reads (a
 hyperparameters.json before any of our code runs: a file that is not a JSON object ended the job
 with a traceback as its FailureReason. Here ``settings`` is the only reader of that file. Like
 the toolkit in framework mode, it calls the function named by ``SAGEMAKER_TRAINING_MODULE``;
-every failure ends through entrypoint/failure.py (a one-line ``/opt/ml/output/failure``, exit 1).
+every failure ends through entrypoint/job/failure.py (a one-line ``/opt/ml/output/failure``, exit 1).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from sagemaker_training import logging_config, params
 
 from core.errors import UserError
-from entrypoint import failure
-from entrypoint import smpaths as environment  # the toolkit's paths without its boto3 import
+from entrypoint.job import failure
+from entrypoint.job import smpaths as environment  # the toolkit's paths without its boto3 import
 
 ENV_TRAINING_MODULE = "SAGEMAKER_TRAINING_MODULE"
 DEFAULT_TRAINING_MODULE = "entrypoint.train:main"

@@ -1,7 +1,7 @@
 """The training entry point: ``SAGEMAKER_TRAINING_MODULE=entrypoint.train:main``.
 
 The image's ``train`` command (entrypoint/cli.py) imports this module and calls :func:`main`. A
-:class:`~core.errors.UserError` becomes a short failure file and exit code 1 (entrypoint/failure.py).
+:class:`~core.errors.UserError` becomes a short failure file and exit code 1 (entrypoint/job/failure.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ import optuna
 
 from core.artifact import ModelSource
 from core.errors import UserError
-from entrypoint import data, failure, hosts, optuna_private, proxy, report, search, storage, usermodule
-from entrypoint import settings as settings_mod
-from entrypoint import smpaths as environment  # the toolkit's paths without its boto3 import
-from entrypoint.checkpoint import Progress
 from entrypoint.constants import (
     CHANNEL_CODE,
     CHECKPOINT_DIR,
@@ -33,14 +29,23 @@ from entrypoint.constants import (
     PROXY_PORT,
     SUBMIT_DIRECTORY_HYPERPARAMETER,
 )
-from entrypoint.dberrors import Retrier, StorageUnreachable, describe, is_auth_failure
-from entrypoint.job import JobContext
-from entrypoint.keeper import BestModelKeeper
-from entrypoint.objective import Objective
-from entrypoint.redact import redacting
-from entrypoint.runner import TrialRunner
-from entrypoint.settings import Settings
-from entrypoint.stopping import Guard
+from entrypoint.job import failure, hyperparameters
+from entrypoint.job import smpaths as environment  # the toolkit's paths without its boto3 import
+from entrypoint.job.context import JobContext
+from entrypoint.job.stopping import Guard
+from entrypoint.model.checkpoint import Progress
+from entrypoint.model.keeper import BestModelKeeper
+from entrypoint.multihost import hosts, proxy
+from entrypoint.study import join
+from entrypoint.trials import builtin, data, search, usermodule
+from entrypoint.trials.objective import Objective
+from entrypoint.trials.progress import ProgressLines
+from entrypoint.trials.runner import TrialRunner
+from hpo_study import optuna_private, report
+from hpo_study.database import locate
+from hpo_study.database.dberrors import Retrier, StorageUnreachable, describe, is_auth_failure
+from hpo_study.database.redact import redacting
+from hpo_study.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ def run(
 ) -> optuna.Study:
     """Join the study, run this job's trials, keep the best model, write the summary.
 
-    ``cluster``: the job's hosts when it has several (entrypoint/hosts.py), else None.
+    ``cluster``: the job's hosts when it has several (entrypoint/multihost/hosts.py), else None.
     """
     guard = guard or Guard()
     if cluster is not None:  # every host syncs its checkpoints to the job's one S3 prefix
@@ -103,14 +108,14 @@ def run(
         return _run_served(job, cluster, paths, dataset, spec)
     # With checkpointing on, an embedded study lives in the checkpoint folder so that a
     # restarted spot job finds it; it is copied to the output data folder at the end.
-    db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
+    db = locate.resolve(settings, paths.checkpoints or paths.output_data_dir)
     with redacting(db.password):
         return _run_on(job, db, paths, dataset, spec, cluster)
 
 
 def _run_on(
     job: JobContext,
-    db: storage.Database,
+    db: locate.Database,
     paths: JobPaths,
     dataset: data.Dataset,
     spec: usermodule.ModelSpec,
@@ -118,11 +123,11 @@ def _run_on(
 ) -> optuna.Study:
     settings = job.settings
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
-    baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
-    study, rdb = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
+    baseline = builtin.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
+    study, rdb = join.join_study(settings, db, sampler, pruner, job.guard.stop, job.retry, baseline)
     if cluster is not None and cluster.is_leader:  # hosts on a database: one study, one model
         hosts.reset(
-            optuna_private.storage_of(study), optuna_private.study_id(study), job.name, cluster, job.db
+            optuna_private.storage_of(study), optuna_private.study_id(study), job.name, cluster, job.retry
         )
     return _run_study(
         job,
@@ -133,7 +138,7 @@ def _run_on(
         dataset,
         spec,
         cluster,
-        lambda limit_s: _wrap_up(study, db, paths, job.db, limit_s),
+        lambda limit_s: _wrap_up(study, db, paths, job.retry, limit_s),
     )
 
 
@@ -145,7 +150,7 @@ def _run_served(
     spec: usermodule.ModelSpec,
 ) -> optuna.Study:
     """A job of several hosts with an embedded study: the leader keeps it and serves it with
-    Optuna's gRPC proxy (entrypoint/proxy.py); every host runs its trials through the proxy."""
+    Optuna's gRPC proxy (entrypoint/multihost/proxy.py); every host runs its trials through the proxy."""
     settings = job.settings
     sampler, pruner = search.make_sampler(settings, job.seed), search.make_pruner(settings)
     with contextlib.ExitStack() as stack:
@@ -153,11 +158,15 @@ def _run_served(
         tell_failed: Callable[[str], None] = lambda reason: None  # noqa: E731
         address: str | None = None
         if cluster.is_leader:
-            db = storage.resolve(settings, paths.checkpoints or paths.output_data_dir)
-            baseline = search.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
-            served, _ = storage.join_study(settings, db, sampler, pruner, job.guard.stop, job.db, baseline)
+            db = locate.resolve(settings, paths.checkpoints or paths.output_data_dir)
+            baseline = builtin.BASELINE_PARAMS if settings.baseline_trial and spec.module is None else None
+            served, _ = join.join_study(settings, db, sampler, pruner, job.guard.stop, job.retry, baseline)
             hosts.reset(
-                optuna_private.storage_of(served), optuna_private.study_id(served), job.name, cluster, job.db
+                optuna_private.storage_of(served),
+                optuna_private.study_id(served),
+                job.name,
+                cluster,
+                job.retry,
             )
             address = hosts.bind_address(cluster)
             server = stack.enter_context(
@@ -166,7 +175,7 @@ def _run_served(
 
             def wrap_up(limit_s: float) -> None:
                 with server.lock:
-                    _wrap_up(served, db, paths, job.db, limit_s)
+                    _wrap_up(served, db, paths, job.retry, limit_s)
 
             def tell_failed(reason: str) -> None:  # the workers' next call fails quoting it
                 server.fail(reason, min(2 * settings.heartbeat_interval, proxy.MAX_FAILED_LINGER_S))
@@ -182,7 +191,7 @@ def _run_served(
         )
         stack.callback(client.close)
         try:
-            study = job.db(
+            study = job.retry(
                 lambda: optuna.load_study(
                     study_name=settings.study_name, storage=client, sampler=sampler, pruner=pruner
                 ),
@@ -199,7 +208,7 @@ def _run_study(
     job: JobContext,
     study: optuna.Study,
     rdb: Any,
-    db: storage.Database | None,
+    db: locate.Database | None,
     paths: JobPaths,
     dataset: data.Dataset,
     spec: usermodule.ModelSpec,
@@ -249,7 +258,7 @@ def _run_study(
         max(settings.n_trials - len(progress.finished), 0),
         settings.n_trials,
     )
-    lines = report.ProgressLines(keeper, progress.finished)
+    lines = ProgressLines(keeper, progress.finished)
     runner = TrialRunner(job, study, rdb, objective, progress, [keeper, lines])
     if cluster is None:
         try:
@@ -271,7 +280,7 @@ def _run_study(
         optuna_private.study_id(study),
         settings.heartbeat_interval,
         settings.heartbeat_grace_period,
-        job.db,
+        job.retry,
         job.guard,
     )
     with roster:
@@ -304,10 +313,10 @@ def _run_study(
     return study
 
 
-def _raise_refused(db: storage.Database | None, exc: BaseException) -> None:
+def _raise_refused(db: locate.Database | None, exc: BaseException) -> None:
     """A refused login (also after the secret was read again): one clear line."""
     if db is not None and isinstance(exc, Exception) and is_auth_failure(exc):
-        raise storage.refused(db, exc) from exc
+        raise locate.refused(db, exc) from exc
 
 
 def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -> None:
@@ -331,7 +340,7 @@ def _check_outcome(runner: TrialRunner, keeper: BestModelKeeper, guard: Guard) -
 
 def _wrap_up(
     study: optuna.Study,
-    db: storage.Database,
+    db: locate.Database,
     paths: JobPaths,
     retry: Retrier,
     limit_s: float = FINAL_DB_RETRY_S,
@@ -359,7 +368,7 @@ def _wrap_up(
         logger.debug("The summary's error", exc_info=exc)
         best = None
     if db.kind == "sqlite" and paths.checkpoints is not None:
-        storage.copy_embedded(db, paths.output_data_dir)
+        locate.copy_embedded(db, paths.output_data_dir)
     if best is not None:
         print(f"best_trial={best.number} best_value={best.value!r} params={best.params}")
 
@@ -427,7 +436,7 @@ def _paths() -> JobPaths:
 def _main(guard: Guard, paths: JobPaths, output_dir: Path) -> None:
     # The toolkit's paths honour SAGEMAKER_BASE_DIR. We do not build its Environment object:
     # it logs every hyperparameter value that is not JSON.
-    settings = settings_mod.load(environment.hyperparameters_file_dir)
+    settings = hyperparameters.load(environment.hyperparameters_file_dir)
     cluster = hosts.read(_resource_config())
     if settings.model_module:
         usermodule.fetch_source(_submit_directory(), environment.code_dir)

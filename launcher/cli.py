@@ -19,7 +19,7 @@ import optuna
 
 from core.engines import DEFAULT_ENGINE, ENGINES
 from core.errors import UserError
-from entrypoint import region as region_mod
+from hpo_study.database import region as region_mod
 from launcher import aws, jobresults, jobs, output, stack, status
 from launcher import best as best_mod
 from launcher import deploy as deploy_mod
@@ -290,7 +290,7 @@ def _file_hyperparameters(path: Path | None) -> dict[str, str]:
 
 def _secret_region(args: argparse.Namespace, region: str | None) -> list[tuple[str, str]]:
     """``region-name`` for the jobs when --db-secret is a name, not an ARN (an ARN names its
-    region, which the job reads from it: entrypoint/region.py): the command's own region."""
+    region, which the job reads from it: hpo_study/database/region.py): the command's own region."""
     if not args.db_secret or region_mod.arn_region(args.db_secret) or not region:
         return []
     given = {launch_mod.canonical(k) for k, _ in args.hp} | {

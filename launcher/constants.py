@@ -25,7 +25,7 @@ METRIC_DEFINITIONS = (
     {"Name": "validation:loss", "Regex": r" validation_loss=([-+0-9.eE]+)"},
     {"Name": "validation:accuracy", "Regex": r" validation_accuracy=([-+0-9.eE]+)"},
     # The study's best as the job sees it at its end, and the job's own progress and kept model
-    # (entrypoint/report.py ProgressLines): what status/best/deploy read without the database.
+    # (hpo_study/report.py ProgressLines): what status/best/deploy read without the database.
     {"Name": "best:trial", "Regex": r"best_trial=([0-9]+)"},
     {"Name": "best:value", "Regex": r" best_value=([-+0-9.eE]+)"},
     {"Name": "job:trials", "Regex": r"job_trials=([0-9]+)"},
@@ -38,7 +38,7 @@ METRIC_JOB_TRIALS, METRIC_MODEL_TRIAL, METRIC_MODEL_VALUE = "job:trials", "model
 CLOUDWATCH_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 CLOUDWATCH_JOB_DIMENSION = "TrainingJobName"
 
-# Channels every job needs (entrypoint/data.py).
+# Channels every job needs (entrypoint/trials/data.py).
 REQUIRED_CHANNELS = ("train", "test")
 
 # SageMaker names: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}

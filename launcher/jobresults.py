@@ -3,7 +3,7 @@ in SageMaker and S3, read with AWS credentials only.
 
 Every job prints, after each trial it finishes, how many it has finished and the model it keeps
 (``job_trials=4 model_trial=7 model_value=0.9593``), and at its end the study's best as it sees
-it (``best_trial=... best_value=...``): entrypoint/report.py. The launcher's MetricDefinitions
+it (``best_trial=... best_value=...``): hpo_study/report.py. The launcher's MetricDefinitions
 make SageMaker turn those lines into metrics, which are read here:
 
 - a job that ended: DescribeTrainingJob's ``FinalMetricDataList``, "a list of final metric values
@@ -34,7 +34,7 @@ import numpy as np
 
 from core import ranking
 from core.errors import UserError
-from entrypoint import settings as settings_mod
+from hpo_study import settings as settings_mod
 from launcher import artifacts, aws, jobs, names, output
 from launcher.best import BestModel
 from launcher.constants import (

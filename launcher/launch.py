@@ -14,11 +14,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import boto3
-
 from core.errors import UserError
-from entrypoint import settings as settings_mod
-from entrypoint.settings import Settings
+from hpo_study import settings as settings_mod
+from hpo_study.settings import Settings
 from launcher import aws, names
 from launcher.constants import (
     DEFAULT_MAX_RUNTIME_S,
@@ -171,7 +169,7 @@ def requests(spec: LaunchSpec, now: dt.datetime | None = None) -> list[dict[str,
     return [request(spec, name) for name in job_names(spec, now)]
 
 
-def launch(session: boto3.session.Session, spec: LaunchSpec, now: dt.datetime | None = None) -> list[str]:
+def launch(session: aws.Session, spec: LaunchSpec, now: dt.datetime | None = None) -> list[str]:
     """Create the jobs one after the other; return their names.
 
     If one is refused, the ones already created keep running (they are valid members of the

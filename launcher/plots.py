@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 
-from entrypoint.constants import PLOTS_DIR
+from hpo_study.constants import PLOTS_DIR
 
 logger = logging.getLogger(__name__)
 

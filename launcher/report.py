@@ -12,8 +12,8 @@ from pathlib import Path
 
 import optuna
 
-from entrypoint import report as summary
-from entrypoint.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
+from hpo_study import report as summary
+from hpo_study.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
 
 
 def write(study: optuna.Study, out: str | Path) -> list[Path]:

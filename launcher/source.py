@@ -12,16 +12,15 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 
-import boto3
 import sqlalchemy
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import storage
-from entrypoint.dberrors import describe, is_cert_failure
-from entrypoint.redact import redacting
-from entrypoint.settings import Settings
-from launcher import jobresults
+from hpo_study.database import locate
+from hpo_study.database.dberrors import describe, is_cert_failure
+from hpo_study.database.redact import redacting
+from hpo_study.settings import Settings
+from launcher import aws, jobresults
 from launcher import study as study_mod
 
 AUTO, STUDY, JOBS = "auto", "study", "jobs"
@@ -39,11 +38,11 @@ class Source:
         return self.kind == STUDY
 
 
-def _probe(settings: Settings, session: boto3.session.Session) -> str | None:
+def _probe(settings: Settings, session: aws.Session) -> str | None:
     """None when the study's database answers; else why not (one line, no secret in it)."""
     try:
         creds = study_mod.read_secret(session, settings.db_secret) if settings.db_secret else None
-        db = storage.resolve(settings, tempfile.gettempdir(), creds)
+        db = locate.resolve(settings, tempfile.gettempdir(), creds)
     except UserError as exc:
         return str(exc)
     if db.kind == "sqlite":
@@ -79,7 +78,7 @@ def _unreachable(kind: str, exc: sqlalchemy.exc.DBAPIError) -> bool:
     return errno is None and isinstance(exc, sqlalchemy.exc.OperationalError)
 
 
-def choose(kind: str, settings: Settings, session: boto3.session.Session) -> Source:
+def choose(kind: str, settings: Settings, session: aws.Session) -> Source:
     """The source for ``--source kind`` (auto, study or jobs) and the study options given."""
     if kind == JOBS:
         return Source(JOBS, f"{jobresults.SOURCE_NAME} (--source jobs)")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import boto3
-
 from core.errors import UserError
 from launcher import aws
 from launcher.constants import (
@@ -23,7 +21,7 @@ from launcher.constants import (
 )
 
 
-def outputs(session: boto3.session.Session, name: str) -> dict[str, str]:
+def outputs(session: aws.Session, name: str) -> dict[str, str]:
     """The stack's outputs by key; an unknown stack is a user error naming it."""
     answer = aws.call(
         aws.client(session, "cloudformation"),
@@ -40,7 +38,7 @@ def _need(found: dict[str, str], key: str, stack: str) -> str:
     return found[key]
 
 
-def apply(args: argparse.Namespace, session: boto3.session.Session) -> None:
+def apply(args: argparse.Namespace, session: aws.Session) -> None:
     """Fill the options the command has and the user left out from ``--stack``'s outputs."""
     if not getattr(args, "stack", None):
         return

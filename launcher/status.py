@@ -15,8 +15,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from core import ranking
-from entrypoint.constants import ATTR_JOB_NAME
-from launcher import jobs, studyread
+from hpo_study import trials
+from hpo_study.constants import ATTR_JOB_NAME
+from launcher import jobs
 
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 NO_JOB = None  # trials not run by a training job (e.g. enqueued by hand)
@@ -38,9 +39,9 @@ def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]
     """Counts by state, the best trial, and one entry per job (in order of first trial).
 
     Reads each trial's number, state, value and job name, and the best trial in full
-    (launcher/studyread.py), not every trial's parameters and attributes.
+    (hpo_study/trials.py), not every trial's parameters and attributes.
     """
-    rows = studyread.trial_rows(study)
+    rows = trials.trial_rows(study)
     per_job: dict[str | None, dict[str, Any]] = {}
     for row in rows:
         name = row.job if row.job is not None else NO_JOB
@@ -59,7 +60,7 @@ def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]
         "direction": study.direction.name.lower(),
         "trials": len(rows),
         "states": {state: counts.get(state, 0) for state in STATES},
-        "best": _trial(studyread.best_trial(study, rows)),
+        "best": _trial(trials.best_trial(study, rows)),
         "jobs": list(per_job.values()),
     }
 

@@ -12,16 +12,16 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import boto3
 import optuna
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import credentials, optuna_private, storage
-from entrypoint import settings as settings_mod
-from entrypoint.dberrors import describe, is_auth_failure
-from entrypoint.redact import redacting
-from entrypoint.settings import Settings
+from hpo_study import optuna_private
+from hpo_study import settings as settings_mod
+from hpo_study.database import credentials, locate
+from hpo_study.database.dberrors import describe, is_auth_failure
+from hpo_study.database.redact import redacting
+from hpo_study.settings import Settings
 from launcher import aws
 from launcher.constants import HP_STUDY_NAME, STUDY_OPTION_HPS
 
@@ -44,13 +44,11 @@ def settings(study_name: str, options: Mapping[str, object]) -> Settings:
     return settings_mod.parse(hyperparameters(study_name, options))
 
 
-def read_secret(
-    session: boto3.session.Session, secret_id: str, stage: str | None = None
-) -> credentials.DbCredentials:
+def read_secret(session: aws.Session, secret_id: str, stage: str | None = None) -> credentials.DbCredentials:
     """The secret (its version with staging label ``stage``: None for the current one), read with
     the command's session (its --profile and --region).
 
-    entrypoint.credentials blames "the training role" for a denial; here it is the caller.
+    hpo_study.database.credentials blames "the training role" for a denial; here it is the caller.
     """
     missing = f"has no version {stage}" if stage else "does not exist"
     answer = aws.call(
@@ -63,11 +61,11 @@ def read_secret(
     return credentials.parse_secret(secret_id, answer.get("SecretString"))
 
 
-def _where(db: storage.Database) -> str:
+def _where(db: locate.Database) -> str:
     return db.shown
 
 
-def _has_optuna_tables(db: storage.Database) -> bool:
+def _has_optuna_tables(db: locate.Database) -> bool:
     if db.kind == "sqlite" and not Path(db.url.database or "").is_file():
         return False  # connecting would create an empty file
     engine = db.create_engine(poolclass=sqlalchemy.pool.NullPool)
@@ -86,7 +84,7 @@ def _unknown_study(name: str, names: list[str], where: str) -> UserError:
 
 
 @contextlib.contextmanager
-def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[optuna.storages.RDBStorage]:
+def rdb_storage(settings: Settings, session: aws.Session) -> Iterator[optuna.storages.RDBStorage]:
     """The jobs' database as an Optuna storage that creates no tables (for `status`, dashboards)."""
     if not settings.uses_shared_storage:
         raise UserError(
@@ -96,7 +94,7 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
     creds = read_secret(session, secret_id) if secret_id else None
     # The folder is only used for embedded storage, which was ruled out above. A password the
     # database refuses sends the secret to be read again, as in a job (a rotation).
-    db = storage.resolve(
+    db = locate.resolve(
         settings, tempfile.gettempdir(), creds, read=lambda stage: read_secret(session, secret_id, stage)
     )
     where = _where(db)
@@ -111,11 +109,11 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
                 engine_kwargs=db.engine_kwargs(pre_ping=True),  # no retries here (dashboards idle)
                 skip_table_creation=True,
             )
-            storage.bind(rdb.engine, db)
+            locate.bind(rdb.engine, db)
             yield rdb
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
             if is_auth_failure(exc):
-                raise storage.refused(db, exc) from None
+                raise locate.refused(db, exc) from None
             raise UserError(f"Cannot read the study database {where}: {describe(exc)}") from None
         finally:
             if rdb is not None:
@@ -123,10 +121,10 @@ def rdb_storage(settings: Settings, session: boto3.session.Session) -> Iterator[
 
 
 @contextlib.contextmanager
-def opened(settings: Settings, session: boto3.session.Session) -> Iterator[optuna.Study]:
+def opened(settings: Settings, session: aws.Session) -> Iterator[optuna.Study]:
     """The study named in ``settings``, loaded without creating tables or studies."""
     with rdb_storage(settings, session) as rdb:
         names = optuna.study.get_all_study_names(rdb)
         if settings.study_name not in names:
-            raise _unknown_study(settings.study_name, names, storage.shown(rdb.url))
+            raise _unknown_study(settings.study_name, names, locate.shown(rdb.url))
         yield optuna.load_study(study_name=settings.study_name, storage=rdb)

@@ -15,7 +15,7 @@ from typing import Any
 import falcon
 
 from serving import constants as C
-from serving import content_types
+from serving import media
 from serving.body import read_body
 from serving.config import ServeConfig
 from serving.errors import ServingError
@@ -29,7 +29,7 @@ INTERNAL_ERROR_MESSAGE = "internal server error (details are in the server log)"
 class Ping:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.status = falcon.HTTP_200
-        resp.content_type = content_types.TEXT
+        resp.content_type = media.TEXT
 
 
 class Invocations:
@@ -44,7 +44,7 @@ class Invocations:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_body(req.stream, req.content_length, self._limit)
         accept = (req.get_header("Accept") or "").strip()
-        if accept in ("", content_types.ANY):
+        if accept in ("", media.ANY):
             accept = self._default_accept
         result = self._handlers.transform_fn(self._model, body, req.content_type or "", accept)
         payload, content_type = result if isinstance(result, tuple) else (result, accept)
@@ -64,7 +64,7 @@ class ExecutionParameters:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data = json.dumps(self._doc).encode("utf-8")
-        resp.content_type = content_types.JSON
+        resp.content_type = media.JSON
 
 
 class Bare:
@@ -80,7 +80,7 @@ class Bare:
 
 def _refuse(req: falcon.Request, resp: falcon.Response, ex: ServingError, params: dict) -> None:
     resp.status = falcon.code_to_http_status(ex.status_code)
-    resp.content_type = content_types.TEXT
+    resp.content_type = media.TEXT
     resp.text = str(ex)
     log.info("%s %s %s: %s", req.method, req.path, ex.status_code, ex)
 
@@ -88,7 +88,7 @@ def _refuse(req: falcon.Request, resp: falcon.Response, ex: ServingError, params
 def _fail(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
     log.error("%s %s failed", req.method, req.path, exc_info=ex)
     resp.status = falcon.HTTP_500
-    resp.content_type = content_types.TEXT
+    resp.content_type = media.TEXT
     resp.text = INTERNAL_ERROR_MESSAGE
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving import constants as C
-from serving import content_types
+from serving import media
 from serving.errors import StartupError
 
 
@@ -47,7 +47,7 @@ class ServeConfig:
             workers=_int(environ, C.ENV_WORKERS, cpu_count(), 1, 1024),
             timeout=_int(environ, C.ENV_TIMEOUT, C.DEFAULT_TIMEOUT_SECONDS, 1, 86400),
             program=environ.get(C.ENV_PROGRAM) or None,
-            default_accept=environ.get(C.ENV_DEFAULT_ACCEPT) or content_types.JSON,
+            default_accept=environ.get(C.ENV_DEFAULT_ACCEPT) or media.JSON,
             max_body_bytes=max_mb * C.MB,
             bare_endpoint=environ.get(C.ENV_BARE_ENDPOINT, "").lower() in ("1", "true", "yes"),
             proxy=_choice(environ, C.ENV_PROXY, (C.PROXY_NGINX, C.PROXY_NONE)),

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from serving import constants as C
-from serving import decoders, encoders
+from serving import media
 from serving.config import ServeConfig
 from serving.errors import BadInput, StartupError
 from serving.model import Model, load_model, predict_probabilities
@@ -43,7 +43,7 @@ def model_fn(model_dir: str) -> Model:
 
 def input_fn(input_data: bytes, content_type: str) -> np.ndarray:
     """Decode a JSON, CSV or .npy body into a float32 batch."""
-    return decoders.decode(input_data, content_type)
+    return media.decode(input_data, content_type)
 
 
 def predict_fn(data: np.ndarray, model: Model) -> np.ndarray:
@@ -58,7 +58,7 @@ def predict_fn(data: np.ndarray, model: Model) -> np.ndarray:
 
 def output_fn(prediction: np.ndarray, accept: str) -> tuple[bytes, str]:
     """Encode probabilities and labels in the best type the Accept header allows."""
-    return encoders.encode(prediction, accept)
+    return media.encode(prediction, accept)
 
 
 DEFAULTS: dict[str, Callable[..., Any]] = {

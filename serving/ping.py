@@ -24,7 +24,7 @@ import socketserver
 import sys
 import threading
 
-from serving import content_types
+from serving import media
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class _PingHandler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, status: int, body: bytes) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_types.TEXT)
+        self.send_header("Content-Type", media.TEXT)
         self.send_header("Content-Length", str(len(body)))
         if status == 405:
             self.send_header("Allow", "GET, HEAD")

@@ -214,7 +214,7 @@ def test_the_network_builder_of_a_record(tmp_path):
 
 def test_core_depends_on_no_training_serving_or_launcher_code():
     """core/ is what the others share: it imports none of them, nor Optuna or the training toolkit."""
-    forbidden = {"optuna", "sagemaker_training", "entrypoint", "serving", "launcher", "devtools"}
+    forbidden = {"optuna", "sagemaker_training", "entrypoint", "hpo_study", "serving", "launcher", "devtools"}
     for path in CORE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -230,8 +230,8 @@ def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path
     """One rule everywhere: of equal values the earliest trial, never an infinite one."""
     import optuna
 
-    from entrypoint import report
-    from entrypoint.keeper import BestModelKeeper
+    from entrypoint.model.keeper import BestModelKeeper
+    from hpo_study import trials
     from launcher import best, status
 
     study = optuna.create_study(direction="maximize")
@@ -244,7 +244,7 @@ def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path
         keeper(study, trial)
     assert artifact.read(tmp_path).trial_number == 2
     assert best.best_trial(study).number == 2
-    assert report.best_trial(study).number == 2
+    assert trials.best_trial(study).number == 2
     summary = status.summary(study)
     assert summary["best"]["trial"] == 2
     assert [(job["job"], job["best"]) for job in summary["jobs"]] == [("a", 0.9), ("b", 0.9)]

@@ -15,7 +15,7 @@ import pytest
 
 from core import artifact, usercode
 from core.errors import UserError
-from entrypoint import usermodule
+from entrypoint.trials import usermodule
 from tests import services
 from tests.jobs import finish, start_job
 
@@ -123,7 +123,7 @@ def test_requirements_are_installed_only_when_asked(job_dir, moto_endpoint):
 
 @pytest.mark.unit
 def test_module_name_hyperparameter_is_validated():
-    from entrypoint import settings
+    from hpo_study import settings
 
     with pytest.raises(UserError, match="'model-module' must be a Python module name"):
         settings.parse({"model-module": "../evil"})

@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from core.errors import UserError
-from entrypoint import credentials
+from hpo_study.database import credentials
 from tests import services
 from tests.moto_setup import ADMIN_SETUP_CALLS, iam_user, key_env, use_moto
 

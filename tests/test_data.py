@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from entrypoint import data
+from entrypoint.trials import data
 from tests.jobs import npz
 
 pytestmark = pytest.mark.unit

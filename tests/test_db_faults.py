@@ -16,14 +16,17 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from core.errors import UserError
-from entrypoint import dberrors, search, settings, storage
+from entrypoint.study import join
+from entrypoint.trials import search
+from hpo_study import settings
+from hpo_study.database import dberrors, locate
 from tests import services
 from tests.cli import run_cli
 from tests.jobs import FINISHED, Followed, job_on_private_db, start_job, study_of, wait_for_training
 
 # What one stalled call may cost before it fails (a read time-out, then a new connection's
 # handshake time-out), plus room for a loaded machine.
-ONE_STALLED_CALL_S = storage.IO_TIMEOUT_S + storage.CONNECT_TIMEOUT_S
+ONE_STALLED_CALL_S = locate.IO_TIMEOUT_S + locate.CONNECT_TIMEOUT_S
 
 
 def stall_settings(db: services.MySqlDatabase, secret: str, retry_s: int) -> settings.Settings:
@@ -45,7 +48,7 @@ def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error
 ):
     """The driver's socket has a read time-out after the handshake: the call fails, the pool
     drops the connection, and the error is one the retry policy waits for."""
-    db = storage.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
+    db = locate.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
     engine = db.create_engine(pool_size=1)
     try:
         with engine.connect() as conn:
@@ -65,8 +68,8 @@ def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error
             connect_s = time.monotonic() - t1
             assert dberrors.is_transient(connecting.value)
         print(f"stalled read failed after {waited:.1f} s, stalled connect after {connect_s:.1f} s")
-        assert storage.IO_TIMEOUT_S - 1 <= waited < storage.IO_TIMEOUT_S + 10
-        assert connect_s < storage.CONNECT_TIMEOUT_S + 10
+        assert locate.IO_TIMEOUT_S - 1 <= waited < locate.IO_TIMEOUT_S + 10
+        assert connect_s < locate.CONNECT_TIMEOUT_S + 10
         with engine.connect() as conn:  # the server answers again: so does the pool
             assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     finally:
@@ -78,16 +81,16 @@ def test_the_schema_lock_neither_outwaits_a_stall_nor_sigterm(private_mariadb, p
     """The first jobs create the schema under a named lock on a connection of its own. A server
     that stalls while the lock is held costs one read time-out (not the lock's 120 s wait plus
     one), and a job waiting for another's lock stops between polls when it gets SIGTERM."""
-    db = storage.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
+    db = locate.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
     try:
-        with storage.schema_lock(db):
+        with join.schema_lock(db):
             os.kill(private_mariadb.proc.pid, signal.SIGSTOP)  # a stall while the schema is made
             t0 = time.monotonic()
         released_s = time.monotonic() - t0  # the release meets the stall: the connection is dropped
     finally:
         os.kill(private_mariadb.proc.pid, signal.SIGCONT)
     print(f"leaving the schema lock on a stalled server took {released_s:.1f} s")
-    assert released_s < storage.IO_TIMEOUT_S + storage.LOCK_POLL_S + 10
+    assert released_s < locate.IO_TIMEOUT_S + join.LOCK_POLL_S + 10
 
     name = f"optuna-schema-{private_db.name}"
     other = mysql.connector.connect(
@@ -98,11 +101,11 @@ def test_the_schema_lock_neither_outwaits_a_stall_nor_sigterm(private_mariadb, p
         stop = threading.Event()
         stop.set()  # SIGTERM came while this job waits for the other job's lock
         with pytest.raises(TimeoutError, match="not granted before the job was stopped"):
-            with storage.schema_lock(db, stop):
+            with join.schema_lock(db, stop):
                 pass
     finally:
         other.close()
-    with storage.schema_lock(db):  # the holder's connection closed: the lock is free again
+    with join.schema_lock(db):  # the holder's connection closed: the lock is free again
         pass
 
 
@@ -228,7 +231,7 @@ def test_a_password_being_rotated_is_found_in_the_pending_version(aws, mysql_db)
     """AWS's rotation functions set the new password in the database before they make it
     AWSCURRENT: a connection made in between finds it as AWSPENDING."""
     secret = aws(mysql_db.credentials())
-    db = storage.resolve(stall_settings(mysql_db, secret, 5), "/nonexistent")
+    db = locate.resolve(stall_settings(mysql_db, secret, 5), "/nonexistent")
     new_password = "pending/" + services.HARD_PASSWORD
     _put_password(secret, mysql_db, new_password, stage="AWSPENDING")
     _rotate(mysql_db, new_password)
@@ -247,8 +250,8 @@ def test_a_password_refused_also_after_reading_the_secret_again_is_one_clear_lin
     s = stall_settings(mysql_db, secret, 300)
     t0 = time.monotonic()
     with pytest.raises(UserError) as info:
-        db = storage.resolve(s, "/nonexistent")
-        storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+        db = locate.resolve(s, "/nonexistent")
+        join.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
     assert time.monotonic() - t0 < 30  # no wait for db-retry-timeout: the secret was read again
     message = str(info.value)
     assert message.startswith(f"The database at mysql+mysqlconnector://{mysql_db.user}@")
@@ -273,7 +276,7 @@ def test_the_launcher_reads_a_rotated_secret_again(aws, mysql_db):
 
 @pytest.mark.unit
 def test_each_candidate_password_is_read_once_per_refusal():
-    from entrypoint.credentials import DbCredentials, LivePassword
+    from hpo_study.database.credentials import DbCredentials, LivePassword
 
     reads = []
     versions = {None: "old", "AWSPENDING": "new"}

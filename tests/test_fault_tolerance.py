@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from entrypoint import settings as settings_mod
-from entrypoint.checkpoint import Progress
-from entrypoint.job import JobContext
-from entrypoint.runner import Heartbeat, TrialRunner
-from entrypoint.stopping import Guard
+from entrypoint.job.context import JobContext
+from entrypoint.job.stopping import Guard
+from entrypoint.model.checkpoint import Progress
+from entrypoint.trials.runner import Heartbeat, TrialRunner
+from hpo_study import settings as settings_mod
 from tests import services
 from tests.jobs import (
     FINISHED,
@@ -243,7 +243,9 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
 ):
     """No pre-ping: a pooled connection that the server dropped (wait_timeout) fails once and the
     call is retried on a new one."""
-    from entrypoint import search, storage
+    from entrypoint.study import join
+    from entrypoint.trials import search
+    from hpo_study.database import locate
 
     secret = aws({"username": private_db.user, "password": private_db.password})
     s = settings_mod.parse(
@@ -260,8 +262,8 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
     root = services.mariadb_root(port=private_mariadb.port)
     root.cursor().execute("SET GLOBAL wait_timeout = 1")  # for the connections opened from now
     try:
-        db = storage.resolve(s, "/nonexistent-output")
-        study, rdb = storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+        db = locate.resolve(s, "/nonexistent-output")
+        study, rdb = join.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
 
         def no_connection_left() -> bool:
             cursor = root.cursor()
@@ -286,7 +288,7 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
 
 @pytest.mark.unit
 def test_the_job_heartbeat_beats_for_a_long_trial_only(tmp_path, guard):
-    from entrypoint.storage import HeartbeatStorage
+    from entrypoint.study.heartbeat import HeartbeatStorage
 
     storage = HeartbeatStorage(f"sqlite:///{tmp_path / 'hb.sqlite'}", heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, direction="maximize")
@@ -320,7 +322,7 @@ def test_a_failed_heartbeat_logs_its_cause_and_keeps_beating(caplog):
             calls.release()
             raise OSError("socket closed by peer")
 
-    caplog.set_level(logging.DEBUG, logger="entrypoint.runner")
+    caplog.set_level(logging.DEBUG, logger="entrypoint.trials.runner")
     with Heartbeat(Unreachable(), interval=0.05) as heartbeat, heartbeat.beating(7):
         # The second beat starts after the first one's failure was logged.
         assert calls.acquire(timeout=10) and calls.acquire(timeout=10)

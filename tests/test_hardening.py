@@ -20,10 +20,12 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from core.errors import UserError
-from entrypoint import data, dberrors, failure, storage
-from entrypoint import settings as settings_mod
-from entrypoint.checkpoint import Progress
-from entrypoint.dberrors import describe
+from entrypoint.job import failure
+from entrypoint.model.checkpoint import Progress
+from entrypoint.trials import data
+from hpo_study import settings as settings_mod
+from hpo_study.database import dberrors, locate
+from hpo_study.database.dberrors import describe
 from tests import services
 from tests.jobs import (
     FINISHED,
@@ -152,7 +154,7 @@ def test_describe_carries_the_cause_of_sqlite_and_os_errors(tmp_path):
 def test_a_binary_secret_is_said_to_be_binary(moto_endpoint, monkeypatch):
     import boto3
 
-    from entrypoint import credentials
+    from hpo_study.database import credentials
 
     use_moto(monkeypatch, moto_endpoint)
     client = boto3.client("secretsmanager", region_name=services.REGION)
@@ -170,13 +172,13 @@ def test_a_binary_secret_is_said_to_be_binary(moto_endpoint, monkeypatch):
 def test_a_password_in_the_query_string_is_refused_without_echo(key):
     url = f"mysql://u@h/db?charset=utf8&{key}=s3cr3t"
     with pytest.raises(UserError) as info:
-        storage.resolve(settings_mod.parse({"storage": url}), "/x")
+        locate.resolve(settings_mod.parse({"storage": url}), "/x")
     assert "must not contain a password" in one_line(info) and "s3cr3t" not in str(info.value)
 
 
 @pytest.mark.unit
 def test_query_values_are_masked_when_a_url_is_shown():
-    db = storage.resolve(settings_mod.parse({"storage": "mysql://u@h/db?ssl_key=/k/secret.pem"}), "/x")
+    db = locate.resolve(settings_mod.parse({"storage": "mysql://u@h/db?ssl_key=/k/secret.pem"}), "/x")
     assert "secret.pem" not in db.shown and "ssl_key=" in db.shown and "u@h" in db.shown
 
 

@@ -15,9 +15,11 @@ import pytest
 from core import artifact, modelcheck, npyfile
 from core.errors import UserError
 from devtools.localmodel import DEFAULT_PARAMS, write_model
-from entrypoint import credentials, data, failure
-from entrypoint import settings as settings_mod
-from entrypoint.checkpoint import SET_ASIDE_SUFFIX, Progress
+from entrypoint.job import failure, hyperparameters
+from entrypoint.model.checkpoint import SET_ASIDE_SUFFIX, Progress
+from entrypoint.trials import data
+from hpo_study import settings as settings_mod
+from hpo_study.database import credentials
 from serving.errors import ModelLoadError
 from serving.model import load_model
 from tests.jobs import finish, run_train, start_job, tmpfs
@@ -162,7 +164,7 @@ def test_json_bombs_are_one_line_errors(tmp_path):
     path = tmp_path / "hyperparameters.json"
     path.write_text(deep_json())
     with pytest.raises(UserError, match="is not valid JSON: nested too deeply"):
-        settings_mod.load(path)
+        hyperparameters.load(path)
     with pytest.raises(UserError, match="Secret 's' is not JSON"):
         credentials.parse_secret("s", deep_json())
     (tmp_path / "progress.json").write_text(deep_json())
@@ -271,24 +273,26 @@ def test_a_spot_job_whose_checkpoint_is_poisoned_runs(job_dir, moto_endpoint):
 
 @pytest.mark.unit
 def test_a_storage_url_with_a_port_that_is_not_a_number_is_one_line():
-    from entrypoint import storage
+    from hpo_study.database import locate
     from tests.cli import run_cli
 
     s = settings_mod.parse({"storage": "mysql://root@127.0.0.1:notaport/x"})
     with pytest.raises(UserError, match=r"is not a database URL .*\(its port is not a number\)"):
-        storage.resolve(s, "/nonexistent")
+        locate.resolve(s, "/nonexistent")
     result = run_cli("status", "--study", "s", "--storage", "mysql://root@127.0.0.1:notaport/x")
     assert result.code == 1 and "its port is not a number" in result.err and "Traceback" not in result.err
 
 
 @pytest.mark.services
 def test_driver_options_the_driver_refuses_are_one_line(mysql_db):
-    from entrypoint import search, storage
+    from entrypoint.study import join
+    from entrypoint.trials import search
+    from hpo_study.database import locate
 
     s = settings_mod.parse({"storage": f"{mysql_db.url}?ssl_key=/nonexistent", "db-retry-timeout": "2"})
-    db = storage.resolve(s, "/nonexistent")
+    db = locate.resolve(s, "/nonexistent")
     with pytest.raises(UserError, match="The database driver refused the connect options .*ssl_key"):
-        storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+        join.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
 
 
 @pytest.mark.process

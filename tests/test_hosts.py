@@ -11,8 +11,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from entrypoint import hosts as hosts_mod
-from entrypoint import proxy
+from entrypoint.multihost import hosts as hosts_mod
+from entrypoint.multihost import proxy
 from tests import services
 from tests.hosts import HostJob
 
@@ -236,8 +236,8 @@ def test_the_leader_is_the_first_of_the_sorted_hosts():
 
 @pytest.mark.unit
 def test_hosts_of_one_job_sample_with_seeds_of_their_own():
-    from entrypoint.job import JobContext
-    from entrypoint.settings import Settings
+    from entrypoint.job.context import JobContext
+    from hpo_study.settings import Settings
 
     seeds = {JobContext(Settings(seed=1), "job", host=h).seed for h in ("algo-1", "algo-2", "algo-3")}
     assert len(seeds) == 3 and JobContext(Settings(seed=1), "job").seed not in seeds
@@ -247,7 +247,7 @@ def test_hosts_of_one_job_sample_with_seeds_of_their_own():
 def test_a_proxy_that_does_not_answer_is_a_transient_error_naming_the_leader():
     import grpc
 
-    from entrypoint.dberrors import describe, is_transient
+    from hpo_study.database.dberrors import describe, is_transient
 
     class Down(grpc.RpcError):
         def code(self):
@@ -303,8 +303,8 @@ def test_the_proxy_binds_the_job_interface_address_never_every_interface(monkeyp
 def _rosters(monkeypatch, names, stopping, interval_s=60.0, grace_s=180.0, storage=None):
     """One Roster per host, on one shared in-memory study; after SIGTERM when ``stopping``.
     The stop waits are scaled down (50 -> 2 s, 12 -> 0.5 s), keeping their order."""
-    from entrypoint.dberrors import Retrier
-    from entrypoint.stopping import Guard
+    from entrypoint.job.stopping import Guard
+    from hpo_study.database.dberrors import Retrier
 
     monkeypatch.setattr(hosts_mod, "STOP_WAIT_S", 2.0)
     monkeypatch.setattr(hosts_mod, "ACK_WAIT_S", 0.5)
@@ -385,7 +385,7 @@ def test_a_chosen_host_that_died_before_confirming_is_replaced_by_the_best_that_
 def test_after_sigterm_a_worker_whose_leader_is_gone_exits_within_the_stop_budget(monkeypatch, caplog):
     # The leader's proxy is gone: every call fails as transient. db-retry-timeout is 300 s, but
     # after SIGTERM the worker gives up within its stop budget (scaled: 2 + 3 x 0.5 s), no model.
-    from entrypoint.dberrors import StorageUnreachable
+    from hpo_study.database.dberrors import StorageUnreachable
 
     class Gone(optuna.storages.InMemoryStorage):
         def set_study_system_attr(self, *args):
@@ -477,7 +477,7 @@ def test_after_sigterm_a_call_to_a_gone_leader_has_a_short_deadline(monkeypatch)
     import threading
     import warnings
 
-    from entrypoint.dberrors import StorageUnreachable
+    from hpo_study.database.dberrors import StorageUnreachable
 
     monkeypatch.setattr(proxy, "STOPPING_CALL_TIMEOUT_S", 0.5)
     stop = threading.Event()

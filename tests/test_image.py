@@ -29,7 +29,7 @@ import yaml
 
 from core.network import build_network
 from devtools.localjob import write_job_folder
-from entrypoint.constants import EMBEDDED_STORAGE_FILE
+from hpo_study.constants import EMBEDDED_STORAGE_FILE
 from tests import services
 from tests.engine import BUILD_TIMEOUT, ROOT, Engine, tail
 from tests.jobs import VENV_BIN
@@ -84,7 +84,7 @@ def test_buildspec_is_a_codebuild_0_2_spec_that_pushes_the_commit_tag():
     assert str(spec["version"]) == "0.2"
     assert tuple(spec["phases"]) == BUILDSPEC_PHASES
     assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11"}
-    # The RDS CA bundle first (entrypoint/tls.py): CodeBuild has internet, a failed fetch fails.
+    # The RDS CA bundle first (hpo_study/database/tls.py): CodeBuild has internet, a failed fetch fails.
     assert spec["phases"]["build"]["commands"] == ["make rds-ca", "make image"]
     pre_build = "\n".join(spec["phases"]["pre_build"]["commands"])
     assert "make unit" in pre_build and "make login" in pre_build

@@ -123,7 +123,7 @@ def test_the_image_reads_a_broken_hyperparameters_file_itself(engine, image, job
 
 SMPATHS_CHECK = """
 import json, sys
-from entrypoint import smpaths
+from entrypoint.job import smpaths
 import entrypoint.train, entrypoint.cli  # what the image's `train` imports before the job runs
 before = {m for m in ("boto3", "botocore", "alembic", "matplotlib", "plotly") if m in sys.modules}
 from sagemaker_training import environment
@@ -140,7 +140,7 @@ print(json.dumps({
 
 @pytest.mark.process
 def test_smpaths_are_the_toolkits_paths_and_train_loads_no_boto3(tmp_path):
-    """entrypoint/smpaths.py lays out the folders as the toolkit's environment module does (with
+    """entrypoint/job/smpaths.py lays out the folders as the toolkit's environment module does (with
     SAGEMAKER_BASE_DIR, and without it or /opt/ml: a folder under ~/sagemaker_local); importing
     the job's modules loads neither boto3 (only a secret needs it) nor alembic nor the plots."""
     env = {**train_env(tmp_path), "HOME": str(tmp_path)}

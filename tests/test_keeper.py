@@ -8,7 +8,7 @@ import pytest
 from core import artifact
 from core.artifact import ModelSource
 from core.network import build_network
-from entrypoint.keeper import BestModelKeeper
+from entrypoint.model.keeper import BestModelKeeper
 
 pytestmark = pytest.mark.unit
 

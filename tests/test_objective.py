@@ -1,9 +1,10 @@
 import optuna
 import pytest
 
-from entrypoint import data, settings
-from entrypoint.job import JobContext
-from entrypoint.objective import Objective
+from entrypoint.job.context import JobContext
+from entrypoint.trials import data
+from entrypoint.trials.objective import Objective
+from hpo_study import settings
 from tests.jobs import npz
 
 pytestmark = pytest.mark.unit

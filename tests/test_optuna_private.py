@@ -1,4 +1,4 @@
-"""Contract tests: one per private Optuna symbol entrypoint/optuna_private.py uses, so that an
+"""Contract tests: one per private Optuna symbol hpo_study/optuna_private.py uses, so that an
 Optuna upgrade fails here, naming the symbol, before it fails a job."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from entrypoint import optuna_private
-from entrypoint.optuna_private import TESTED_OPTUNA, UntestedOptuna
+from hpo_study import optuna_private
+from hpo_study.optuna_private import TESTED_OPTUNA, UntestedOptuna
 
 ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.unit  # the layer (tests/conftest.py on the layers branch)
@@ -224,7 +224,7 @@ def test_tpe_samples_through_sample_and_reads_the_study_through_get_trials(rdb, 
     assert len(served) >= sampled_by_tpe  # TPE read them from the snapshot, not the storage
 
 
-# --- Optuna's gRPC storage proxy (entrypoint/proxy.py) ------------------------------------------
+# --- Optuna's gRPC storage proxy (entrypoint/multihost/proxy.py) ------------------------------------------
 
 
 def test_storage_of_is_the_storage_the_study_uses(rdb):

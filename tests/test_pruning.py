@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from entrypoint import loop, pruning, trialdb
-from entrypoint.data import Split
+from entrypoint.trials import loop
+from entrypoint.trials.data import Split
+from hpo_study import pruners, trialdb
 
 
 def storages(tmp_path, mysql_db=None):
@@ -40,7 +41,7 @@ def test_median_pruner_decides_as_optunas_with_trials_finishing_out_of_order(tmp
     rng = np.random.default_rng(0)
     theirs = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     for kind, url in storages(tmp_path, mysql_db):
-        ours = pruning.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        ours = pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
         study = optuna.create_study(
             storage=url, direction=direction, pruner=ours, study_name=f"s-{direction}"
         )
@@ -149,20 +150,22 @@ def test_validation_accuracy_is_the_fraction_of_correct_examples(monkeypatch):
 
 @pytest.mark.unit
 def test_liar_tpe_samples_what_optunas_samples_reading_once_per_trial(tmp_path):
-    from entrypoint import objective, search
+    from entrypoint.trials import builtin
+    from hpo_study import optuna_private
 
     def run(sampler, url):
         study = optuna.create_study(storage=url, sampler=sampler, direction="maximize")
         running = study.ask()  # another job's running trial: a constant liar
-        objective.suggest_params(running)
+        builtin.suggest_params(running)
         for _ in range(14):
             trial = study.ask()
-            params = objective.suggest_params(trial)
+            params = builtin.suggest_params(trial)
             study.tell(trial, params.get("adam_alpha", 0.0) + params["n_layers"] / 10)
         return [t.params for t in study.trials]
 
     ours = run(
-        search.LiarTPESampler(seed=4, constant_liar=True, n_startup_trials=3), f"sqlite:///{tmp_path}/a.db"
+        optuna_private.LiarTPESampler(seed=4, constant_liar=True, n_startup_trials=3),
+        f"sqlite:///{tmp_path}/a.db",
     )
     theirs = run(
         optuna.samplers.TPESampler(seed=4, constant_liar=True, n_startup_trials=3),
@@ -176,15 +179,16 @@ def test_liar_tpe_samples_what_optunas_samples_on_a_larger_study_with_pruned_tri
     """The split kept per trial and the internal values kept per finished trial change no draw:
     60 trials, a third pruned (TPE ranks them by their last intermediate value), one failed,
     two running elsewhere, read through the lean storage."""
-    from entrypoint import objective, optuna_private, search
+    from entrypoint.trials import builtin
+    from hpo_study import optuna_private
 
     def run(sampler, storage):
         study = optuna.create_study(storage=storage, sampler=sampler, direction="maximize")
         for _ in range(2):
-            objective.suggest_params(study.ask())  # other jobs' running trials: constant liars
+            builtin.suggest_params(study.ask())  # other jobs' running trials: constant liars
         for i in range(60):
             trial = study.ask()
-            params = objective.suggest_params(trial)
+            params = builtin.suggest_params(trial)
             score = (
                 params.get("adam_alpha", params.get("momentum_sgd_lr", 0.0)) * 10 + params["n_layers"] / 10
             )
@@ -198,7 +202,7 @@ def test_liar_tpe_samples_what_optunas_samples_on_a_larger_study_with_pruned_tri
         return [t.params for t in study.trials]
 
     ours = run(
-        search.LiarTPESampler(seed=5, constant_liar=True, n_startup_trials=5),
+        optuna_private.LiarTPESampler(seed=5, constant_liar=True, n_startup_trials=5),
         optuna_private.LeanReadStorage(f"sqlite:///{tmp_path}/a.db"),
     )
     theirs = run(

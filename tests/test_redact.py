@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from entrypoint.redact import MASK, redacting, scrub
+from hpo_study.database.redact import MASK, redacting, scrub
 
 pytestmark = pytest.mark.unit
 

@@ -1,11 +1,11 @@
-"""The job's region (entrypoint/region.py): found without relying on one variable."""
+"""The job's region (hpo_study/database/region.py): found without relying on one variable."""
 
 from __future__ import annotations
 
 import pytest
 
-from entrypoint import region, storage
-from entrypoint import settings as settings_mod
+from hpo_study import settings as settings_mod
+from hpo_study.database import locate, region
 from tests import services
 from tests.cli import run_cli
 
@@ -62,7 +62,7 @@ def test_arn_region():
 def _read_secret(secret: str, tmp_path) -> str:
     """What a job does with its hyperparameters: resolve the database, reading the secret."""
     settings = settings_mod.parse({"db-secret": secret})
-    return storage.resolve(settings, tmp_path).password
+    return locate.resolve(settings, tmp_path).password
 
 
 @pytest.mark.services

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from entrypoint.settings import load
+from entrypoint.job.hyperparameters import load
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ def test_serving_workers_import_neither_optuna_nor_the_training_toolkit(tmp_path
         "import serving.app, serving.handlers, serving.model, serving.server\n"
         f"serving.model.load_model({str(tmp_path / 'model')!r})\n"
         "roots = {name.partition('.')[0] for name in sys.modules}\n"
-        "print(sorted(roots & {'optuna', 'sagemaker_training', 'entrypoint', 'launcher', 'devtools'}))\n"
+        "print(sorted(roots & {'optuna', 'sagemaker_training', 'entrypoint', 'hpo_study', 'launcher', 'devtools'}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", check],

@@ -22,7 +22,7 @@ import pytest
 from devtools.localjob import digits_channels, write_job_folder
 from devtools.localmodel import write_model
 from devtools.localserver import LocalServer, request
-from entrypoint import usermodule
+from entrypoint.trials import usermodule
 from serving import constants as C
 from serving.config import ServeConfig
 from serving.errors import StartupError

@@ -5,7 +5,9 @@ import pytest
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import pruning, search, settings
+from entrypoint.job import hyperparameters
+from entrypoint.trials import search
+from hpo_study import pruners, samplers, settings
 
 pytestmark = pytest.mark.unit
 
@@ -108,8 +110,8 @@ def test_bad_values_are_not_echoed():
 def test_load_reads_the_file(tmp_path):
     path = tmp_path / "hyperparameters.json"
     path.write_text(json.dumps({"n-trials": "2"}))
-    assert settings.load(path).n_trials == 2
-    assert settings.load(tmp_path / "missing.json") == settings.Settings()
+    assert hyperparameters.load(path).n_trials == 2
+    assert hyperparameters.load(tmp_path / "missing.json") == settings.Settings()
 
 
 @pytest.mark.parametrize(
@@ -128,7 +130,7 @@ def test_a_bad_hyperparameters_file_is_one_clear_line(tmp_path, content, message
     path = tmp_path / "hyperparameters.json"
     path.write_bytes(content)
     with pytest.raises(UserError) as info:
-        settings.load(path)
+        hyperparameters.load(path)
     text = str(info.value)
     assert message in text and str(path) in text
     assert "\n" not in text and len(text) < 300
@@ -213,8 +215,8 @@ def test_describe_lists_every_key():
 @pytest.mark.parametrize(
     "key, table, built",
     [
-        ("sampler", search.SAMPLERS, lambda s: search.make_sampler(s, 1)),
-        ("pruner", pruning.PRUNERS, search.make_pruner),
+        ("sampler", samplers.SAMPLERS, lambda s: search.make_sampler(s, 1)),
+        ("pruner", pruners.PRUNERS, search.make_pruner),
     ],
 )
 def test_every_sampler_and_pruner_name_builds_one_and_no_other_is_accepted(key, table, built):

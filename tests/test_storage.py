@@ -11,14 +11,17 @@ import sqlalchemy
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import credentials, dberrors, search, settings, storage
-from entrypoint.objective import suggest_params as objective_params
+from entrypoint.study import join
+from entrypoint.trials import builtin, search
+from entrypoint.trials.builtin import suggest_params as objective_params
+from hpo_study import settings
+from hpo_study.database import credentials, dberrors, locate
 from tests import services
 
 
 def open_study(s):
-    db = storage.resolve(s, "/nonexistent-output")
-    return db, storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))[0]
+    db = locate.resolve(s, "/nonexistent-output")
+    return db, join.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))[0]
 
 
 def secret_for(aws, db, **extra):
@@ -48,7 +51,7 @@ def test_hard_password_from_secret_on_real_mariadb(aws, mysql_db):
 def test_rds_secret_fields_and_hyperparameter_overrides(aws, mysql_db):
     name = secret_for(aws, mysql_db, host="db.invalid", port=1, dbname="wrong", engine="aurora-mysql")
     s = settings.parse({"db-secret": name, "host": "127.0.0.1", "db-port": "3306", "db-name": mysql_db.name})
-    db = storage.resolve(s, "/x")
+    db = locate.resolve(s, "/x")
     assert (db.url.host, db.url.port, db.url.database) == ("127.0.0.1", 3306, mysql_db.name)
     s2 = settings.parse(
         {"db-secret": secret_for(aws, mysql_db, host="127.0.0.1", port=3306, dbname=mysql_db.name)}
@@ -80,7 +83,7 @@ def test_storage_url_without_password_plus_secret(aws, mysql_db):
 @pytest.mark.unit
 def test_storage_url_with_password_is_refused_without_echo():
     with pytest.raises(UserError) as info:
-        storage.resolve(settings.parse({"storage": "mysql://u:s3cr3t@h/db"}), "/x")
+        locate.resolve(settings.parse({"storage": "mysql://u:s3cr3t@h/db"}), "/x")
     assert "must not contain a password" in str(info.value) and "s3cr3t" not in str(info.value)
 
 
@@ -139,19 +142,19 @@ def test_verified_tls_on_a_tls_only_user(aws, private_mariadb, private_db):
 @pytest.mark.unit
 def test_missing_ca_file_is_named():
     with pytest.raises(UserError, match="'db-ssl-ca': no CA bundle at /no/such/ca.pem"):
-        storage.resolve(settings.parse({"storage": "mysql://u@h/db", "db-ssl-ca": "/no/such/ca.pem"}), "/x")
+        locate.resolve(settings.parse({"storage": "mysql://u@h/db", "db-ssl-ca": "/no/such/ca.pem"}), "/x")
 
 
 @pytest.mark.services
 def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
     """While one job holds the schema lock, another cannot take it."""
-    db = storage.resolve(
+    db = locate.resolve(
         settings.parse(
             {"host": "127.0.0.1", "db-name": mysql_db.name, "db-secret": secret_for(aws, mysql_db)}
         ),
         "/x",
     )
-    with storage.schema_lock(db):
+    with join.schema_lock(db):
         other = mysql.connector.connect(host="127.0.0.1", user=mysql_db.user, password=mysql_db.password)
         cur = other.cursor()
         cur.execute("SELECT GET_LOCK(%s, 0)", (f"optuna-schema-{mysql_db.name}",))
@@ -164,11 +167,11 @@ def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
 def test_postgresql_lock_serialises_schema_creation(aws, postgres_db):
     """The advisory lock from the engine table: while one job holds it, another cannot take it."""
     secret = secret_for(aws, postgres_db, engine="postgres", host="127.0.0.1", dbname=postgres_db.name)
-    db = storage.resolve(settings.parse({"db-secret": secret}), "/x")
+    db = locate.resolve(settings.parse({"db-secret": secret}), "/x")
     key = ENGINES["postgresql"].lock.key(f"optuna-schema-{postgres_db.name}")
     other = sqlalchemy.create_engine(db.url, connect_args=db.connect_args, poolclass=sqlalchemy.pool.NullPool)
     try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)")
-    with storage.schema_lock(db), other.connect() as conn:
+    with join.schema_lock(db), other.connect() as conn:
         assert conn.execute(try_lock, {"k": key}).scalar() is False
     with other.connect() as conn:  # released with the block
         assert conn.execute(try_lock, {"k": key}).scalar() is True
@@ -192,9 +195,9 @@ DRIVER_ERRORS = {
 @pytest.mark.parametrize("record", ENGINES.values(), ids=list(ENGINES))
 def test_each_engine_record_drives_storage_credentials_and_retries(record):
     """What storage, credentials and dberrors take from core/engines.py, for every engine."""
-    db = storage.resolve(settings.parse({"storage": f"{record.name}://u@h/db"}), "/x")
+    db = locate.resolve(settings.parse({"storage": f"{record.name}://u@h/db"}), "/x")
     assert db.url.drivername == record.driver and db.kind == record.name
-    assert db.connect_args[record.timeout_arg] == storage.CONNECT_TIMEOUT_S
+    assert db.connect_args[record.timeout_arg] == locate.CONNECT_TIMEOUT_S
     assert record.connect_args.items() <= db.connect_args.items()
     for alias in record.secret_engines:
         secret = json.dumps({"username": "u", "password": "p", "engine": alias.upper()})
@@ -207,7 +210,7 @@ def test_each_engine_record_drives_storage_credentials_and_retries(record):
 @pytest.mark.unit
 def test_an_engine_outside_the_table_is_refused():
     with pytest.raises(UserError, match="unsupported database 'oracle' \\(use mysql or postgresql\\)"):
-        storage.resolve(settings.parse({"storage": "oracle://u@h/db"}), "/x")
+        locate.resolve(settings.parse({"storage": "oracle://u@h/db"}), "/x")
 
 
 @pytest.mark.services
@@ -225,16 +228,16 @@ def test_stale_sweep_fails_a_trial_that_never_beat(aws, engine, request):
     silent, beating = study.ask(), study.ask()
     for t in (silent, beating):
         t.suggest_float("x", 0, 1)
-    storage.fail_stale_trials(study)  # both seen without heartbeat
+    join.fail_stale_trials(study)  # both seen without heartbeat
     rdb.record_heartbeat(beating._trial_id)
     now[0] += 89  # not yet past interval + grace
-    storage.fail_stale_trials(study)
+    join.fail_stale_trials(study)
     late = study.ask()  # first seen now
-    storage.fail_stale_trials(study)
+    join.fail_stale_trials(study)
     TS = optuna.trial.TrialState
     assert all(t.state == TS.RUNNING for t in study.get_trials())
     now[0] += 2  # 91 s after the first look
-    storage.fail_stale_trials(study)
+    join.fail_stale_trials(study)
     states = {t.number: t.state for t in study.get_trials()}
     assert states[silent.number] == TS.FAIL
     assert states[beating.number] == states[late.number] == TS.RUNNING
@@ -264,7 +267,7 @@ def test_a_schema_from_another_optuna_version_is_a_clear_error(aws, mysql_db):
 @pytest.mark.services
 def test_a_multi_objective_study_of_that_name_is_refused(aws, mysql_db):
     s = mysql_settings(aws, mysql_db, **{"study-name": "two"})
-    db = storage.resolve(s, "/x")
+    db = locate.resolve(s, "/x")
     rdb = optuna.storages.RDBStorage(
         db.url.render_as_string(hide_password=False), engine_kwargs={"connect_args": db.connect_args}
     )
@@ -275,7 +278,7 @@ def test_a_multi_objective_study_of_that_name_is_refused(aws, mysql_db):
 
 @pytest.mark.services
 def test_a_schema_lock_held_too_long_is_a_clear_error(aws, mysql_db, monkeypatch):
-    monkeypatch.setattr(storage, "LOCK_TIMEOUT_S", 1)
+    monkeypatch.setattr(join, "LOCK_TIMEOUT_S", 1)
     s = mysql_settings(aws, mysql_db)
     other = mysql.connector.connect(host="127.0.0.1", user=mysql_db.user, password=mysql_db.password)
     other.cursor().execute("SELECT GET_LOCK(%s, 0)", (f"optuna-schema-{mysql_db.name}",))
@@ -288,18 +291,18 @@ def test_a_schema_lock_held_too_long_is_a_clear_error(aws, mysql_db, monkeypatch
 
 def join_with_baseline(s, db):
     sampler, pruner = search.make_sampler(s, 0), search.make_pruner(s)
-    return storage.join_study(s, db, sampler, pruner, first_params=search.BASELINE_PARAMS)[0]
+    return join.join_study(s, db, sampler, pruner, first_params=builtin.BASELINE_PARAMS)[0]
 
 
 @pytest.mark.unit
 def test_the_job_that_creates_a_study_enqueues_the_baseline_and_joiners_do_not(tmp_path):
     s = settings.parse({})
-    db = storage.resolve(s, str(tmp_path))  # the embedded SQLite study
+    db = locate.resolve(s, str(tmp_path))  # the embedded SQLite study
     created = join_with_baseline(s, db)
     (waiting,) = created.get_trials(states=(optuna.trial.TrialState.WAITING,))
     trial = created.ask()
     assert trial.number == waiting.number == 0
-    assert objective_params(trial) == search.BASELINE_PARAMS  # inside the built-in search space
+    assert objective_params(trial) == builtin.BASELINE_PARAMS  # inside the built-in search space
     joined = join_with_baseline(s, db)
     assert len(joined.trials) == 1 and not joined.get_trials(states=(optuna.trial.TrialState.WAITING,))
 
@@ -307,7 +310,7 @@ def test_the_job_that_creates_a_study_enqueues_the_baseline_and_joiners_do_not(t
 @pytest.mark.services
 def test_racing_jobs_on_an_empty_database_enqueue_one_baseline(aws, mysql_db):
     s = mysql_settings(aws, mysql_db)
-    db = storage.resolve(s, "/nonexistent-output")
+    db = locate.resolve(s, "/nonexistent-output")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         studies = list(pool.map(lambda _: join_with_baseline(s, db), range(4)))
     assert len(studies[0].get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
@@ -323,11 +326,11 @@ def test_the_baseline_survives_a_retried_creation_and_a_retried_enqueue(tmp_path
         return step()
 
     s = settings.parse({})
-    db = storage.resolve(s, str(tmp_path))
+    db = locate.resolve(s, str(tmp_path))
     sampler, pruner = search.make_sampler(s, 0), search.make_pruner(s)
-    study = storage.join_study(s, db, sampler, pruner, retry=twice, first_params=search.BASELINE_PARAMS)[0]
+    study = join.join_study(s, db, sampler, pruner, retry=twice, first_params=builtin.BASELINE_PARAMS)[0]
     (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert waiting.system_attrs["fixed_params"] == search.BASELINE_PARAMS  # a queued trial's params
+    assert waiting.system_attrs["fixed_params"] == builtin.BASELINE_PARAMS  # a queued trial's params
 
 
 @pytest.mark.services

@@ -1,4 +1,4 @@
-"""Verified TLS by default on AWS (entrypoint/tls.py): a job whose database host is an RDS
+"""Verified TLS by default on AWS (hpo_study/database/tls.py): a job whose database host is an RDS
 endpoint verifies the server against the RDS CA bundle; db-ssl-ca overrides; a wrong host name
 and a self-signed server are refused.
 
@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import dberrors, settings, storage, tls
+from hpo_study import settings
+from hpo_study.database import dberrors, locate, tls
 from tests import services
 
 ENDPOINT = "optuna.cluster-abc123.us-east-1.rds.amazonaws.com"
@@ -99,7 +100,7 @@ def secret(aws, rds_like):
 
 def _connect(hps: dict[str, str]) -> str:
     """Resolve the database as a job does and connect; return the TLS cipher in use."""
-    db = storage.resolve(settings.parse(hps), "/nonexistent")
+    db = locate.resolve(settings.parse(hps), "/nonexistent")
     engine = sqlalchemy.create_engine(
         db.url, poolclass=sqlalchemy.pool.NullPool, connect_args=db.connect_args
     )
@@ -113,7 +114,7 @@ def _connect(hps: dict[str, str]) -> str:
 @pytest.mark.services
 def test_an_rds_endpoint_is_verified_against_the_bundle_by_default(rds_like, secret, resolver, monkeypatch):
     monkeypatch.setenv(tls.ENV_RDS_CA, str(rds_like.tls["ca"]))  # stands in for the RDS bundle
-    db = storage.resolve(settings.parse({"db-secret": secret(ENDPOINT)}), "/nonexistent")
+    db = locate.resolve(settings.parse({"db-secret": secret(ENDPOINT)}), "/nonexistent")
     assert db.connect_args["ssl_ca"] == str(rds_like.tls["ca"]) and db.connect_args["ssl_verify_identity"]
     assert _connect({"db-secret": secret(ENDPOINT)})  # a cipher: encrypted and verified
 

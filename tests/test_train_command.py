@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from entrypoint.constants import EMBEDDED_STORAGE_FILE
+from hpo_study.constants import EMBEDDED_STORAGE_FILE
 from tests.jobs import VENV_BIN, npz, train_env
 
 pytestmark = pytest.mark.process

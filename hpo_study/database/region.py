@@ -35,6 +35,6 @@ def resolve(region_name: str | None, secret_id: str | None) -> str | None:
     for name in ENV_REGIONS:
         if os.environ.get(name, "").strip():
             return os.environ[name].strip()
-    import botocore.session  # here: a job without a secret loads no botocore (entrypoint/smpaths.py)
+    import botocore.session  # here: a job without a secret loads no botocore (entrypoint/job/smpaths.py)
 
     return botocore.session.Session().get_config_variable("region")

@@ -1,11 +1,27 @@
-"""Request body -> a float32 batch (rows x features): one small decoder per content type.
+"""The media types /invocations reads and writes: one record each, its decoder and its encoder.
 
-Every decoder refuses rather than guesses: pickles and object arrays are never loaded, and
-non-numeric, non-finite, empty or ragged input is a BadInput (400) with a short message.
+To add a content type, add its functions and its record to :data:`MEDIA`, and a sample body to
+tests/test_serving_media.py, which checks every record both ways.
+
+Decoding: request body -> a float32 batch (rows x features). Every decoder refuses rather than
+guesses: pickles and object arrays are never loaded, and non-numeric, non-finite, empty or
+ragged input is a BadInput (400) with a short message.
+
+Encoding: class probabilities -> response body (n examples, k classes; the label is the most
+probable class, ties to the lowest):
+    application/json   {"predictions": [{"label": 3, "probabilities": [p0, ..., pk-1]}, ...]}
+    text/csv           one line per example: label,p0,...,pk-1
+    application/jsonlines  one line per example: {"label": 3, "probabilities": [p0, ..., pk-1]}
+    application/x-npy  float32 array (n, k) of probabilities; labels = argmax(axis=1)
+
+Text answers put a newline between lines and none after the last: batch transform with
+AssembleWith=Line adds one after every answer, so its output file has one line per record and
+no blank lines.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -13,9 +29,16 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
+from falcon.util import mediatypes
 
-from serving import content_types
-from serving.errors import BadInput, UnsupportedMediaType
+from serving.errors import BadInput, NotAcceptable, UnsupportedMediaType
+
+JSON = "application/json"
+CSV = "text/csv"
+JSONLINES = "application/jsonlines"  # one JSON value per line (the SDK's JSONLinesSerializer)
+NPY = "application/x-npy"
+ANY = "*/*"
+TEXT = "text/plain"  # error messages
 
 NUMERIC_KINDS = "iuf"  # signed, unsigned, float; not bool, complex, str, object or structured
 NPY_MAGIC = b"\x93NUMPY"
@@ -129,12 +152,58 @@ def _npy_header(prefix: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
     return shape, fortran, dtype
 
 
-DECODERS: dict[str, Callable[[bytes], np.ndarray]] = {
-    content_types.JSON: decode_json,
-    content_types.CSV: decode_csv,
-    content_types.NPY: decode_npy,
-    content_types.JSONLINES: decode_jsonlines,
-}
+FLOAT_FORMAT = "%.9g"  # 9 significant digits: every float32 survives the round trip
+
+
+def _rows(probabilities: np.ndarray, row_format: str) -> list[str]:
+    """One formatted line per example: its label, then its probabilities (``%`` formatting in C)."""
+    if not np.isfinite(probabilities).all():
+        raise ValueError("non-finite probabilities cannot be encoded")
+    labels = probabilities.argmax(axis=1).tolist()
+    return [row_format % (label, *row) for label, row in zip(labels, probabilities.tolist(), strict=True)]
+
+
+def encode_json(probabilities: np.ndarray) -> bytes:
+    values = ",".join([FLOAT_FORMAT] * probabilities.shape[1])
+    rows = _rows(probabilities, '{"label":%d,"probabilities":[' + values + "]}")
+    return ('{"predictions":[' + ",".join(rows) + "]}").encode("ascii")
+
+
+def encode_csv(probabilities: np.ndarray) -> bytes:
+    rows = _rows(probabilities, "%d," + ",".join([FLOAT_FORMAT] * probabilities.shape[1]))
+    return "\n".join(rows).encode("ascii")
+
+
+def encode_jsonlines(probabilities: np.ndarray) -> bytes:
+    values = ",".join([FLOAT_FORMAT] * probabilities.shape[1])
+    rows = _rows(probabilities, '{"label":%d,"probabilities":[' + values + "]}")
+    return "\n".join(rows).encode("ascii")
+
+
+def encode_npy(probabilities: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, np.ascontiguousarray(probabilities, dtype=np.float32), allow_pickle=False)
+    return out.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class Media:
+    """One content type /invocations reads (``decode``) and answers in (``encode``)."""
+
+    media_type: str
+    decode: Callable[[bytes], np.ndarray]
+    encode: Callable[[np.ndarray], bytes]
+
+
+# Order matters: on a tie of the Accept header (e.g. "*/*") the first one answers.
+MEDIA: tuple[Media, ...] = (
+    Media(JSON, decode_json, encode_json),
+    Media(NPY, decode_npy, encode_npy),
+    Media(CSV, decode_csv, encode_csv),
+    Media(JSONLINES, decode_jsonlines, encode_jsonlines),
+)
+DECODERS: dict[str, Callable[[bytes], np.ndarray]] = {m.media_type: m.decode for m in MEDIA}
+ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {m.media_type: m.encode for m in MEDIA}
 
 
 def media_type(header: str | None) -> str:
@@ -153,6 +222,28 @@ def decode(body: bytes, content_type: str | None) -> np.ndarray:
     if not body:
         raise BadInput("empty body")
     return as_batch(decoder(body))
+
+
+@lru_cache(maxsize=256)
+def negotiate(accept: str) -> str | None:
+    """The best of our types for an Accept header (q-values and wildcards honoured), or None.
+
+    Cached: clients repeat a handful of headers, and parsing one costs more than encoding.
+    """
+    try:
+        return mediatypes.best_match(ENCODERS, accept.lower()) or None
+    except ValueError:  # malformed header
+        return None
+
+
+def encode(probabilities: np.ndarray, accept: str) -> tuple[bytes, str]:
+    """The default output_fn: encode in the client's preferred type, or 406."""
+    chosen = negotiate(accept)
+    if chosen is None:
+        raise NotAcceptable(f"Accept {accept!r} not supported; use {', '.join(ENCODERS)}")
+    if not isinstance(probabilities, np.ndarray) or probabilities.ndim != 2:
+        raise TypeError(f"output_fn expects an (examples, classes) array, got {type(probabilities).__name__}")
+    return ENCODERS[chosen](probabilities), chosen
 
 
 def as_batch(array: np.ndarray) -> np.ndarray:

@@ -21,14 +21,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from core.errors import UserError
-from entrypoint import optuna_private
-from entrypoint.checkpoint import Progress
-from entrypoint.constants import ATTR_FAIL_REASON
-from entrypoint.dberrors import describe, is_transient
-from entrypoint.job import JobContext
-from entrypoint.redact import scrub
-from entrypoint.stopping import StopRequested
-from entrypoint.storage import HeartbeatStorage, fail_stale_trials
+from entrypoint.job.context import JobContext
+from entrypoint.job.stopping import StopRequested
+from entrypoint.model.checkpoint import Progress
+from entrypoint.study.heartbeat import HeartbeatStorage
+from entrypoint.study.join import fail_stale_trials
+from hpo_study import optuna_private
+from hpo_study.constants import ATTR_FAIL_REASON
+from hpo_study.database.dberrors import describe, is_transient
+from hpo_study.database.redact import scrub
 
 logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -120,7 +121,7 @@ class TrialRunner:
     ) -> None:
         self.job, self.study, self.storage, self.objective = job, study, storage, objective
         self.progress, self.callbacks = progress, list(callbacks)
-        self.settings, self.guard, self._db = job.settings, job.guard, job.db
+        self.settings, self.guard, self._retry = job.settings, job.guard, job.retry
         self._stale_checked_at = time.monotonic()  # storage.join_study swept at the start
         self._heartbeat: Heartbeat | None = None
         self.ran = 0  # trials this job ran to an end (interrupted ones are not counted)
@@ -167,7 +168,7 @@ class TrialRunner:
                 logger.info("Timeout of %g s reached after %d trials", s.timeout, done)
                 break
             if s.max_trials is not None:
-                n = self._db(
+                n = self._retry(
                     lambda: len(self.study.get_trials(deepcopy=False, states=FINISHED_STATES)),
                     "counting trials",
                 )
@@ -202,14 +203,16 @@ class TrialRunner:
         s = self.settings
         if not isinstance(self.storage, HeartbeatStorage):
             return
-        study_id = self._db(
+        study_id = self._retry(
             lambda: self.storage.get_study_id_from_name(self.study.study_name), "reading the study"
         )
         lapse_s = 1.5 * s.heartbeat_interval + 1  # a live job beats every interval
         deadline = time.monotonic() + s.heartbeat_interval * 2 + s.heartbeat_grace_period
         while True:
-            self._db(lambda: fail_stale_trials(self.study), "failing stale trials")
-            lapsed = self._db(lambda: self.storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats")
+            self._retry(lambda: fail_stale_trials(self.study), "failing stale trials")
+            lapsed = self._retry(
+                lambda: self.storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats"
+            )
             if not lapsed:
                 return
             if time.monotonic() >= deadline:
@@ -235,13 +238,13 @@ class TrialRunner:
         try:
             if ended.reason is not None:
                 reason = ended.reason
-                self._db(lambda: trial.set_user_attr(ATTR_FAIL_REASON, reason), "recording a failure")
+                self._retry(lambda: trial.set_user_attr(ATTR_FAIL_REASON, reason), "recording a failure")
             # What optimize() does: study.tell() would read the whole trial back from the
             # database once more, a read per trial that only the callbacks need. A retry after a
             # dropped connection gets the state the database holds, as does a trial that another
             # job ended meanwhile.
             value = ended.value if ended.state == TrialState.COMPLETE else None
-            return self._db(
+            return self._retry(
                 lambda: optuna_private.tell(self.study, trial, value, ended.state), "finishing a trial"
             )
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -253,7 +256,7 @@ class TrialRunner:
         with warnings.catch_warnings():
             # ask() warns that heartbeats are meant for optimize(): this loop is our optimize().
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial: optuna.Trial = self._db(self.study.ask, "starting a trial")
+            trial: optuna.Trial = self._retry(self.study.ask, "starting a trial")
         logger.info("Trial %d started", trial.number)
         assert self._heartbeat is not None, "run_one() runs inside run()"
         self._trial = trial
@@ -268,7 +271,7 @@ class TrialRunner:
         """Fail stale trials of dead jobs. Staleness moves on the scale of the grace period: look
         once per heartbeat interval, not before every trial as optimize() does (a query per trial)."""
         if time.monotonic() - self._stale_checked_at >= self.settings.heartbeat_interval:
-            self._db(lambda: fail_stale_trials(self.study), "failing stale trials")
+            self._retry(lambda: fail_stale_trials(self.study), "failing stale trials")
             self._stale_checked_at = time.monotonic()
 
     def _evaluate(self, trial: optuna.Trial) -> _Ended:
@@ -305,7 +308,7 @@ class TrialRunner:
         frozen: FrozenTrial | None = None
         if taken_over or requeue or self.callbacks:
             tid = optuna_private.trial_id(trial)
-            frozen = self._db(lambda: self.storage.get_trial(tid), "reading the trial")
+            frozen = self._retry(lambda: self.storage.get_trial(tid), "reading the trial")
         if taken_over:
             told = frozen.state
             logger.warning(
@@ -316,7 +319,7 @@ class TrialRunner:
         if requeue:
             # Queue the same parameters again (not Optuna's retry callback: it would copy the
             # user attributes, fail_reason included, and share its retry budget).
-            self._db(lambda: self._requeue_interrupted(frozen), "re-queueing the interrupted trial")
+            self._retry(lambda: self._requeue_interrupted(frozen), "re-queueing the interrupted trial")
             logger.info("Trial %d interrupted and re-queued", trial.number)
         elif told == TrialState.COMPLETE:
             logger.info(

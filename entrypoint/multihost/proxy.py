@@ -36,9 +36,9 @@ import optuna
 import sqlalchemy
 
 from core.errors import UserError
-from entrypoint import optuna_private
-from entrypoint.dberrors import StorageUnreachable, describe
-from entrypoint.storage import fail_stale_trials
+from entrypoint.study.join import fail_stale_trials
+from hpo_study import optuna_private
+from hpo_study.database.dberrors import StorageUnreachable, describe
 
 logger = logging.getLogger(__name__)
 

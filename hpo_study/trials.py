@@ -1,9 +1,10 @@
-"""What ``status`` and ``best`` read from a study, read lean: one query for every trial's number,
-state, value and job name, and the best trial alone in full.
+"""The study's best trial, the one function for it (``status``, ``best``, the report's
+best_trial.json; its rule is core/ranking.py's, the keeper's), and the lean read it stands on: one
+query for every trial's number, state, value and job name, and the best trial alone in full.
 
 Optuna's ``study.get_trials`` reads every trial's parameters, distributions, intermediate
 values and attributes (about 20 rows per trial of the built-in network): 3.4 s of ``best`` at
-5,000 trials on MariaDB even through the lean read (entrypoint/optuna_private.py), where
+5,000 trials on MariaDB even through the lean read (hpo_study/optuna_private.py), where
 ``status`` and ``best`` need four columns per trial and the parameters of one
 (benchmarks/large_study.py --only cli). Other storages than Optuna's RDB one go through Optuna.
 """
@@ -18,8 +19,8 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from core import ranking
-from entrypoint import optuna_private
-from entrypoint.constants import ATTR_JOB_NAME
+from hpo_study import optuna_private
+from hpo_study.constants import ATTR_JOB_NAME
 
 
 @dataclasses.dataclass(frozen=True)

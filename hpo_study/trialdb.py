@@ -7,7 +7,7 @@ values and metrics are written once, in one transaction, before the trial is tol
 (the median pruner of other jobs reads COMPLETE trials only), and :class:`CompletedValues`
 reads each finished trial once.
 
-Written by hand against Optuna's own table definitions (through entrypoint/optuna_private.py,
+Written by hand against Optuna's own table definitions (through hpo_study/optuna_private.py,
 which checks the Optuna version): Optuna has no public batch write and no incremental read. Any other storage (the
 in-memory one of the tests and benchmarks) goes through Optuna's public calls.
 """
@@ -24,9 +24,9 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from entrypoint import optuna_private
-from entrypoint.optuna_private import INTERMEDIATE_VALUES as VALUES
-from entrypoint.optuna_private import TRIALS, USER_ATTRS, rdb_of
+from hpo_study import optuna_private
+from hpo_study.optuna_private import INTERMEDIATE_VALUES as VALUES
+from hpo_study.optuna_private import TRIALS, USER_ATTRS, rdb_of
 
 
 def _finished(trial_id: int) -> optuna.exceptions.UpdateFinishedTrialError:

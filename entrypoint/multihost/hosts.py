@@ -42,8 +42,8 @@ from core import ranking
 from core.artifact import META_FILE, ModelRecord
 from core.errors import UserError
 from entrypoint.constants import HOST_SUMMARY_FILE
-from entrypoint.dberrors import Retrier, describe, is_transient
-from entrypoint.stopping import Guard
+from entrypoint.job.stopping import Guard
+from hpo_study.database.dberrors import Retrier, describe, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class Roster:
         self.cluster, self.job_name = cluster, job_name
         self._storage, self._study_id = storage, study_id
         self._interval_s, self._grace_s = interval_s, grace_s
-        self._db, self._guard, self._clock = retry, guard, clock
+        self._retry, self._guard, self._clock = retry, guard, clock
         self.nonce = uuid.uuid4().hex  # this run of this host (a restarted job's hosts have new ones)
         self._record: dict[str, Any] = {"state": "running", "nonce": self.nonce, "seq": 0}
         self._lock = threading.Lock()
@@ -273,7 +273,7 @@ class Roster:
         (the job's db-retry-timeout may outlast SageMaker's SIGKILL)."""
         deadline = self._stop_deadline(self._budget_s)
         limit = None if deadline is None else max(0.0, deadline - self._clock())
-        return self._db(fn, what, limit_s=limit, stoppable=False)
+        return self._retry(fn, what, limit_s=limit, stoppable=False)
 
     # --- keys and records -------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ def check_version(version: str) -> None:
     if Version(version) not in SpecifierSet(TESTED_OPTUNA):
         raise UntestedOptuna(
             f"Optuna {version} is installed, but this image uses Optuna's private API as tested on "
-            f"Optuna {TESTED_OPTUNA} (entrypoint/optuna_private.py): install a tested Optuna, or "
+            f"Optuna {TESTED_OPTUNA} (hpo_study/optuna_private.py): install a tested Optuna, or "
             "run tests/test_optuna_private.py on this one and widen TESTED_OPTUNA and pyproject.toml"
         )
 
@@ -436,7 +436,7 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         return {k: np.asarray(v) for k, v in values.items()}
 
 
-# --- Optuna's gRPC storage proxy (entrypoint/proxy.py: several hosts in one job) --------------
+# --- Optuna's gRPC storage proxy (entrypoint/multihost/proxy.py: several hosts in one job) --------------
 
 
 def grpc_server(storage: optuna.storages.BaseStorage, host: str, port: int, thread_pool: Any) -> Any:

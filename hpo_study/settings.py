@@ -1,4 +1,5 @@
-"""Hyperparameters -> typed, validated settings. The only place that parses them.
+"""Hyperparameters -> typed, validated settings. The only place that parses them (the job reads
+hyperparameters.json with entrypoint/job/hyperparameters.py; the launcher checks a launch's).
 
 SageMaker passes hyperparameters as a flat JSON object of strings. In script mode (an Estimator
 with ``source_dir``/``entry_point``) SDK v2 JSON-encodes every value first, so ``n-trials=20``
@@ -12,16 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint.constants import IGNORED_HYPERPARAMETER_PREFIXES, METRIC_KEYS
-from entrypoint.pruning import PRUNERS
-from entrypoint.search import SAMPLERS
+from hpo_study.constants import IGNORED_HYPERPARAMETER_PREFIXES, METRIC_KEYS
+from hpo_study.pruners import PRUNERS
+from hpo_study.samplers import SAMPLERS
 
 DIRECTIONS = ("maximize", "minimize")
 NATURAL_DIRECTION = {"accuracy": "maximize", "loss": "minimize"}
@@ -41,7 +40,7 @@ class Settings:
     pruner: str = "median"
     epochs: int = 10
     batch_size: int = 128
-    # Shared storage (see storage.py). With none of these the study is embedded (SQLite).
+    # Shared storage (see database/locate.py). With none of these the study is embedded (SQLite).
     host: str | None = None
     db_port: int | None = None
     db_name: str | None = None
@@ -51,7 +50,7 @@ class Settings:
     db_ssl_verify: bool = True  # an RDS endpoint is verified against the image's RDS CA bundle (tls.py)
     region_name: str | None = None
     storage: str | None = None
-    # Many jobs on one study (see storage.py and README "Many jobs, one study").
+    # Many jobs on one study (see entrypoint/study/join.py and README "Many jobs, one study").
     max_trials: int | None = None
     heartbeat_interval: int = 60
     heartbeat_grace_period: int = 180
@@ -62,7 +61,7 @@ class Settings:
     # Bring your own model (see usermodule.py).
     model_module: str | None = None
     install_requirements: bool = False
-    baseline_trial: bool = True  # a new study's first trial: search.BASELINE_PARAMS (built-in network)
+    baseline_trial: bool = True  # a new study's first trial: entrypoint/trials/builtin.py BASELINE_PARAMS
 
     @property
     def metric_key(self) -> str:
@@ -255,45 +254,3 @@ def parse(hyperparameters: Mapping[str, object]) -> Settings:
     if problems:
         raise UserError("Invalid hyperparameters: " + "; ".join(problems))
     return Settings(**values)
-
-
-def read(path: str | os.PathLike[str]) -> dict[str, object]:
-    """hyperparameters.json as a dict (a missing file: none); one clear line for a bad file."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise UserError(f"Cannot read the hyperparameters file {path}: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"The hyperparameters file {path} is not UTF-8 text "
-            f"(byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from None
-    if not text.strip():
-        raise UserError(
-            f"The hyperparameters file {path} is empty: it must hold a JSON object ({{}} for none)"
-        )
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise UserError(f"The hyperparameters file {path} is not valid JSON: {exc}") from None
-    except RecursionError:  # the parser stops at the interpreter's depth, in microseconds
-        raise UserError(f"The hyperparameters file {path} is not valid JSON: nested too deeply") from None
-    if not isinstance(raw, dict):
-        raise UserError(
-            f"The hyperparameters file {path} must hold a JSON object of strings, not {_json_type(raw)}"
-        )
-    return raw
-
-
-def _json_type(value: object) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def load(path: str | os.PathLike[str]) -> Settings:
-    """Read and validate hyperparameters.json (a missing file means all defaults)."""
-    return parse(read(path))

@@ -38,7 +38,7 @@ def _driver_error(err: BaseException) -> bool:
 
 
 class StorageUnreachable(ConnectionError):
-    """The server of the study (another host's proxy: entrypoint/proxy.py) did not answer in
+    """The server of the study (another host's proxy: entrypoint/multihost/proxy.py) did not answer in
     time: worth waiting for, like a database that is away."""
 
 

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from core.errors import UserError
 from entrypoint.constants import FAILURE_FILE
-from entrypoint.dberrors import describe
+from hpo_study.database.dberrors import describe
 
 logger = logging.getLogger(__name__)
 

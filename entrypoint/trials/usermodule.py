@@ -29,6 +29,7 @@ import chainer
 from core import network, usercode
 from core.artifact import CODE_DIR
 from core.errors import UserError
+from entrypoint.trials.builtin import make_optimizer, suggest_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +47,6 @@ class ModelSpec:
 
 
 def _default_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.Optimizer:
-    from entrypoint.objective import make_optimizer
-
     if "optimizer" in params:  # the user kept our optimizer part of the search space
         return make_optimizer(params, model)
     optimizer = chainer.optimizers.Adam()
@@ -56,8 +55,6 @@ def _default_optimizer(params: dict[str, Any], model: chainer.Link) -> chainer.O
 
 
 def builtin() -> ModelSpec:
-    from entrypoint.objective import make_optimizer, suggest_params
-
     return ModelSpec(suggest_params, network.build_network, make_optimizer)
 
 

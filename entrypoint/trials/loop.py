@@ -16,7 +16,7 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from entrypoint.data import Split
+from entrypoint.trials.data import Split
 
 EVAL_CHUNK = 4096  # test examples per forward pass: large batches, bounded memory
 

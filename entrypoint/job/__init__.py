@@ -1,0 +1,1 @@
+"""One job's frame: its context, paths, stop signal and failure file."""

@@ -1,0 +1,1 @@
+"""Several hosts in one job: who leads, the storage proxy between them, who keeps the model."""
