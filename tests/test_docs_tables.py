@@ -20,15 +20,14 @@ import pytest
 # The code's tables this module reads; every import of project code is here.
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint.constants import METRIC_KEYS
-from entrypoint.pruning import PRUNERS
-from entrypoint.search import SAMPLERS
-from entrypoint.settings import Settings, accepted_keys, parse
+from hpo_study.constants import METRIC_KEYS
+from hpo_study.pruners import PRUNERS
+from hpo_study.samplers import SAMPLERS
+from hpo_study.settings import Settings, accepted_keys, parse
 from launcher.cli import build_parser
 from launcher.constants import METRIC_DEFINITIONS, STUDY_OPTION_HPS
 from serving import constants as serving_constants
-from serving.decoders import DECODERS
-from serving.encoders import ENCODERS
+from serving.media import DECODERS, ENCODERS
 
 pytestmark = pytest.mark.unit
 
