@@ -506,8 +506,8 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         super().__init__(*args, **kwargs)
         self._snapshot: tuple[int, int, list[FrozenTrial]] | None = None
         self._splits: dict[int, tuple[list[FrozenTrial], list[FrozenTrial]]] = {}  # n_below -> split
-        # (param name, distribution) -> trial id -> internal representation, finished trials only
-        self._internal: dict[tuple[str, BaseDistribution], dict[int, float]] = {}
+        # search space's items -> trial id -> internal representations, finished trials only
+        self._internal: dict[tuple[tuple[str, BaseDistribution], ...], dict[int, Any]] = {}
 
     def _sample(self, study, trial, search_space):
         key = (study_id(study), trial.number)
@@ -544,26 +544,31 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         return ret
 
     def _get_internal_repr(self, trials, search_space, study):
-        """Optuna's, with each finished trial's values converted once."""
-        names = search_space.keys()
-        memos = [
-            (name, dist, self._internal.setdefault((name, dist), {})) for name, dist in search_space.items()
-        ]
-        values: dict[str, list[float]] = {name: [] for name in search_space}
+        """Optuna's, with each finished trial's values converted once: per search space, a
+        finished trial's row of internal values (or that it lacks a parameter) is kept by its
+        id, so that a trial costs one lookup. The same values in the same order as Optuna's."""
+        memo = self._internal.setdefault(tuple(search_space.items()), {})
+        rows = []
         for t in trials:
-            params = self._get_params(t, study)
-            if not names <= params.keys():
-                continue
-            finished = t.state.is_finished()
-            tid = t._trial_id
-            for name, dist, memo in memos:
-                value = memo.get(tid) if finished else None
-                if value is None:
-                    value = dist.to_internal_repr(params[name])
-                    if finished:
-                        memo[tid] = value
-                values[name].append(value)
-        return {k: np.asarray(v) for k, v in values.items()}
+            row = memo.get(t._trial_id)  # finished trials only
+            if row is None:
+                row = self._internal_row(t, search_space, study)
+                if t.state.is_finished():
+                    memo[t._trial_id] = row
+            if row is not _LACKS_PARAMETER:
+                rows.append(row)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(search_space)
+        return {name: np.asarray(column) for name, column in zip(search_space, columns, strict=True)}
+
+    def _internal_row(self, trial, search_space, study) -> tuple[Any, ...] | object:
+        """The trial's parameters in the sampler's internal form, as Optuna's loop converts them."""
+        params = self._get_params(trial, study)
+        if not search_space.keys() <= params.keys():
+            return _LACKS_PARAMETER
+        return tuple(dist.to_internal_repr(params[name]) for name, dist in search_space.items())
+
+
+_LACKS_PARAMETER = object()  # a trial Optuna's _get_internal_repr skips
 
 
 # --- Optuna's gRPC storage proxy (entrypoint/proxy.py: several hosts in one job) --------------
