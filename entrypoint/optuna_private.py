@@ -289,11 +289,12 @@ class LeanReadStorage(optuna.storages.RDBStorage):
         doubles); integral doubles come back as JSON integers and are made floats again.
 
         Each array is packed with its item count: when the server cut or dropped a trial's array
-        (longer than ``group_concat_max_len``, set here to ``max_allowed_packet``), the read is
-        done again row by row, never with fewer items.
+        (MariaDB cuts at ``group_concat_max_len``, 1 MB by default, MySQL drops one longer than
+        ``max_allowed_packet``), the read is done again row by row, never with fewer items. The
+        limit is not raised with a SET: RDS Proxy pins a client's session to one database
+        connection after a SET (a trial's rows are about 1 kB in the built-in search space).
         """
         with self.engine.connect() as conn, conn.begin():  # one snapshot of the six tables
-            conn.execute(sqlalchemy.text(_PACK_LIMIT))
             rows = conn.execute(_trial_rows(where, *(_packed(*table) for table in _PACKED))).all()
             if not rows:
                 _check_study(conn, study_id)
@@ -348,10 +349,6 @@ def _check_study(conn: sqlalchemy.Connection, study_id: int) -> None:
     if conn.execute(exists).first() is None:
         raise KeyError(f"No study with study_id {study_id} exists.")
 
-
-# MariaDB builds JSON_ARRAYAGG on GROUP_CONCAT, which cuts its text at this session limit (1 MB
-# by default; MySQL's default is 1,024 bytes for GROUP_CONCAT); no row can be longer than this.
-_PACK_LIMIT = "SET SESSION group_concat_max_len = @@max_allowed_packet"
 
 # The child tables a trial's JSON arrays come from, with the columns of each item.
 _PACKED = (

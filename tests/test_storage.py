@@ -385,12 +385,23 @@ def test_the_packed_read_keeps_every_double_and_reads_rows_when_an_array_is_cut(
         assert [repr(t) for t in got] == [repr(t) for t in expected]
         assert [t.params["x"] for t in got] == values
 
+        # A server whose limit cuts the arrays (MariaDB: group_concat_max_len, 1 MB by default).
+        cut = optuna_private.LeanReadStorage(db.url, skip_table_creation=True, **kwargs)
+
+        @sqlalchemy.event.listens_for(cut.engine, "connect")
+        def small_limit(dbapi_connection, record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION group_concat_max_len = 64")
+            cursor.close()
+
+        cut.engine.dispose()  # the storage's start opened connections before the listener
+
         rows = []
-        monkeypatch.setattr(ours, "_read_rows", lambda *a: rows.append(1) or type(ours)._read_rows(ours, *a))
-        monkeypatch.setattr(optuna_private, "_PACK_LIMIT", "SET SESSION group_concat_max_len = 64")
-        got = ours._get_trials(sid, None, set(), -1)
-        assert rows == [1] and ours._packs  # this read by rows; the next ones packed again
+        monkeypatch.setattr(cut, "_read_rows", lambda *a: rows.append(1) or type(cut)._read_rows(cut, *a))
+        got = cut._get_trials(sid, None, set(), -1)
+        assert rows == [1] and cut._packs  # this read by rows; the next ones packed again
         assert [repr(t) for t in got] == [repr(t) for t in expected]
+        cut.engine.dispose()
         theirs.engine.dispose()
         ours.engine.dispose()
 
