@@ -29,6 +29,12 @@ Arms (each repeat runs every size and arm once, interleaved, so that they see th
 
 Prints one JSON line per measurement and a table of medians (min-max) at the end, with the
 1-minute load average before and after.
+
+Bytecode: the image has it for everything a job imports (docker/warm_imports.py). A venv without
+it (``uv pip`` writes none; ``PYTHONDONTWRITEBYTECODE=1`` keeps Python from writing it) compiles
+about 1,000 modules at every job's start, 2 s more on this machine: the script says so at start.
+Write it once with ``env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -m compileall -q
+.venv/lib/python3.11/site-packages core entrypoint launcher serving``.
 """
 
 from __future__ import annotations
@@ -341,6 +347,19 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
+def check_bytecode() -> None:
+    """Say when Chainer has no bytecode (then the jobs' starts include compiling; not imported here)."""
+    import importlib.util
+
+    origin = importlib.util.find_spec("chainer").origin
+    if not any((Path(origin).parent / "__pycache__").glob("__init__.*.pyc")):
+        print(
+            "note: the venv has no bytecode, so every job's start compiles its modules (the image "
+            "does not): see this script's docstring",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -357,6 +376,7 @@ def main() -> None:
     dbs: dict[int, str] = {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"load before: {load():.2f}", flush=True)
+    check_bytecode()
     stack = contextlib.ExitStack()
     try:
         for size in args.sizes:

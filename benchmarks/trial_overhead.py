@@ -15,6 +15,11 @@ both on the machine's MariaDB.
    A third arm runs plain Optuna in processes that have also loaded what a real training
    script loads (Chainer and boto3, as the AWS sample's script does; ours loads them too):
    on 2 cores shared by 16 processes, a bigger process costs efficiency by itself.
+   ``--proxy`` adds the arm of one job of several hosts on an embedded study (issue 21): a
+   leader process serves the study (SQLite) with entrypoint/multihost/proxy.ProxyServer, Optuna's gRPC
+   proxy, and each worker process runs our trial runner through entrypoint/multihost/proxy.ProxyClient,
+   as a host of such a job does. Its connections are the TCP connections to the proxy's port
+   (the study's SQLite file has one writer, the leader); failed trials are read from the file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import mysql.connector
 import optuna
@@ -151,6 +157,124 @@ def failed_trials(db: str) -> int:
     return n
 
 
+def proxy_leader(folder: str, port: int, ready, done) -> None:
+    """The leader host: the embedded study, served on 127.0.0.1:port until ``done`` is set."""
+    import logging
+
+    from entrypoint.multihost import proxy
+    from entrypoint.study import join
+    from entrypoint.trials import search
+    from hpo_study import settings
+    from hpo_study.database import locate
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.disable(logging.WARNING)
+    s = settings.parse({"study-name": "bench"})
+    study, _ = join.join_study(
+        s, locate.resolve(s, folder), search.make_sampler(s, None), search.make_pruner(s)
+    )
+    with proxy.ProxyServer(study, "127.0.0.1", port, s.heartbeat_interval):
+        ready.set()
+        done.wait()
+
+
+def proxy_worker(port: int, n: int, seconds: float, barrier, out) -> None:
+    """A host of the job: our trial runner, every storage call through the leader's proxy."""
+    import logging
+
+    from entrypoint.job.context import JobContext
+    from entrypoint.job.stopping import Guard
+    from entrypoint.model.checkpoint import Progress
+    from entrypoint.multihost import proxy
+    from entrypoint.trials import search
+    from entrypoint.trials.runner import TrialRunner
+    from hpo_study import settings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.disable(logging.WARNING)
+    s = settings.parse({"study-name": "bench", "n-trials": str(n)})
+    guard = Guard()
+    client = proxy.ProxyClient("127.0.0.1", port, proxy.call_timeout(s.db_retry_timeout), None, guard.stop)
+    study = optuna.load_study(
+        study_name="bench", storage=client, sampler=search.make_sampler(s, None), pruner=search.make_pruner(s)
+    )
+    barrier.wait()
+    t0 = time.perf_counter()
+    runner = TrialRunner(
+        JobContext(s, "bench", guard),
+        study,
+        client,
+        objective_factory(seconds),
+        Progress(None, "bench", "w"),
+        [keep_nothing],
+    )
+    runner.run()
+    out.put((t0, time.perf_counter()))
+    client.close()
+
+
+class PortWatch(ConnectionWatch):
+    """The peak of established TCP connections to a local port (/proc/net/tcp and tcp6)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__("")
+        self.port = port
+
+    def count(self) -> int:
+        n = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table, encoding="ascii") as f:
+                next(f)
+                for line in f:
+                    local, state = line.split()[1], line.split()[3]
+                    n += state == "01" and int(local.rsplit(":", 1)[1], 16) == self.port
+        return n
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, self.count())
+
+
+def run_proxy_workers(workers: int, n: int, seconds: float) -> dict[str, float]:
+    """As run_workers, for one job of ``workers`` hosts through the leader's gRPC proxy."""
+    import socket
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder, socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        ctx = mp.get_context("spawn")
+        ready, done = ctx.Event(), ctx.Event()
+        leader = ctx.Process(target=proxy_leader, args=(folder, port, ready, done))
+        leader.start()
+        try:
+            if not ready.wait(120):
+                raise RuntimeError("the proxy leader did not start")
+            barrier, out = ctx.Barrier(workers), ctx.Queue()
+            procs = [
+                ctx.Process(target=proxy_worker, args=(port, n, seconds, barrier, out))
+                for _ in range(workers)
+            ]
+            with PortWatch(port) as watch:
+                for p in procs:
+                    p.start()
+                spans = [out.get(timeout=1800) for _ in procs]
+                for p in procs:
+                    p.join()
+            if any(p.exitcode for p in procs):
+                raise RuntimeError("a worker failed")
+        finally:
+            done.set()
+            leader.join(60)
+        db = sqlite3.connect(next(Path(folder).rglob("*.db")))
+        failed = db.execute("SELECT COUNT(*) FROM trials WHERE state = 'FAIL'").fetchone()[0]
+        db.close()
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    return {"start": start, "end": end, "peak_connections": watch.peak, "failed": failed}
+
+
 def run_workers(target, workers: int, n: int, seconds: float, prepare_schema: bool) -> dict[str, float]:
     """Start, end (after the barrier), peak connections to the study's database, failed trials."""
     db = fresh_database()
@@ -193,6 +317,9 @@ def main() -> None:
         action="store_false",
         help="leave out the arm of plain Optuna with Chainer and boto3 loaded (memory at 64 workers)",
     )
+    parser.add_argument(
+        "--proxy", action="store_true", help="add one job of --workers hosts through the gRPC proxy"
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -225,13 +352,18 @@ def main() -> None:
         )
         if args.libraries_arm or arm[1] is not plain_worker_with_libraries
     ]
+    if args.proxy:
+        parallel_arms.append(("ours, one job of hosts through the gRPC proxy", proxy_worker, False))
     efficiency: dict[str, list[float]] = {name: [] for name, _, _ in parallel_arms}
     peaks: dict[str, list[int]] = {name: [] for name, _, _ in parallel_arms}
     failed: dict[str, list[int]] = {name: [] for name, _, _ in parallel_arms}
     for _ in range(args.repeats):  # interleaved, as above
         for name, target, prepare in parallel_arms:
             load = os.getloadavg()[0]
-            run = run_workers(target, args.workers, args.per_worker, 1.0, prepare)
+            if target is proxy_worker:
+                run = run_proxy_workers(args.workers, args.per_worker, 1.0)
+            else:
+                run = run_workers(target, args.workers, args.per_worker, 1.0, prepare)
             efficiency[name].append(args.per_worker * 1.0 / (run["end"] - run["start"]))
             peaks[name].append(run["peak_connections"])
             failed[name].append(run["failed"])

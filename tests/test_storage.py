@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import json
+import math
 
 import mysql.connector
 import optuna
@@ -14,7 +15,7 @@ from core.errors import UserError
 from entrypoint.study import join
 from entrypoint.trials import builtin, search
 from entrypoint.trials.builtin import suggest_params as objective_params
-from hpo_study import settings
+from hpo_study import optuna_private, settings
 from hpo_study.database import credentials, dberrors, locate
 from tests import services
 
@@ -340,6 +341,72 @@ def test_the_lean_trial_read_returns_optunas_trials_on_mariadb():
 
     with services.mysql_database() as db:
         check_lean_read(db.url, ("maximize",), {"connect_args": {"password": db.password}})
+
+
+@pytest.mark.services
+def test_the_packed_read_keeps_every_double_and_reads_rows_when_an_array_is_cut(monkeypatch):
+    """On MySQL the lean read gets each trial's rows packed in JSON by the server: random doubles
+    of the whole range (parameters, values, intermediate values, attributes) come back as the
+    same floats as Optuna's row-by-row read; a trial's array cut by the server's limit sends
+    the read back to rows, with equal trials."""
+    import random
+    import struct
+
+    from optuna.distributions import FloatDistribution
+
+    rng = random.Random(25)
+
+    def double() -> float:
+        while True:
+            value = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+            if math.isfinite(value) and value != 0.0:  # the server keeps no -0.0
+                return value
+
+    special = [0.1 + 0.2, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e22, 2.0**60, 3.0]
+    wide = FloatDistribution(-1.7976931348623157e308, 1.7976931348623157e308)
+    with services.mysql_database() as db:
+        kwargs = {"engine_kwargs": {"connect_args": {"password": db.password}}}
+        theirs = optuna.storages.RDBStorage(db.url, **kwargs)
+        study = optuna.create_study(storage=theirs)
+        values = special + [double() for _ in range(300)]
+        study.add_trials(
+            [
+                optuna.trial.create_trial(
+                    params={"x": value, "y": values[-i]},
+                    distributions={"x": wide, "y": wide},
+                    value=values[i - 1],
+                    intermediate_values={0: value, 1: values[i - 2], 7: float(i)},
+                    user_attrs={"a": value, "b": [values[-i], 'x"\\y\u00e9']},
+                )
+                for i, value in enumerate(values)
+            ]
+        )
+        ours = optuna_private.LeanReadStorage(db.url, skip_table_creation=True, **kwargs)
+        sid = optuna_private.study_id(study)
+        expected = theirs._get_trials(sid, None, set(), -1)
+        got = ours._get_trials(sid, None, set(), -1)
+        assert [repr(t) for t in got] == [repr(t) for t in expected]
+        assert [t.params["x"] for t in got] == values
+
+        # A server whose limit cuts the arrays (MariaDB: group_concat_max_len, 1 MB by default).
+        cut = optuna_private.LeanReadStorage(db.url, skip_table_creation=True, **kwargs)
+
+        @sqlalchemy.event.listens_for(cut.engine, "connect")
+        def small_limit(dbapi_connection, record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION group_concat_max_len = 64")
+            cursor.close()
+
+        cut.engine.dispose()  # the storage's start opened connections before the listener
+
+        rows = []
+        monkeypatch.setattr(cut, "_read_rows", lambda *a: rows.append(1) or type(cut)._read_rows(cut, *a))
+        got = cut._get_trials(sid, None, set(), -1)
+        assert rows == [1] and cut._packs  # this read by rows; the next ones packed again
+        assert [repr(t) for t in got] == [repr(t) for t in expected]
+        cut.engine.dispose()
+        theirs.engine.dispose()
+        ours.engine.dispose()
 
 
 @pytest.mark.unit
