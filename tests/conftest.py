@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from devtools.localjob import digits_channels, write_job_folder
-from tests import services
-from tests.moto_setup import create_secret, use_moto
+from tests.support import services
+from tests.support.moto_setup import create_secret, use_moto
 
 # The markers registered in pyproject.toml, which says what each means. Each layer may use what
 # the layers before it use; a test is marked with the first that fits.
@@ -101,7 +101,7 @@ def job_dir(tmp_path, small_digits):
     return make
 
 
-# --- real services (see tests/services.py) -------------------------------------------------
+# --- real services (see tests/support/services.py) -------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -179,18 +179,18 @@ def shared_job(aws, mysql_db, tmp_path, small_digits):
     return make
 
 
-# --- the image, built once per session for the container tests (tests/engine.py) ---------------
+# --- the image, built once per session for the container tests (tests/support/engine.py) ---------------
 
 
 @pytest.fixture(scope="session")
 def engine():
-    from tests.engine import find_engine
+    from tests.support.engine import find_engine
 
     return find_engine()
 
 
 @pytest.fixture(scope="session")
 def image(engine):
-    from tests.engine import build_image
+    from tests.support.engine import build_image
 
     yield from build_image(engine)

@@ -16,8 +16,8 @@ import pytest
 from core import artifact, usercode
 from core.errors import UserError
 from entrypoint import usermodule
-from tests import services
-from tests.jobs import finish, start_job
+from tests.support import services
+from tests.support.jobs import finish, start_job
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
 

@@ -7,8 +7,8 @@ import pytest
 
 from core.errors import UserError
 from entrypoint import credentials
-from tests import services
-from tests.moto_setup import ADMIN_SETUP_CALLS, iam_user, key_env, use_moto
+from tests.support import services
+from tests.support.moto_setup import ADMIN_SETUP_CALLS, iam_user, key_env, use_moto
 
 PASSWORD = services.HARD_PASSWORD
 

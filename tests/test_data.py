@@ -3,7 +3,7 @@ import pytest
 
 from core.errors import UserError
 from entrypoint import data
-from tests.jobs import npz
+from tests.support.jobs import npz
 
 pytestmark = pytest.mark.unit
 

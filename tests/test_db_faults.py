@@ -17,9 +17,9 @@ from optuna.trial import TrialState
 
 from core.errors import UserError
 from entrypoint import dberrors, search, settings, storage
-from tests import services
-from tests.cli import run_cli
-from tests.jobs import FINISHED, Followed, job_on_private_db, start_job, study_of, wait_for_training
+from tests.support import services
+from tests.support.cli import run_cli
+from tests.support.jobs import FINISHED, Followed, job_on_private_db, start_job, study_of, wait_for_training
 
 # What one stalled call may cost before it fails (a read time-out, then a new connection's
 # handshake time-out), plus room for a loaded machine.

@@ -20,8 +20,8 @@ from entrypoint.checkpoint import Progress
 from entrypoint.job import JobContext
 from entrypoint.runner import Heartbeat, TrialRunner
 from entrypoint.stopping import Guard
-from tests import services
-from tests.jobs import (
+from tests.support import services
+from tests.support.jobs import (
     FINISHED,
     Followed,
     finish,

@@ -24,8 +24,8 @@ from entrypoint import data, dberrors, failure, storage
 from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import Progress
 from entrypoint.dberrors import describe
-from tests import services
-from tests.jobs import (
+from tests.support import services
+from tests.support.jobs import (
     FINISHED,
     finish,
     job_on_private_db,
@@ -36,7 +36,7 @@ from tests.jobs import (
     tmpfs,
     wait_for_a_beating_trial,
 )
-from tests.moto_setup import use_moto
+from tests.support.moto_setup import use_moto
 
 # --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
 

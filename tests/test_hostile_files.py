@@ -20,7 +20,7 @@ from entrypoint import settings as settings_mod
 from entrypoint.checkpoint import SET_ASIDE_SUFFIX, Progress
 from serving.errors import ModelLoadError
 from serving.model import load_model
-from tests.jobs import finish, run_train, start_job, tmpfs
+from tests.support.jobs import finish, run_train, start_job, tmpfs
 
 DEEP = 200_000  # nesting depth of the JSON bombs: far past the interpreter's recursion limit
 
@@ -272,7 +272,7 @@ def test_a_spot_job_whose_checkpoint_is_poisoned_runs(job_dir, moto_endpoint):
 @pytest.mark.unit
 def test_a_storage_url_with_a_port_that_is_not_a_number_is_one_line():
     from entrypoint import storage
-    from tests.cli import run_cli
+    from tests.support.cli import run_cli
 
     s = settings_mod.parse({"storage": "mysql://root@127.0.0.1:notaport/x"})
     with pytest.raises(UserError, match=r"is not a database URL .*\(its port is not a number\)"):

@@ -1,5 +1,5 @@
 """One training job on several hosts (instance_count > 1): N `train` processes laid out as N
-SageMaker hosts (tests/hosts.py), the leader serving its embedded study with Optuna's gRPC proxy."""
+SageMaker hosts (tests/support/hosts.py), the leader serving its embedded study with Optuna's gRPC proxy."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 
 from entrypoint import hosts as hosts_mod
 from entrypoint import proxy
-from tests import services
-from tests.hosts import HostJob
+from tests.support import services
+from tests.support.hosts import HostJob
 
 FAST = {"epochs": "2", "seed": "1", "heartbeat-interval": "1", "heartbeat-grace-period": "3"}
 

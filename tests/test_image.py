@@ -30,9 +30,9 @@ import yaml
 from core.network import build_network
 from devtools.localjob import write_job_folder
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from tests import services
-from tests.engine import BUILD_TIMEOUT, ROOT, Engine, tail
-from tests.jobs import VENV_BIN
+from tests.support import services
+from tests.support.engine import BUILD_TIMEOUT, ROOT, Engine, tail
+from tests.support.jobs import VENV_BIN
 
 MAX_IMAGE_BYTES = 600 * 10**6  # the limit: 600 MB
 SERVE_READY_TIMEOUT = 120

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from devtools.localjob import write_job_folder
-from tests.engine import JOB_TIMEOUT, Engine
+from tests.support.engine import JOB_TIMEOUT, Engine
 
 
 @pytest.mark.container

@@ -25,9 +25,9 @@ from cfnlint.decode import decode
 from moto.cloudformation.parsing import resource_class_from_type
 
 from entrypoint.constants import PROXY_PORT
-from tests import services
-from tests.cli import run_cli
-from tests.moto_setup import (
+from tests.support import services
+from tests.support.cli import run_cli
+from tests.support.moto_setup import (
     ADMIN_SETUP_CALLS,
     allow,
     create_secret,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.jobs import VENV_BIN, train_env
+from tests.support.jobs import VENV_BIN, train_env
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
 
@@ -50,7 +50,7 @@ def test_model_module_from_the_code_channel_of_sdk_v3(job_dir):
 def test_two_hosts_sharing_one_model_folder_leave_one_model(tmp_path):
     """instance_count=2 as SDK v2's local mode lays it out: every host's /opt/ml/model is the same
     folder. Hosts keep their models aside, so the one model there is the study's best, whole."""
-    from tests.hosts import HostJob
+    from tests.support.hosts import HostJob
 
     job = HostJob(tmp_path, 2, {"n-trials": "3", "epochs": "2", "seed": "1"}, name="two-hosts")
     shared = tmp_path / "shared-model"

@@ -1,7 +1,7 @@
 """`status`, `best` and `deploy` from a laptop with no path to the database: what the jobs left in
 SageMaker (their final metrics, their live CloudWatch metrics) and S3 (model.tar.gz).
 
-The module's fleet: `launch` creates 3 jobs in a moto server (tests/moto_training.py: a job
+The module's fleet: `launch` creates 3 jobs in a moto server (tests/support/moto_training.py: a job
 reports its status and final metrics from its log, as SageMaker does). Two are run for real
 with `train` on one MariaDB study (the jobs' secret reaches it, as jobs in the VPC do); their
 logs and model folders go where SageMaker puts them. The third is still InProgress: its
@@ -27,10 +27,10 @@ from optuna.trial import TrialState
 from core import ranking
 from devtools.localjob import write_job_folder
 from launcher.constants import CLOUDWATCH_JOB_DIMENSION, CLOUDWATCH_NAMESPACE
-from tests import services
-from tests.cli import STUDY, launch_args, run_cli
-from tests.jobs import VENV_BIN, train_env
-from tests.moto_setup import create_secret, upload_model, use_moto
+from tests.support import services
+from tests.support.cli import STUDY, launch_args, run_cli
+from tests.support.jobs import VENV_BIN, train_env
+from tests.support.moto_setup import create_secret, upload_model, use_moto
 
 pytestmark = pytest.mark.process
 

@@ -26,10 +26,10 @@ import pytest
 from devtools.localjob import write_job_folder
 from launcher import cli, names
 from launcher.constants import METRIC_DEFINITIONS
-from tests import services
-from tests.cli import IMAGE, ROLE, STUDY, launch_args, run_cli
-from tests.jobs import VENV_BIN, train_env
-from tests.moto_setup import create_secret, upload_model, use_moto
+from tests.support import services
+from tests.support.cli import IMAGE, ROLE, STUDY, launch_args, run_cli
+from tests.support.jobs import VENV_BIN, train_env
+from tests.support.moto_setup import create_secret, upload_model, use_moto
 
 
 @dataclasses.dataclass

@@ -12,8 +12,8 @@ import uuid
 import boto3
 import pytest
 
-from tests.cli import run_cli
-from tests.moto_setup import create_secret, use_moto
+from tests.support.cli import run_cli
+from tests.support.moto_setup import create_secret, use_moto
 
 pytestmark = pytest.mark.services
 

@@ -8,9 +8,9 @@ import uuid
 import boto3
 import pytest
 
-from tests import services
-from tests.cli import IMAGE, ROLE, launch_args, run_cli
-from tests.moto_setup import (
+from tests.support import services
+from tests.support.cli import IMAGE, ROLE, launch_args, run_cli
+from tests.support.moto_setup import (
     ADMIN_SETUP_CALLS,
     allow,
     create_secret,

@@ -4,7 +4,7 @@ import pytest
 from entrypoint import data, settings
 from entrypoint.job import JobContext
 from entrypoint.objective import Objective
-from tests.jobs import npz
+from tests.support.jobs import npz
 
 pytestmark = pytest.mark.unit
 

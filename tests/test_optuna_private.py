@@ -247,7 +247,7 @@ def test_grpc_server_is_built_as_optunas_make_server_not_started():
     assert callable(servicer.OptunaStorageProxyService)
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.services import free_port
+    from tests.support.services import free_port
 
     built = optuna_private.grpc_server(
         optuna.storages.InMemoryStorage(), "127.0.0.1", free_port(), ThreadPoolExecutor(1)

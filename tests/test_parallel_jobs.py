@@ -9,8 +9,8 @@ import threading
 import pytest
 from optuna.trial import TrialState
 
-from tests import services
-from tests.jobs import (
+from tests.support import services
+from tests.support.jobs import (
     FINISHED,
     finish,
     start_job,

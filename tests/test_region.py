@@ -6,8 +6,8 @@ import pytest
 
 from entrypoint import region, storage
 from entrypoint import settings as settings_mod
-from tests import services
-from tests.cli import run_cli
+from tests.support import services
+from tests.support.cli import run_cli
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:hpo/db-AbCdEf"
 JOB_ARN = "arn:aws:sagemaker:ap-southeast-2:123456789012:training-job/digits-1"

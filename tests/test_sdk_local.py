@@ -1,7 +1,7 @@
 """The SageMaker Python SDK, v2 and v3, driving the image in local mode, as users call it.
 
 Each SDK runs in its own venv (build/sdk-v2, build/sdk-v3: `make sdk`, which `make test` runs)
-from a script in tests/sdk_drivers/. Local mode drives docker-compose (Debian's 1.29, installed by
+from a script in tests/support/sdk_drivers/. Local mode drives docker-compose (Debian's 1.29, installed by
 docker/setup-engine.sh) against a Docker API socket: with podman, `podman system service` on a
 socket of this test's own. docker-compose 1.x exits 0 when the container failed, so every job's
 real outcome is checked here: the container's exit code and the absence of a failure file.
@@ -26,10 +26,10 @@ import pytest
 import yaml
 
 from entrypoint.settings import load
-from tests import services
+from tests.support import services
 
 ROOT = Path(__file__).resolve().parents[1]
-DRIVERS = ROOT / "tests" / "sdk_drivers"
+DRIVERS = ROOT / "tests" / "support" / "sdk_drivers"
 EXAMPLE = ROOT / "examples" / "conv_digits"
 SDK_TIMEOUT = 900
 COMPOSE_WORKDIR_LABEL = "com.docker.compose.project.working_dir"

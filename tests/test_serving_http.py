@@ -23,7 +23,7 @@ from serving import constants as C
 from serving.errors import StartupError
 from serving.model import load_model, predict_probabilities
 from serving.nginx import nginx_binary
-from tests import services
+from tests.support import services
 
 pytestmark = pytest.mark.process
 

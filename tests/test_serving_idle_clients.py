@@ -15,7 +15,7 @@ from devtools.localserver import LocalServer, request
 from serving import constants as C
 from serving.errors import StartupError
 from serving.nginx import OPEN_FILES, SPARE_FILES, WORKER_CONNECTIONS
-from tests import services
+from tests.support import services
 
 IDLE_CLIENTS = 2_000
 PING_LIMIT_S = 2.0  # SageMaker's time-out for one ping

@@ -28,7 +28,7 @@ from serving.config import ServeConfig
 from serving.errors import StartupError
 from serving.model import load_model, predict_probabilities
 from serving.server import WorkerSockets, gunicorn_options
-from tests import services
+from tests.support import services
 
 N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 16, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}

@@ -13,7 +13,7 @@ from core.engines import ENGINES
 from core.errors import UserError
 from entrypoint import credentials, dberrors, search, settings, storage
 from entrypoint.objective import suggest_params as objective_params
-from tests import services
+from tests.support import services
 
 
 def open_study(s):

@@ -2,7 +2,7 @@
 endpoint verifies the server against the RDS CA bundle; db-ssl-ca overrides; a wrong host name
 and a self-signed server are refused.
 
-A private MariaDB (tests/services.py) serves a certificate that a local CA signs, for a made-up
+A private MariaDB (tests/support/services.py) serves a certificate that a local CA signs, for a made-up
 RDS endpoint name; that name resolves to 127.0.0.1 in this process only (the test's own
 resolver), and the local CA stands in for the RDS bundle (RDS_CA_BUNDLE).
 """
@@ -17,7 +17,7 @@ import sqlalchemy
 
 from core.errors import UserError
 from entrypoint import dberrors, settings, storage, tls
-from tests import services
+from tests.support import services
 
 ENDPOINT = "optuna.cluster-abc123.us-east-1.rds.amazonaws.com"
 OTHER_ENDPOINT = "other.cluster-abc123.us-east-1.rds.amazonaws.com"  # not in the certificate

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
-from tests.jobs import VENV_BIN, npz, train_env
+from tests.support.jobs import VENV_BIN, npz, train_env
 
 pytestmark = pytest.mark.process
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import services
+from tests.support import services
 
 ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key: the calls before IAM is enforced
 

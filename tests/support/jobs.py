@@ -16,7 +16,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from tests import services
+from tests.support import services
 
 VENV_BIN = Path(sys.executable).parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

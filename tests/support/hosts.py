@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from devtools.localjob import digits_channels, write_job_folder
-from tests import jobs
+from tests.support import jobs
 
 WAITING_MODEL = '''
 """A model-module whose trials wait WAIT_S seconds without the CPU (time.sleep), then train a

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests import services
+from tests.support import services
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1500  # a cold build: wheelhouse from the index, then the image
 JOB_TIMEOUT = 600
 # Variables of an outer `make test` that must not leak into the `make` the tests call.

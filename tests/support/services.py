@@ -23,7 +23,7 @@ import optuna
 import psycopg2
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
@@ -67,15 +67,15 @@ def moto_server(
     ``iam_after``: enforce IAM on every call after that many unauthenticated ones (moto's
     INITIAL_NO_AUTH_ACTION_COUNT: the calls that make the first user and its keys).
     ``resource_auth``: also check the Resource of Secrets Manager and ECR calls
-    (tests/moto_resource_auth.py).
+    (tests/support/moto_resource_auth.py).
     ``training_logs``: a folder of job logs from which training jobs report their status and
-    final metrics as SageMaker does (tests/moto_training.py; resource checks included).
+    final metrics as SageMaker does (tests/support/moto_training.py; resource checks included).
     """
     port = free_port()
     command = (
-        [sys.executable, "-m", "tests.moto_training"]
+        [sys.executable, "-m", "tests.support.moto_training"]
         if training_logs is not None
-        else [sys.executable, "-m", "tests.moto_resource_auth"]
+        else [sys.executable, "-m", "tests.support.moto_resource_auth"]
         if resource_auth
         else [str(VENV_BIN / "moto_server")]
     )

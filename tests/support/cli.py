@@ -8,7 +8,7 @@ import io
 import json
 
 from launcher import cli
-from tests import services
+from tests.support import services
 
 PASSWORD = services.HARD_PASSWORD
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sagemaker-optuna-chainer:test"
