@@ -19,7 +19,7 @@ from packaging.specifiers import SpecifierSet
 from entrypoint import optuna_private
 from entrypoint.optuna_private import TESTED_OPTUNA, UntestedOptuna
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[3]
 pytestmark = pytest.mark.unit  # the layer (tests/conftest.py on the layers branch)
 
 

@@ -28,7 +28,7 @@ import yaml
 from entrypoint.settings import load
 from tests.support import services
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DRIVERS = ROOT / "tests" / "support" / "sdk_drivers"
 EXAMPLE = ROOT / "examples" / "conv_digits"
 SDK_TIMEOUT = 900

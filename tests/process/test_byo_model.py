@@ -19,7 +19,7 @@ from entrypoint import usermodule
 from tests.support import services
 from tests.support.jobs import finish, start_job
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "conv_digits"
 
 
 def with_code(base: Path, files: dict[str, str] | None = None) -> Path:
@@ -180,7 +180,7 @@ def test_a_module_inside_a_package_is_served_with_its_package_and_helpers(tmp_pa
         "assert 'model/code' in sys.modules['byo_helpers'].__file__\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", check], cwd=Path(__file__).parents[1], capture_output=True, text=True
+        [sys.executable, "-c", check], cwd=Path(__file__).parents[2], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
 

@@ -16,7 +16,7 @@ from core.artifact import ArtifactError, ModelRecord, ModelSource
 
 pytestmark = pytest.mark.unit
 
-CORE = Path(__file__).parents[1] / "core"
+CORE = Path(__file__).parents[3] / "core"
 SOURCE = ModelSource(
     study_name="s",
     job_name="j",

@@ -26,7 +26,7 @@ def test_serving_workers_import_neither_optuna_nor_the_training_toolkit(tmp_path
     )
     done = subprocess.run(
         [sys.executable, "-c", check],
-        cwd=Path(__file__).parents[1],
+        cwd=Path(__file__).parents[2],
         capture_output=True,
         text=True,
         timeout=120,

@@ -37,7 +37,7 @@ from tests.support.moto_setup import (
     use_moto,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "infra" / "optuna-hpo.yaml"
 TOOLS = ROOT / "build" / "infra-tools" / "bin"
 MOTO_LACKS = {

@@ -34,7 +34,7 @@ N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 16, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}
 JSON, NPY = "application/json", "application/x-npy"
 EXIT_SECONDS = 30
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def npy(array: np.ndarray) -> bytes:

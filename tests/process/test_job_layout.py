@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.jobs import VENV_BIN, train_env
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "conv_digits"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "conv_digits"
 
 
 def run_train(base: Path, **env: str) -> subprocess.CompletedProcess:

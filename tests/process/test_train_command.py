@@ -99,7 +99,7 @@ def test_readme_metric_definitions_read_the_real_output(job_dir):
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     block = re.search(r"metric_definitions = (\[.*?\n\])", readme, re.S).group(1)
     definitions = {d["Name"]: re.compile(d["Regex"]) for d in ast.literal_eval(block)}
     base = job_dir({"n-trials": "1", "epochs": "1"})

@@ -333,7 +333,7 @@ def test_the_baseline_survives_a_retried_creation_and_a_retried_enqueue(tmp_path
 @pytest.mark.services
 def test_the_lean_trial_read_returns_optunas_trials_on_mariadb():
     """optuna_private.LeanReadStorage against Optuna's own read, on the jobs' database engine."""
-    from tests.test_optuna_private import check_lean_read
+    from tests.unit.entrypoint.test_optuna_private import check_lean_read
 
     with services.mysql_database() as db:
         check_lean_read(db.url, ("maximize",), {"connect_args": {"password": db.password}})
