@@ -32,7 +32,6 @@ from devtools.localjob import write_job_folder
 from entrypoint.constants import EMBEDDED_STORAGE_FILE
 from tests.support import services
 from tests.support.engine import BUILD_TIMEOUT, ROOT, Engine, tail
-from tests.support.jobs import VENV_BIN
 
 MAX_IMAGE_BYTES = 600 * 10**6  # the limit: 600 MB
 SERVE_READY_TIMEOUT = 120
@@ -61,38 +60,6 @@ def embedded_job(
         "--network=none", "-e", "TRAINING_JOB_NAME=smoke-embedded-1", "-v", f"{base}:/opt/ml", image, "train"
     )
     return base, result
-
-
-# --- no engine needed ------------------------------------------------------------------------
-
-
-@pytest.mark.process
-def test_hadolint_passes_on_the_dockerfile():
-    result = subprocess.run(
-        [str(VENV_BIN / "hadolint"), str(ROOT / "docker" / "Dockerfile")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.unit
-def test_buildspec_is_a_codebuild_0_2_spec_that_pushes_the_commit_tag():
-    text = (ROOT / "buildspec.yml").read_text()
-    spec = yaml.safe_load(text)
-    assert str(spec["version"]) == "0.2"
-    assert tuple(spec["phases"]) == BUILDSPEC_PHASES
-    assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11"}
-    # The RDS CA bundle first (entrypoint/tls.py): CodeBuild has internet, a failed fetch fails.
-    assert spec["phases"]["build"]["commands"] == ["make rds-ca", "make image"]
-    pre_build = "\n".join(spec["phases"]["pre_build"]["commands"])
-    assert "make unit" in pre_build and "make login" in pre_build
-    assert "CODEBUILD_RESOLVED_SOURCE_VERSION" in pre_build
-    assert any("make push" in c for c in spec["phases"]["post_build"]["commands"])
-    assert spec["artifacts"]["files"] == ["build/imageDetail.json"]
-    for name in ("AWS_ACCOUNT_ID", "AWS_DEFAULT_REGION", "IMAGE_REPO_NAME"):
-        assert f"#   {name}" in text, f"{name} is not documented in buildspec.yml"
 
 
 # --- the image -------------------------------------------------------------------------------
@@ -351,8 +318,9 @@ def test_buildspec_pushes_an_image_that_pulls_back_and_trains(
         "AWS_DEFAULT_REGION": services.REGION,
         "IMAGE_REPO_NAME": repo,
         "REGISTRY": registry,
-        # Only this module's unit tests (`make unit` adds -m unit): quick, and never this test again.
-        "UNIT_TEST_ARGS": "tests/test_image.py -q",
+        # Only the buildspec's own unit tests (tests/unit/docker): quick, and never this test again.
+        "UNIT_TESTS": "tests/unit/docker",
+        "UNIT_TEST_ARGS": "-q",
         "DOCKER_PUSH_FLAGS": "--tls-verify=false" if engine.is_podman else "",
         "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),

@@ -23,23 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from entrypoint.settings import load
 from tests.support import services
+from tests.support.sdk import DRIVERS, ROOT, log_tail, sdk_python
 
-ROOT = Path(__file__).resolve().parents[2]
-DRIVERS = ROOT / "tests" / "support" / "sdk_drivers"
 EXAMPLE = ROOT / "examples" / "conv_digits"
 SDK_TIMEOUT = 900
 COMPOSE_WORKDIR_LABEL = "com.docker.compose.project.working_dir"
-
-
-def sdk_python(version: str) -> Path:
-    python = ROOT / "build" / f"sdk-{version}" / "bin" / "python"
-    if not (python.parent.parent / ".installed").exists():
-        services.unavailable(f"SageMaker SDK {version} venv missing: run `make sdk`")
-    return python
 
 
 @pytest.fixture(scope="session")
@@ -76,27 +66,6 @@ def docker_host(engine, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sdk_config_env(moto_endpoint, tmp_path_factory) -> dict[str, str]:
-    """The SDK's environment: telemetry off in its config file, AWS calls to moto."""
-    folder = tmp_path_factory.mktemp("sdk-config")
-    config = folder / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
-        )
-    )
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "AWS_"))},
-        **services.aws_env(moto_endpoint),
-        "AWS_ENDPOINT_URL": moto_endpoint,  # any other AWS call the SDK makes goes to moto too
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-        "HOME": str(folder),  # nothing from this machine's ~/.sagemaker or ~/.aws
-    }
-
-
-@pytest.fixture(scope="session")
 def sdk_env(sdk_config_env, docker_host) -> dict[str, str]:
     """... and the Docker API socket for local mode."""
     return {**sdk_config_env, "DOCKER_HOST": docker_host}
@@ -124,10 +93,6 @@ def run_sdk(version: str, args: dict, env: dict[str, str]) -> tuple[subprocess.C
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.returncode == 0 and lines, f"SDK {version} failed:\n{log_tail(result)}"
     return result, json.loads(lines[-1].removeprefix("RESULT "))
-
-
-def log_tail(result: subprocess.CompletedProcess, chars: int = 6000) -> str:
-    return f"--- stdout\n{result.stdout[-chars:]}\n--- stderr\n{result.stderr[-chars:]}"
 
 
 def containers_under(engine, root: Path) -> list[dict]:
@@ -364,123 +329,6 @@ def test_sdk_v3_model_trainer_bring_your_own_model(engine, image, sdk_env, chann
     )
     assert meta["model_module"] == "conv_digits"
     assert (model_dir / "code" / "conv_digits.py").is_file()
-
-
-# --- hyperparameters.json exactly as SDK v2 writes it ---------------------------------------
-
-EVERY_KEY = {
-    "study-name": "digits-v1",
-    "n-trials": 20,
-    "timeout": 3600.5,
-    "objective-metric": "loss",
-    "direction": "minimize",
-    "sampler": "random",
-    "seed": 1,
-    "pruner": "hyperband",
-    "epochs": 5,
-    "batch-size": 64,
-    "db-secret": "hpo/optuna-db",
-    "host": "db.example",
-    "db-port": 3306,
-    "db-name": "optuna",
-    "db-engine": "mysql",
-    "db-ssl-ca": "/opt/ml/input/data/ca/ca.pem",
-    "region-name": "eu-west-1",
-    "max-trials": 100,
-    "heartbeat-interval": 30,
-    "heartbeat-grace-period": 90,
-    "db-retry-timeout": 120.5,
-    "trial-timeout": 600,
-    "max-consecutive-failures": 3,
-    "model-module": "conv_digits",
-    "install-requirements": False,
-}
-STORAGE_KEY = {"storage": "postgresql+psycopg2://optuna@db.example:5432/optuna"}  # not with host
-
-
-def as_strings(keys: dict) -> dict:
-    """The README's style: every value a string ("20"), which script mode sends as "\\"20\\""."""
-    return {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in keys.items()}
-
-
-HOST_KEYS = EVERY_KEY
-STORAGE_KEYS = {**{k: v for k, v in EVERY_KEY.items() if k != "host"}, **STORAGE_KEY}
-
-
-VARIANTS = {
-    "host-typed": HOST_KEYS,
-    "host-strings": as_strings(HOST_KEYS),
-    "storage-typed": STORAGE_KEYS,
-    "storage-strings": as_strings(STORAGE_KEYS),
-}
-WRITE_HYPERPARAMETERS = """
-import json, sys
-from sagemaker.estimator import Estimator
-from sagemaker.local import LocalSession, image
-
-class Written(Exception):
-    pass
-
-def written(self, host, hyperparameters, input_data_config):
-    real(self, host, hyperparameters, input_data_config)
-    with open(f"{self.container_root}/{host}/input/config/hyperparameters.json") as f:
-        raise Written(f.read())
-
-real = image._SageMakerContainer.write_config_files
-image._SageMakerContainer.write_config_files = written
-args = json.loads(sys.argv[1])
-session = LocalSession()
-session.config = {"local": {"local_code": True, "container_root": args["root"]}}
-for name, keys in args["variants"].items():
-    for source in (None, args["source_dir"]):
-        try:
-            Estimator(
-                image_uri="sagemaker-optuna-chainer:any", role="arn:aws:iam::123456789012:role/r",
-                instance_count=1, instance_type="local", output_path=f"file://{args['root']}/out",
-                hyperparameters=keys, sagemaker_session=session,
-                source_dir=source, entry_point="conv_digits.py" if source else None,
-            ).fit({"train": f"file://{args['root']}"}, job_name="hps")
-        except Written as exc:
-            print("RESULT", json.dumps([name, bool(source), json.loads(str(exc))]), flush=True)
-"""
-
-
-@pytest.fixture(scope="module")
-def sdk_v2_hyperparameters(sdk_config_env, tmp_path_factory) -> dict[tuple[str, bool], dict]:
-    """hyperparameters.json written by SDK v2's own local mode (stopped before docker-compose),
-    for each variant with and without source_dir."""
-    args = {"variants": VARIANTS, "source_dir": str(EXAMPLE), "root": str(tmp_path_factory.mktemp("hps"))}
-    result = subprocess.run(
-        [str(sdk_python("v2")), "-c", WRITE_HYPERPARAMETERS, json.dumps(args)],
-        env=sdk_config_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    found = {}
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            name, with_source_dir, written = json.loads(line.removeprefix("RESULT "))
-            found[name, with_source_dir] = written
-    assert len(found) == 2 * len(VARIANTS), log_tail(result)
-    return found
-
-
-@pytest.mark.process
-@pytest.mark.parametrize("with_source_dir", [False, True], ids=["plain", "source_dir"])
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_every_key_as_sdk_v2_writes_it(sdk_v2_hyperparameters, tmp_path, variant, with_source_dir):
-    keys = VARIANTS[variant]
-    written = sdk_v2_hyperparameters[variant, with_source_dir]
-    for key, value in keys.items():  # script mode: every value JSON-encoded, e.g. "\\"20\\""
-        assert written[key] == (json.dumps(value) if with_source_dir else str(value)), key
-    path = tmp_path / "hyperparameters.json"
-    path.write_text(json.dumps(written))
-    settings = load(path)
-    expected = {k.replace("-", "_"): v for k, v in EVERY_KEY.items() if k in keys}
-    assert {k: getattr(settings, k) for k in expected} == expected
-    if "storage" in keys:
-        assert settings.storage == STORAGE_KEY["storage"] and settings.host is None
 
 
 @pytest.mark.container

@@ -14,7 +14,6 @@ import boto3
 import pytest
 
 from core import artifact, usercode
-from core.errors import UserError
 from entrypoint import usermodule
 from tests.support import services
 from tests.support.jobs import finish, start_job
@@ -121,14 +120,6 @@ def test_requirements_are_installed_only_when_asked(job_dir, moto_endpoint):
     assert "pip install -r requirements.txt failed" in (base / "output" / "failure").read_text()
 
 
-@pytest.mark.unit
-def test_module_name_hyperparameter_is_validated():
-    from entrypoint import settings
-
-    with pytest.raises(UserError, match="'model-module' must be a Python module name"):
-        settings.parse({"model-module": "../evil"})
-
-
 @pytest.mark.process
 def test_example_is_served_by_the_real_serve_command(job_dir, moto_endpoint, digits, tmp_path):
     """Train the conv net with `train`, then serve model_dir with `serve`: no extra code."""
@@ -183,19 +174,3 @@ def test_a_module_inside_a_package_is_served_with_its_package_and_helpers(tmp_pa
         [sys.executable, "-c", check], cwd=Path(__file__).parents[2], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-
-
-@pytest.mark.unit
-def test_a_module_found_outside_the_source_folder_is_refused(tmp_path):
-    elsewhere, source = tmp_path / "elsewhere", tmp_path / "source"
-    for folder in (elsewhere, source):
-        folder.mkdir()
-        (folder / "byo_clash.py").write_text(
-            "def suggest_params(trial):\n    return {}\n\ndef build_network(p, f, c):\n    return None\n"
-        )
-    spec = usermodule.load("byo_clash", elsewhere)  # first on the path, as an installed module would be
-    usermodule.check_origin(spec, elsewhere)
-    with pytest.raises(
-        UserError, match="'byo_clash' was imported from .*elsewhere, not from the source folder"
-    ):
-        usermodule.check_origin(usermodule.load("byo_clash", source), source)

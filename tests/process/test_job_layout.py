@@ -101,26 +101,6 @@ def test_a_local_run_with_a_seed_repeats_exactly(tmp_path, small_digits):
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
 
 
-@pytest.mark.unit
-def test_train_on_path_is_ours_not_the_toolkits():
-    """Both sagemaker-training and this project install a `train` script; ours must win."""
-    assert "from entrypoint.cli import main" in (VENV_BIN / "train").read_text()
-
-
-@pytest.mark.container
-def test_the_image_reads_a_broken_hyperparameters_file_itself(engine, image, job_dir):
-    """Not the toolkit's `train`, which parsed the file first and failed with a traceback."""
-    base = job_dir()
-    (base / "input" / "config" / "hyperparameters.json").write_text('{"n-trials": "3",}')
-    result = engine.run_container("--network=none", "-v", f"{base}:/opt/ml", image, timeout=120)
-    assert result.returncode == 1, result.stdout + result.stderr
-    failure = (base / "output" / "failure").read_text()
-    assert failure.startswith(
-        "The hyperparameters file /opt/ml/input/config/hyperparameters.json is not valid JSON"
-    )
-    assert "Traceback" not in result.stdout + result.stderr
-
-
 SMPATHS_CHECK = """
 import json, sys
 from entrypoint import smpaths

@@ -9,13 +9,11 @@ as SageMaker would. `status`, `best` and `deploy` then read that study and those
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
 import re
 import subprocess
-import sys
 import tarfile
 import uuid
 
@@ -24,12 +22,12 @@ import optuna
 import pytest
 
 from devtools.localjob import write_job_folder
-from launcher import cli, names
+from launcher import names
 from launcher.constants import METRIC_DEFINITIONS
 from tests.support import services
 from tests.support.cli import IMAGE, ROLE, STUDY, launch_args, run_cli
 from tests.support.jobs import VENV_BIN, train_env
-from tests.support.moto_setup import create_secret, upload_model, use_moto
+from tests.support.moto_setup import create_secret, upload_model
 
 
 @dataclasses.dataclass
@@ -42,13 +40,6 @@ class Fleet:
 
     def study_args(self, study: str = STUDY) -> list[str]:
         return ["--study", study, "--db-secret", self.secret]
-
-
-@pytest.fixture(scope="module")
-def aws_env(moto_endpoint):
-    with pytest.MonkeyPatch.context() as mp:
-        use_moto(mp, moto_endpoint)
-        yield moto_endpoint
 
 
 @pytest.fixture(scope="module")
@@ -153,114 +144,6 @@ def test_metric_definitions_match_the_lines_real_jobs_print(fleet):
     assert float(re.search(best["Regex"], best_line).group(1)) > 0
 
 
-@pytest.mark.services
-def test_vpc_spot_checkpoints_and_wait(aws_env):
-    bucket = f"launcher-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", region_name=services.REGION).create_bucket(Bucket=bucket)
-    result = run_cli(
-        *launch_args(bucket, "any/secret"),
-        "--jobs", "3",
-        "--job-prefix", "spot",
-        "--subnet", "subnet-1", "--subnet", "subnet-2",
-        "--security-group", "sg-1",
-        "--max-runtime", "600",
-        "--spot", "--checkpoint-s3", f"s3://{bucket}/checkpoints/",
-        "--tag", "team=hpo",
-        "--wait", "--poll", "0.1", "--timeout", "30",
-    )  # fmt: skip
-    assert result.code == 0, result.err
-    rows = [line.split() for line in result.out.splitlines()]
-    assert rows[0][:2] == ["job", "status"] and [r[1] for r in rows[1:]] == ["Completed"] * 3
-    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
-    for row in rows[1:]:
-        job = sagemaker.describe_training_job(TrainingJobName=row[0])
-        assert job["VpcConfig"] == {"Subnets": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
-        assert job["EnableManagedSpotTraining"] is True
-        assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200}
-        assert job["CheckpointConfig"]["S3Uri"] == f"s3://{bucket}/checkpoints/{row[0]}"
-    assert "Completed" in result.err  # progress lines go to stderr, the table to stdout
-
-
-@pytest.mark.services
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        (["--hp", "n-trails=3"], "unknown hyperparameter 'n-trails'"),
-        (["--hp", "epochs=0"], "hyperparameter 'epochs' must be an integer"),
-        (["--hp", "db_secret=x"], "'db_secret' is given twice"),
-        (["--hp", "seed=1", "--hp", "seed=2"], "'seed' is given twice"),
-        (["--jobs", "2", "--db-secret", ""], "2 jobs can only share a study in a database"),
-        (["--role", "optuna-training"], "--role must be an IAM role ARN"),
-        (["--output", "bucket/prefix"], "--output must be an s3://bucket/prefix URI"),
-        (["--subnet", "subnet-1"], "A VPC needs both --subnet and --security-group"),
-        (["--spot"], "--spot needs --checkpoint-s3"),
-        (["--spot", "--checkpoint-s3", "s3://b/c", "--max-wait", "10"], "--max-wait must be at least"),
-        (["--checkpoint-s3", "s3://b/c"], "only apply with --spot"),
-    ],
-)
-def test_mistakes_fail_before_any_job_is_created(aws_env, change, message):
-    sagemaker = boto3.client("sagemaker", region_name=services.REGION)
-    before = len(sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
-    args = launch_args("bucket", "some/secret", "--job-prefix", "mistake", *change)
-    result = run_cli(*args)
-    assert result.code == 1 and message in result.err, result.err
-    assert result.err.startswith("sagemaker-optuna: error: ") and "Traceback" not in result.err
-    assert len(sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == before
-
-
-@pytest.mark.unit
-def test_missing_channel_is_named():
-    args = launch_args("bucket", "s")
-    at = args.index("test=s3://bucket/data/test")
-    result = run_cli(*args[: at - 1], *args[at + 1 :], "--dry-run")
-    assert result.code == 1 and "Missing channel test" in result.err
-
-
-@pytest.mark.unit
-def test_dry_run_prints_requests_without_aws(monkeypatch, tmp_path):
-    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
-    hps = tmp_path / "hps.json"
-    hps.write_text(json.dumps({"n-trials": 5, "sampler": "random"}))
-    result = run_cli(
-        *launch_args("bucket", "s"),
-        "--jobs",
-        "12",
-        "--job-prefix",
-        "x" * 80,
-        "--hyperparameters",
-        str(hps),
-        "--dry-run",
-    )
-    assert result.code == 0, result.err
-    requests = result.json()
-    job_names = [r["TrainingJobName"] for r in requests]
-    assert len(set(job_names)) == 12 and all(len(n) == 63 and names.VALID.match(n) for n in job_names)
-    assert job_names[0].endswith("-00") and job_names[11].endswith("-11")
-    assert requests[0]["AlgorithmSpecification"]["MetricDefinitions"] == list(METRIC_DEFINITIONS)
-    assert requests[0]["HyperParameters"] == {
-        "study-name": STUDY,
-        "db-secret": "s",
-        "n-trials": "5",
-        "sampler": "random",
-    }
-
-
-@pytest.mark.unit
-def test_instances_make_jobs_of_several_hosts_on_one_study():
-    """--instances N: InstanceCount N in every job; the embedded study needs no database then."""
-    args = launch_args("bucket", "s")
-    at = args.index("--db-secret")
-    result = run_cli(*args, "--jobs", "2", "--instances", "4", "--dry-run")
-    assert result.code == 0, result.err
-    assert [r["ResourceConfig"]["InstanceCount"] for r in result.json()] == [4, 4]
-    alone = args[:at] + args[at + 2 :]  # no database: each job's own embedded study
-    result = run_cli(*alone, "--instances", "3", "--dry-run")
-    assert result.code == 0, result.err
-    (request,) = result.json()
-    assert request["ResourceConfig"]["InstanceCount"] == 3 and "db-secret" not in request["HyperParameters"]
-    assert run_cli(*args, "--instances", "101", "--dry-run").code == 1
-
-
 @pytest.mark.process
 def test_usage_errors_exit_2_from_the_console_script():
     script = str(VENV_BIN / "sagemaker-optuna")
@@ -304,49 +187,6 @@ def test_unknown_study_lists_the_studies_there(fleet):
     assert result.code == 1
     assert f"No study 'no-such-study' in mysql+mysqlconnector://{fleet.db.user}@" in result.err
     assert f"studies there: {STUDY}" in result.err
-
-
-@pytest.mark.services
-def test_database_without_optuna_tables_is_not_touched(aws_env):
-    with services.mysql_database() as empty:
-        secret = f"test/launcher/{uuid.uuid4().hex[:8]}"
-        secrets = boto3.client("secretsmanager", region_name=services.REGION)
-        create_secret(secrets, secret, empty.credentials(host=empty.host, dbname=empty.name))
-        result = run_cli("status", "--study", STUDY, "--db-secret", secret, "--db-port", str(empty.port))
-        assert result.code == 1 and "holds no Optuna studies (wrong database or --db-name?)" in result.err
-        with contextlib.closing(empty.connect()) as conn, contextlib.closing(conn.cursor()) as cur:
-            cur.execute("SHOW TABLES")
-            assert cur.fetchall() == []  # read-only: no schema was created
-        wrong = run_cli("status", "--study", STUDY, "--db-secret", secret, "--db-name", "no_such_db")
-        assert wrong.code == 1 and "Cannot read the study database" in wrong.err and "no_such_db" in wrong.err
-
-
-@pytest.mark.unit
-def test_no_database_option_is_a_clear_error():
-    result = run_cli("status", "--study", "s", "--source", "study")
-    assert result.code == 1 and "Which database?" in result.err
-
-
-@pytest.mark.services
-def test_unknown_secret(aws_env):
-    result = run_cli("best", "--study", "s", "--db-secret", "no/such/secret")
-    assert result.code == 1 and "Secret 'no/such/secret' does not exist" in result.err
-
-
-@pytest.mark.services
-def test_embedded_study_file_from_output_tar(tmp_path, aws_env):
-    path = tmp_path / "optuna-study.db"
-    study = optuna.create_study(study_name="local", storage=f"sqlite:///{path}", direction="maximize")
-    for value in (0.5, 0.7):
-        trial = study.ask()
-        trial.set_user_attr("job_name", "local-job")
-        study.tell(trial, value)
-    result = run_cli("status", "--study", "local", "--storage", f"sqlite:///{path}", "--json")
-    assert result.code == 0, result.err
-    assert result.json()["best"] == {"trial": 1, "value": 0.7, "params": {}, "job": "local-job"}
-    missing = tmp_path / "nothing.db"
-    result = run_cli("status", "--study", "local", "--storage", f"sqlite:///{missing}")
-    assert result.code == 1 and "holds no Optuna studies" in result.err and not missing.exists()
 
 
 # --- best --------------------------------------------------------------------------------------
@@ -492,45 +332,6 @@ def test_deploy_serves_the_best_model_with_our_image(fleet):
     assert again.code == 1 and "Endpoint 'digits-best' already exists" in again.err
 
 
-# --- what moto cannot show: a failed or running job (DescribeTrainingJob answers as data) -------
-
-
-@pytest.mark.unit
-def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
-    from core.errors import UserError
-    from launcher import jobs, output
-
-    failed = jobs.JobState.from_description(
-        {
-            "TrainingJobName": "digits-1",
-            "TrainingJobStatus": "Failed",
-            "SecondaryStatus": "Failed",
-            "FailureReason": "ClientError: Invalid hyperparameters: unknown hyperparameter 'n-trails'",
-            "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
-        }
-    )
-    running = jobs.JobState.from_description(
-        {"TrainingJobName": "digits-2", "TrainingJobStatus": "InProgress"}
-    )
-    stopped = jobs.JobState.from_description(
-        {
-            "TrainingJobName": "digits-3",
-            "TrainingJobStatus": "Stopped",
-            "ModelArtifacts": {"S3ModelArtifacts": "s3://b/o/digits-3/output/model.tar.gz"},
-        }
-    )
-    assert jobs.all_completed([stopped]) and not jobs.all_completed([stopped, failed])
-    assert not jobs.all_completed([running]) and not running.ended
-    lines = output.table([s.row() for s in (failed, running, stopped)], cli.JOB_COLUMNS).splitlines()
-    assert lines[1].split(None, 3) == ["digits-1", "Failed", "Failed", failed.failure_reason]
-    assert lines[2].split() == ["digits-2", "InProgress", "-", "-"]
-    with pytest.raises(UserError, match=r"'digits-1' wrote no model \(its status is Failed: ClientError"):
-        jobs.check_wrote_model(failed)
-    with pytest.raises(UserError, match="InProgress; a job uploads its model when it ends"):
-        jobs.check_wrote_model(running)
-    assert jobs.check_wrote_model(stopped).endswith("digits-3/output/model.tar.gz")
-
-
 @pytest.mark.process
 def test_the_launcher_does_not_need_the_training_toolkit():
     """Its user errors come from core.errors, not from sagemaker-training's ClientError."""
@@ -539,27 +340,3 @@ def test_the_launcher_does_not_need_the_training_toolkit():
         [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.stdout.strip() == "False", result.stderr
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("missing", ["matplotlib", "plotly"])
-def test_report_without_the_plots_extra_keeps_its_summary_and_says_what_to_install(
-    monkeypatch, tmp_path, caplog, missing
-):
-    """The image has no matplotlib or plotly (the `plots` extra): `report` still writes its files."""
-    from launcher import plots, report
-
-    study = optuna.create_study(direction="maximize")
-    for value in (0.5, 0.9):
-        study.add_trial(
-            optuna.trial.create_trial(
-                value=value,
-                params={"x": value},
-                distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
-            )
-        )
-    monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError
-    written = report.write(study, tmp_path)
-    assert [p.name for p in written] == ["trials.csv", "best_trial.json"]
-    assert all(p.exists() for p in written) and not (tmp_path / "plots").exists()
-    assert f"Plots skipped: {missing} is not installed ({plots.INSTALL_HINT})" in caplog.text

@@ -37,14 +37,6 @@ def test_six_jobs_start_together_on_an_empty_database(shared_job, mysql_db, moto
     assert len(points) == 12, "two jobs sampled the same point"
 
 
-@pytest.mark.unit
-def test_jobs_with_the_same_base_seed_explore_differently():
-    from entrypoint.search import job_seed
-
-    assert job_seed(1, "job-a") != job_seed(1, "job-b")
-    assert job_seed(1, "job-a") == job_seed(1, "job-a") and job_seed(None, "job-a") is None
-
-
 @pytest.mark.process
 def test_study_wide_cap_stops_every_job(shared_job, mysql_db, moto_endpoint):
     for name in ("cap-a", "cap-b"):

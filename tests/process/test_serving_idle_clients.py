@@ -14,7 +14,6 @@ from devtools.localmodel import write_model
 from devtools.localserver import LocalServer, request
 from serving import constants as C
 from serving.errors import StartupError
-from serving.nginx import OPEN_FILES, SPARE_FILES, WORKER_CONNECTIONS
 from tests.support import services
 
 IDLE_CLIENTS = 2_000
@@ -63,35 +62,3 @@ def test_ping_answers_within_2_s_with_2000_idle_connections_open(tmp_path, enoug
     )
     assert max(times) < PING_LIMIT_S
     assert "worker_connections are not enough" not in log and "Too many open files" not in log
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("limits", "raised_to", "connections"),
-    [
-        ((1024, 1_048_576), OPEN_FILES, WORKER_CONNECTIONS),  # soft limit raised to what nginx needs
-        ((1024, 4096), 4096, (4096 - SPARE_FILES) // 2),  # up to the hard limit, connections to fit
-        ((1024, 1024), None, (1024 - SPARE_FILES) // 2),
-    ],
-)
-def test_nginx_is_sized_to_the_open_files_it_gets_when_not_root(
-    monkeypatch, caplog, limits, raised_to, connections
-):
-    """Without root nginx cannot pass the hard limit: `serve` raises the soft limit to it and sizes
-    worker_connections so that nginx never runs out of files (which resets /ping too)."""
-    from serving import nginx
-
-    current = list(limits)
-    calls = []
-
-    def setrlimit(which, value):
-        calls.append(value)
-        current[:] = value
-
-    monkeypatch.setattr(nginx.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(nginx.resource, "getrlimit", lambda which: tuple(current))
-    monkeypatch.setattr(nginx.resource, "setrlimit", setrlimit)
-    files, got = nginx.file_limits()
-    assert got == connections and files <= current[0]
-    assert calls == ([] if raised_to is None else [(raised_to, limits[1])])
-    assert ("raise the container's nofile ulimit" in caplog.text) == (connections < WORKER_CONNECTIONS)

@@ -1,18 +1,22 @@
 """Shared storage against the machine's real MariaDB and PostgreSQL and a private TLS MariaDB."""
 
+from __future__ import annotations
+
 import concurrent.futures
-import json
 
 import mysql.connector
 import optuna
-import psycopg2
 import pytest
 import sqlalchemy
+from optuna.trial import TrialState
 
 from core.engines import ENGINES
 from core.errors import UserError
-from entrypoint import credentials, dberrors, search, settings, storage
-from entrypoint.objective import suggest_params as objective_params
+from entrypoint import dberrors, search, settings, storage
+from entrypoint import settings as settings_mod
+from entrypoint.checkpoint import Progress
+from entrypoint.job import JobContext
+from entrypoint.runner import TrialRunner
 from tests.support import services
 
 
@@ -77,13 +81,6 @@ def test_storage_url_without_password_plus_secret(aws, mysql_db):
     run_one_trial(study)
 
 
-@pytest.mark.unit
-def test_storage_url_with_password_is_refused_without_echo():
-    with pytest.raises(UserError) as info:
-        storage.resolve(settings.parse({"storage": "mysql://u:s3cr3t@h/db"}), "/x")
-    assert "must not contain a password" in str(info.value) and "s3cr3t" not in str(info.value)
-
-
 @pytest.mark.services
 def test_wrong_password_is_a_clear_user_error(aws, mysql_db):
     name = aws({"username": mysql_db.user, "password": "wrong" + services.HARD_PASSWORD})
@@ -136,12 +133,6 @@ def test_verified_tls_on_a_tls_only_user(aws, private_mariadb, private_db):
         open_study(settings.parse({"db-secret": name, "db-ssl-ca": str(other_ca), "db-retry-timeout": "2"}))
 
 
-@pytest.mark.unit
-def test_missing_ca_file_is_named():
-    with pytest.raises(UserError, match="'db-ssl-ca': no CA bundle at /no/such/ca.pem"):
-        storage.resolve(settings.parse({"storage": "mysql://u@h/db", "db-ssl-ca": "/no/such/ca.pem"}), "/x")
-
-
 @pytest.mark.services
 def test_mysql_lock_serialises_schema_creation(aws, mysql_db):
     """While one job holds the schema lock, another cannot take it."""
@@ -173,41 +164,6 @@ def test_postgresql_lock_serialises_schema_creation(aws, postgres_db):
     with other.connect() as conn:  # released with the block
         assert conn.execute(try_lock, {"k": key}).scalar() is True
     other.dispose()
-
-
-# One transient and one other error of each engine's driver (a new engine adds its pair here).
-DRIVER_ERRORS = {
-    "mysql": (
-        lambda: mysql.connector.errors.OperationalError(msg="Lost connection", errno=2013),
-        lambda: mysql.connector.errors.ProgrammingError(msg="Access denied", errno=1045),
-    ),
-    "postgresql": (
-        lambda: psycopg2.OperationalError("server closed the connection unexpectedly"),
-        lambda: psycopg2.ProgrammingError("syntax error"),
-    ),
-}
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("record", ENGINES.values(), ids=list(ENGINES))
-def test_each_engine_record_drives_storage_credentials_and_retries(record):
-    """What storage, credentials and dberrors take from core/engines.py, for every engine."""
-    db = storage.resolve(settings.parse({"storage": f"{record.name}://u@h/db"}), "/x")
-    assert db.url.drivername == record.driver and db.kind == record.name
-    assert db.connect_args[record.timeout_arg] == storage.CONNECT_TIMEOUT_S
-    assert record.connect_args.items() <= db.connect_args.items()
-    for alias in record.secret_engines:
-        secret = json.dumps({"username": "u", "password": "p", "engine": alias.upper()})
-        assert credentials.parse_secret("s", secret).engine == record.name
-    transient, other = DRIVER_ERRORS[record.name]
-    assert dberrors.is_transient(transient()) and not dberrors.is_transient(other())
-    assert "Access denied" in dberrors.describe(other()) or "syntax error" in dberrors.describe(other())
-
-
-@pytest.mark.unit
-def test_an_engine_outside_the_table_is_refused():
-    with pytest.raises(UserError, match="unsupported database 'oracle' \\(use mysql or postgresql\\)"):
-        storage.resolve(settings.parse({"storage": "oracle://u@h/db"}), "/x")
 
 
 @pytest.mark.services
@@ -291,19 +247,6 @@ def join_with_baseline(s, db):
     return storage.join_study(s, db, sampler, pruner, first_params=search.BASELINE_PARAMS)[0]
 
 
-@pytest.mark.unit
-def test_the_job_that_creates_a_study_enqueues_the_baseline_and_joiners_do_not(tmp_path):
-    s = settings.parse({})
-    db = storage.resolve(s, str(tmp_path))  # the embedded SQLite study
-    created = join_with_baseline(s, db)
-    (waiting,) = created.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    trial = created.ask()
-    assert trial.number == waiting.number == 0
-    assert objective_params(trial) == search.BASELINE_PARAMS  # inside the built-in search space
-    joined = join_with_baseline(s, db)
-    assert len(joined.trials) == 1 and not joined.get_trials(states=(optuna.trial.TrialState.WAITING,))
-
-
 @pytest.mark.services
 def test_racing_jobs_on_an_empty_database_enqueue_one_baseline(aws, mysql_db):
     s = mysql_settings(aws, mysql_db)
@@ -311,23 +254,6 @@ def test_racing_jobs_on_an_empty_database_enqueue_one_baseline(aws, mysql_db):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         studies = list(pool.map(lambda _: join_with_baseline(s, db), range(4)))
     assert len(studies[0].get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
-
-
-@pytest.mark.unit
-def test_the_baseline_survives_a_retried_creation_and_a_retried_enqueue(tmp_path):
-    """The creation is retried after its commit (the first attempt created the study, then
-    failed), and the enqueue is run twice (a commit whose answer was lost): one baseline."""
-
-    def twice(step, what):
-        step()
-        return step()
-
-    s = settings.parse({})
-    db = storage.resolve(s, str(tmp_path))
-    sampler, pruner = search.make_sampler(s, 0), search.make_pruner(s)
-    study = storage.join_study(s, db, sampler, pruner, retry=twice, first_params=search.BASELINE_PARAMS)[0]
-    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert waiting.system_attrs["fixed_params"] == search.BASELINE_PARAMS  # a queued trial's params
 
 
 @pytest.mark.services
@@ -339,20 +265,58 @@ def test_the_lean_trial_read_returns_optunas_trials_on_mariadb():
         check_lean_read(db.url, ("maximize",), {"connect_args": {"password": db.password}})
 
 
-@pytest.mark.unit
-def test_mysql_errors_without_a_code_are_mistakes_not_stalls():
-    """mysql-connector gives -1 to every error it raises without a code: only its
-    OperationalError ("MySQL Connection not available" after a timed-out ping) is a lost link;
-    an unknown charset or auth plugin fails at once, with the driver's own words."""
-    from mysql.connector import errors
+@pytest.mark.services
+def test_driver_options_the_driver_refuses_are_one_line(mysql_db):
+    from entrypoint import search, storage
 
-    lost = errors.OperationalError("MySQL Connection not available")
-    assert lost.errno == -1 and dberrors.is_transient(lost) and dberrors.is_stall(lost)
-    for mistake in (
-        errors.ProgrammingError("Character set 'utf8mb3x' unsupported"),
-        errors.NotSupportedError("Authentication plugin 'bogus' is not supported"),
-        errors.InternalError("Unread result found"),
-    ):
-        assert mistake.errno == -1
-        assert not dberrors.is_transient(mistake) and not dberrors.is_stall(mistake)
-        assert dberrors.describe(mistake) == str(mistake)
+    s = settings_mod.parse({"storage": f"{mysql_db.url}?ssl_key=/nonexistent", "db-retry-timeout": "2"})
+    db = storage.resolve(s, "/nonexistent")
+    with pytest.raises(UserError, match="The database driver refused the connect options .*ssl_key"):
+        storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+
+
+@pytest.mark.services
+def test_connections_closed_by_the_server_while_idle_are_replaced(
+    private_mariadb, private_db, aws, guard, caplog
+):
+    """No pre-ping: a pooled connection that the server dropped (wait_timeout) fails once and the
+    call is retried on a new one."""
+    from entrypoint import search, storage
+
+    secret = aws({"username": private_db.user, "password": private_db.password})
+    s = settings_mod.parse(
+        {
+            "host": "127.0.0.1",
+            "db-port": str(private_db.port),
+            "db-name": private_db.name,
+            "db-secret": secret,
+            "region-name": services.REGION,
+            "n-trials": "3",
+            "db-retry-timeout": "30",
+        }
+    )
+    root = services.mariadb_root(port=private_mariadb.port)
+    root.cursor().execute("SET GLOBAL wait_timeout = 1")  # for the connections opened from now
+    try:
+        db = storage.resolve(s, "/nonexistent-output")
+        study, rdb = storage.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+
+        def no_connection_left() -> bool:
+            cursor = root.cursor()
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (private_db.user,)
+            )
+            return cursor.fetchone()[0] == 0
+
+        def objective(trial):
+            x = trial.suggest_float("x", 0, 1)
+            # The pooled connection idles past wait_timeout, until the server has closed it.
+            services.wait_for(no_connection_left, 30, "the server closing the idle pooled connection")
+            return x
+
+        runner = TrialRunner(JobContext(s, "job", guard), study, rdb, objective, Progress(None, "s", "job"))
+        assert runner.run() == 3
+    finally:
+        root.cursor().execute("SET GLOBAL wait_timeout = 28800")
+    assert "Database unavailable while finishing a trial" in caplog.text  # the drop did happen
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 3

@@ -1,14 +1,13 @@
-"""Secrets Manager credentials, against a real moto server over HTTP (boto3 is not mocked)."""
+"""Database credentials (entrypoint/credentials.py): parsing a secret's document and reading each
+candidate password once, in process."""
 
 import json
 
-import boto3
 import pytest
 
 from core.errors import UserError
 from entrypoint import credentials
 from tests.support import services
-from tests.support.moto_setup import ADMIN_SETUP_CALLS, iam_user, key_env, use_moto
 
 PASSWORD = services.HARD_PASSWORD
 
@@ -60,38 +59,21 @@ def test_malformed_secrets_name_the_secret_and_never_the_content(body, fragment)
     assert PASSWORD not in str(info.value) and "p@ss" not in str(info.value)
 
 
-@pytest.mark.services
-def test_fetch_through_secrets_manager(aws):
-    name = aws({"username": "u", "password": PASSWORD})
-    assert credentials.fetch(name, services.REGION).password == PASSWORD
+@pytest.mark.unit
+def test_each_candidate_password_is_read_once_per_refusal():
+    from entrypoint.credentials import DbCredentials, LivePassword
 
+    reads = []
+    versions = {None: "old", "AWSPENDING": "new"}
 
-@pytest.mark.services
-def test_missing_secret(aws):
-    with pytest.raises(UserError, match="Secret 'no/such/secret' does not exist in this region"):
-        credentials.fetch("no/such/secret", services.REGION)
+    def read(stage):
+        reads.append(stage)
+        return DbCredentials("u", versions[stage])
 
-
-@pytest.mark.services
-def test_no_region(aws, monkeypatch):
-    monkeypatch.delenv("AWS_DEFAULT_REGION")
-    monkeypatch.delenv("AWS_REGION", raising=False)
-    with pytest.raises(UserError, match="No AWS region for secret 'x': set the 'region-name' hyperparameter"):
-        credentials.fetch("x", None)
-
-
-@pytest.mark.services
-def test_access_denied_with_iam_enforced(tmp_path, monkeypatch):
-    """A moto server that enforces IAM, and a user without secretsmanager:GetSecretValue."""
-    with services.moto_server(iam_after=ADMIN_SETUP_CALLS) as url:
-        use_moto(monkeypatch, url, AWS_ENDPOINT_URL_IAM=url)
-        keys = iam_user(boto3.client("iam", region_name=services.REGION), "no-secrets", None)
-        boto3.client("secretsmanager", region_name=services.REGION).create_secret(
-            Name="locked", SecretString="{}"
-        )
-        use_moto(monkeypatch, url, **key_env(keys))
-        with pytest.raises(
-            UserError,
-            match="Secret 'locked' cannot be read: the training role lacks secretsmanager:GetSecretValue",
-        ):
-            credentials.fetch("locked", services.REGION)
+    live = LivePassword("s", "old", read)
+    assert live.candidates("old") == ["new"] and reads == [None, "AWSPENDING"]
+    live.accept("new")
+    assert live.value == "new"
+    assert live.candidates("old") == ["new"] and len(reads) == 2  # another thread's refusal: no read
+    versions[None] = versions["AWSPENDING"] = "new"
+    assert live.candidates("new") == [] and len(reads) == 4

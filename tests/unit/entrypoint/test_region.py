@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoint import region, storage
-from entrypoint import settings as settings_mod
-from tests.support import services
+from entrypoint import region
 from tests.support.cli import run_cli
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:hpo/db-AbCdEf"
 JOB_ARN = "arn:aws:sagemaker:ap-southeast-2:123456789012:training-job/digits-1"
-
-
-@pytest.fixture
-def no_region(monkeypatch, tmp_path):
-    """No region anywhere: no variable, no config file."""
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "TRAINING_JOB_ARN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    return monkeypatch
 
 
 @pytest.mark.unit
@@ -57,30 +46,6 @@ def test_arn_region():
         == "us-gov-west-1"
     )
     assert region.arn_region("hpo/db") is None and region.arn_region(None) is None
-
-
-def _read_secret(secret: str, tmp_path) -> str:
-    """What a job does with its hyperparameters: resolve the database, reading the secret."""
-    settings = settings_mod.parse({"db-secret": secret})
-    return storage.resolve(settings, tmp_path).password
-
-
-@pytest.mark.services
-def test_a_job_with_only_aws_region_reads_its_secret(aws, no_region, tmp_path):
-    name = aws({"username": "u", "password": "pw-1", "host": "db.example"})
-    no_region.setenv("AWS_REGION", services.REGION)  # boto3 alone does not read AWS_REGION
-    assert _read_secret(name, tmp_path) == "pw-1"
-
-
-@pytest.mark.services
-def test_a_job_without_region_variables_reads_a_secret_given_as_an_arn(aws, no_region, tmp_path):
-    import boto3
-
-    name = aws({"username": "u", "password": "pw-2", "host": "db.example"})
-    arn = boto3.client("secretsmanager", region_name=services.REGION).describe_secret(SecretId=name)["ARN"]
-    assert _read_secret(arn, tmp_path) == "pw-2"
-    with pytest.raises(Exception, match="No AWS region for secret"):
-        _read_secret(name, tmp_path)  # by name, nothing says where it is
 
 
 @pytest.mark.unit
