@@ -1,7 +1,7 @@
 """launcher/jobresults.py's rules on made-up DescribeTrainingJob answers: which jobs are the
 study's, its direction, which model wins, and when to refuse. A stand-in SageMaker client
 answers ListTrainingJobs (with SageMaker's paging and sort order) and DescribeTrainingJob from a
-list; tests/test_jobresults.py runs the same code on real jobs in moto."""
+list; tests/process/test_launcher_jobresults.py runs the same code on real jobs in moto."""
 
 from __future__ import annotations
 
