@@ -63,7 +63,7 @@ def test_full_model_folder_is_one_line_and_exit_1(job_dir):
     assert f"model folder {base / 'model'}" in failure and "No space left on device" in failure
 
 
-# --- item 2: a job that ran trials and completed none fails ----------------------------------------
+# --- a job that ran trials and completed none fails ----------------------------------------
 
 
 @pytest.mark.process
@@ -92,7 +92,7 @@ def test_a_job_that_finds_the_budget_met_exits_0_without_a_model(job_dir):
     assert not (base / "output" / "failure").exists()
 
 
-# --- items 9 and 10: jobs on a real MariaDB -------------------------------------------------------
+# --- jobs on a real MariaDB -------------------------------------------------------
 
 
 @pytest.mark.process

@@ -51,9 +51,6 @@ def test_access_denied_with_iam_enforced(tmp_path, monkeypatch):
             credentials.fetch("locked", services.REGION)
 
 
-# --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
-
-
 @pytest.mark.services
 def test_a_binary_secret_is_said_to_be_binary(moto_endpoint, monkeypatch):
     import boto3

@@ -23,7 +23,7 @@ from moto.cloudformation.parsing import resource_class_from_type
 from entrypoint.constants import PROXY_PORT
 from tests.support import services
 from tests.support.cli import run_cli
-from tests.support.infra import DB_HOST, load_template
+from tests.support.infra import DB_HOST, TEMPLATE, load_template
 from tests.support.moto_setup import (
     ADMIN_SETUP_CALLS,
     allow,
@@ -52,6 +52,17 @@ def test_moto_lacks_exactly_the_listed_resource_types():
     no other, so the stack on moto below leaves out exactly them."""
     kinds = {r["Type"] for r in load_template()["Resources"].values()}
     assert {k for k in kinds if resource_class_from_type(k) is None} == MOTO_LACKS
+
+
+@pytest.mark.services
+def test_the_tests_read_the_template_as_cfn_lint_does():
+    """tests/support/infra.py reads the short forms by hand (cfn-lint is slow to import for the
+    unit layer): the same document as cfn-lint's decoder, which loads here with moto anyway."""
+    from cfnlint.decode import decode
+
+    template, matches = decode(str(TEMPLATE))
+    assert not matches and template is not None, matches
+    assert json.loads(json.dumps(template)) == load_template()
 
 
 NEEDS_THE_CLUSTER = {"DatabaseInstance"}  # moto would create a stand-alone aurora-mysql instance

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from awscli.customizations.cloudformation.yamlhelper import yaml_parse
+import yaml
 
 from tests.support.services import ROOT
 
@@ -13,8 +13,32 @@ TEMPLATE = ROOT / "infra" / "optuna-hpo.yaml"
 DB_HOST = "optuna-hpo-cluster.cluster-abc.us-east-1.rds.amazonaws.com"  # stand-in: DatabaseCluster
 
 
+class _TemplateLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (!Ref, !Sub, !GetAtt a.b...) turned into their long
+    forms. By hand, as the AWS CLI's parser does it: cfn-lint's decoder (which gives the same
+    result, tests/process/test_infra_checks.py runs cfn-lint itself) takes seconds to import, and
+    importing the AWS CLI sets AWS_DATA_PATH in the test process, which changes how botocore
+    reports a missing profile."""
+
+
+def _short_form(loader: yaml.SafeLoader, tag: str, node: yaml.Node) -> dict[str, Any]:
+    name = tag.lstrip("!")
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if name in ("Ref", "Condition"):
+        return {name: value}
+    if name == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{name}": value}
+
+
+_TemplateLoader.add_multi_constructor("!", _short_form)
+
+
 def load_template() -> dict[str, Any]:
-    """The template as plain dicts and lists, short-form functions (!Ref, !Sub...) in their long
-    form: the AWS CLI's parser (`aws cloudformation package` uses it), which gives what cfn-lint's
-    decoder gives in a third of the import time; cfn-lint itself runs in the process layer."""
-    return json.loads(json.dumps(yaml_parse(TEMPLATE.read_text())))
+    """The template as plain dicts and lists."""
+    return json.loads(json.dumps(yaml.load(TEMPLATE.read_text(), Loader=_TemplateLoader)))

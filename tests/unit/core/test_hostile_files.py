@@ -61,7 +61,7 @@ def test_weights_declaring_more_than_they_hold_or_than_memory_allows_are_refused
         modelcheck.check(tmp_path)
 
 
-# --- training: hostile JSON and .npy headers, failure lines cut to 1,024 characters ------------
+# --- training: hostile JSON and .npy headers -------------------------------------------------
 
 
 @pytest.mark.unit

@@ -13,7 +13,7 @@ from devtools.localmodel import DEFAULT_PARAMS
 from entrypoint.checkpoint import SET_ASIDE_SUFFIX, Progress
 from tests.support.hostile import checkpointed_model
 
-# --- item 7: checkpoint restore -------------------------------------------------------------------
+# --- checkpoint restore -------------------------------------------------------------------
 
 
 def checkpoint_with_model(tmp_path, weights_file):

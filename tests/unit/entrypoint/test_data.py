@@ -97,7 +97,7 @@ def test_single_class_is_refused(tmp_path):
         data.load(channels(tmp_path))
 
 
-# --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
+# --- bad data files get one line, and nothing is decompressed or allocated first ----------
 
 
 @pytest.mark.unit

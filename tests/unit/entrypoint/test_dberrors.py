@@ -7,7 +7,7 @@ import sqlalchemy
 
 from entrypoint.dberrors import describe
 
-# --- item 8: messages carry the cause, not only an exception class -------------------------------
+# --- messages carry the cause, not only an exception class -------------------------------
 
 
 @pytest.mark.unit

@@ -8,7 +8,7 @@ import pytest
 from core.errors import UserError
 from entrypoint import failure
 
-# --- item 1: every failure ends the same way --------------------------------------------------------
+# --- every failure ends the same way --------------------------------------------------------
 
 
 @pytest.mark.unit

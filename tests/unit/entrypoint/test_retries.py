@@ -7,7 +7,7 @@ import pytest
 
 from entrypoint import dberrors
 
-# --- item 9: one deadline per outage, every sleep capped to what is left ---------------------------
+# --- one deadline per outage, every sleep capped to what is left ---------------------------
 
 
 class FakeClock:

@@ -120,10 +120,7 @@ def test_mysql_errors_without_a_code_are_mistakes_not_stalls():
         assert dberrors.describe(mistake) == str(mistake)
 
 
-# --- item 8: bad data files get one line, and nothing is decompressed or allocated first ----------
-
-
-# --- item 6: a password in the storage URL's query string -----------------------------------------
+# --- a password in the storage URL's query string -----------------------------------------
 
 
 @pytest.mark.unit
@@ -141,7 +138,7 @@ def test_query_values_are_masked_when_a_url_is_shown():
     assert "secret.pem" not in db.shown and "ssl_key=" in db.shown and "u@h" in db.shown
 
 
-# --- smaller: bad storage URLs, a full model or output folder ------------------------------------
+# --- a storage URL whose port is not a number ---------------------------------------------------
 
 
 @pytest.mark.unit
