@@ -4,7 +4,7 @@ leader's gRPC proxy vs 4 separate jobs on MariaDB.
     .venv/bin/python benchmarks/hosts.py [--trials 32] [--repeats 3] [--wait 1.0]
 
 Every host is a real `train` process with its own /opt/ml and resourceconfig.json on a loopback
-address of its own (tests/hosts.py lays them out). The objective is a model-module whose trials
+address of its own (tests/support/hosts.py lays them out). The objective is a model-module whose trials
 wait ``--wait`` seconds without the CPU, then train a linear layer for one epoch, so that this
 2-core machine measures coordination, not compute; on the 8x8 digits and on the 784-wide
 generated data of benchmarks/training_loop.py (20,000 examples). Arms, interleaved per repeat:
@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.training_loop import make_data  # noqa: E402
-from tests.hosts import HostJob  # noqa: E402
+from tests.support.hosts import HostJob  # noqa: E402
 
 ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 HPS = {"epochs": "1", "seed": "1", "pruner": "none", "db-retry-timeout": "60"}

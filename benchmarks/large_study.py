@@ -325,8 +325,8 @@ def moto_with_jobs() -> Iterator[dict[str, str]]:
     sys.path.insert(0, str(REPO))
     import boto3
 
-    from tests.moto_setup import create_training_job
-    from tests.services import aws_env, moto_server
+    from tests.support.moto_setup import create_training_job
+    from tests.support.services import aws_env, moto_server
 
     with moto_server() as endpoint:
         env = aws_env(endpoint)

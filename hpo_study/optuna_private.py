@@ -5,7 +5,7 @@ of the study per trial, a tell without reading the trial back, a batch write of 
 and a stale-trial sweep that also sees trials which never beat. So these few private names are
 used, here only. Importing this module checks ``optuna.__version__`` against
 :data:`TESTED_OPTUNA` (the range pyproject.toml pins; a test checks they agree) and refuses an
-untested Optuna at start-up, before any trial. tests/test_optuna_private.py pins each symbol
+untested Optuna at start-up, before any trial. tests/unit/hpo_study/test_optuna_private.py pins each symbol
 (that it exists, its signature, the behaviour relied on), so an upgrade fails there first.
 """
 
@@ -43,7 +43,7 @@ def check_version(version: str) -> None:
         raise UntestedOptuna(
             f"Optuna {version} is installed, but this image uses Optuna's private API as tested on "
             f"Optuna {TESTED_OPTUNA} (hpo_study/optuna_private.py): install a tested Optuna, or "
-            "run tests/test_optuna_private.py on this one and widen TESTED_OPTUNA and pyproject.toml"
+            "run tests/unit/hpo_study/test_optuna_private.py on this one and widen TESTED_OPTUNA and pyproject.toml"
         )
 
 
@@ -188,7 +188,7 @@ class LeanReadStorage(optuna.storages.RDBStorage):
     MariaDB, four fifths of it building ORM objects (benchmarks/large_study.py, profiled). Here
     the same six tables are read with plain selects in one transaction and the FrozenTrials are
     built straight from the rows, each distribution parsed once per distinct JSON text. The
-    trials are equal to Optuna's own (tests/test_optuna_private.py compares them).
+    trials are equal to Optuna's own (tests/unit/hpo_study/test_optuna_private.py compares them).
 
     At start, Optuna's schema check parses its alembic migration scripts (with the alembic
     import, 0.5-0.9 s under load): here the schema's revision is read with one query, and only
@@ -285,7 +285,7 @@ class LeanReadStorage(optuna.storages.RDBStorage):
         client's CPU instead of 0.8 s (benchmarks/read_trials.py); the server packs them in
         about 0.3 s, during which the client's thread waits and lets others run. JSON carries
         each double as the server's shortest round-trip text, the same text its row protocol
-        sends (tests/test_optuna_private.py compares the trials with Optuna's, and 40,000 random
+        sends (tests/unit/hpo_study/test_optuna_private.py compares the trials with Optuna's, and 40,000 random
         doubles); integral doubles come back as JSON integers and are made floats again.
 
         Each array is packed with its item count: when the server cut or dropped a trial's array
@@ -493,7 +493,7 @@ class LiarTPESampler(optuna.samplers.TPESampler):
     once per trial (it depends only on the trials and on the number of good ones), and a
     finished trial's internal form once per job (a finished trial never changes). The draws
     are Optuna's own: the same trials in the same order reach the same estimators, with the
-    same random generator (tests/test_pruning.py compares the parameters with Optuna's own).
+    same random generator (tests/unit/entrypoint/test_pruning.py compares the parameters with Optuna's own).
 
     Overrides Optuna's private ``_sample`` (a copy of Optuna 5.0's, which calls the private
     ``_split_trials``) and ``_get_internal_repr``, and stands in for ``Study._get_trials``.

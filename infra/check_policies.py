@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cfnlint.decode import decode
-
 ACCOUNT, REGION, PARTITION = "123456789012", "us-east-1", "aws"
 PSEUDO = {
     "AWS::AccountId": ACCOUNT,
@@ -164,6 +162,9 @@ def condition_names(template: dict[str, Any]) -> list[str]:
 
 
 def load(path: Path) -> dict[str, Any]:
+    # Imported here: cfn-lint takes seconds to import, and the unit tests use only the Renderer.
+    from cfnlint.decode import decode
+
     template, matches = decode(str(path))
     if matches or template is None:
         raise SystemExit(f"{path}: cannot parse: {matches}")

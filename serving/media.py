@@ -1,7 +1,7 @@
 """The media types /invocations reads and writes: one record each, its decoder and its encoder.
 
 To add a content type, add its functions and its record to :data:`MEDIA`, and a sample body to
-tests/test_serving_media.py, which checks every record both ways.
+tests/unit/serving/test_media.py, which checks every record both ways.
 
 Decoding: request body -> a float32 batch (rows x features). Every decoder refuses rather than
 guesses: pickles and object arrays are never loaded, and non-numeric, non-finite, empty or

@@ -1,9 +1,12 @@
 """Shared fixtures (real data on disk, a real /opt/ml-like folder per test, real services) and
-the test layers: every test is marked with exactly one of LAYERS, and a unit test can reach
-no process, no socket and no service fixture."""
+the test layers: every test is marked with exactly one of LAYERS, lives in the folder of that
+layer (tests/unit/<package>/, tests/services/, tests/process/, tests/container/), and a unit test
+can reach no process, no socket and no service fixture."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import uuid
@@ -11,38 +14,45 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from devtools.localjob import digits_channels, write_job_folder
-from tests import services
-from tests.moto_setup import create_secret, use_moto
+from tests.support import services
+from tests.support.moto_setup import create_secret, use_moto
 
 # The markers registered in pyproject.toml, which says what each means. Each layer may use what
 # the layers before it use; a test is marked with the first that fits.
 LAYERS = ("unit", "services", "process", "container")
 # Fixtures that start or reach a service: a unit test requesting one is refused at collection.
 SERVICE_FIXTURES = {
-    "moto_endpoint", "aws", "mysql_db", "postgres_db", "private_mariadb", "private_db", "shared_job",
+    "moto_endpoint", "aws", "aws_env", "mysql_db", "postgres_db", "private_mariadb", "private_db", "shared_job",
     "engine", "image",
 }  # fmt: skip
 
 
+TESTS = Path(__file__).parent
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: an unmarked test fails every run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse, as a collection error, a test with no layer, with two, or a unit test that asks
-    for a service."""
+    """Refuse, as a collection error, a test with no layer, with two, one outside its layer's
+    folder (`make unit` collects tests/unit only), or a unit test that asks for a service."""
     problems = []
     for item in items:
         layers = sorted({mark.name for mark in item.iter_markers() if mark.name in LAYERS})
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else None
         if len(layers) != 1:
             problems.append(
                 f"{item.nodeid}: marked {layers or 'with no layer'}; mark it with one of {', '.join(LAYERS)}"
             )
+        elif folder != layers[0]:
+            problems.append(f"{item.nodeid}: marked {layers[0]}; move it to tests/{layers[0]}/")
         elif layers == ["unit"] and SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             used = sorted(SERVICE_FIXTURES & set(item.fixturenames))
             problems.append(f"{item.nodeid}: a unit test that uses {', '.join(used)}; mark it services")
     if problems:
         raise pytest.UsageError(
-            "Each test needs exactly one layer, and a unit test no service (tests/conftest.py):\n"
+            "Each test needs exactly one layer, in its folder, and a unit test no service (tests/conftest.py):\n"
             + "\n".join(problems)
         )
 
@@ -76,6 +86,19 @@ def unit_isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(socket.socket, "connect_ex", _refuse_connect(socket.socket.connect_ex))
 
 
+@pytest.fixture
+def guard():
+    """The job's signal guard installed, the previous SIGTERM and SIGALRM handlers put back after."""
+    from entrypoint.job.stopping import Guard
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGALRM)}
+    g = Guard()
+    g.install()
+    yield g
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's 8x8 digits, split train/test (read from the package's own file)."""
@@ -101,7 +124,7 @@ def job_dir(tmp_path, small_digits):
     return make
 
 
-# --- real services (see tests/services.py) -------------------------------------------------
+# --- real services (see tests/support/services.py) -------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +148,45 @@ def aws(moto_endpoint, monkeypatch):
         return name
 
     return put_secret
+
+
+@pytest.fixture(scope="module")
+def aws_env(moto_endpoint):
+    """Like `aws`, for a module's whole run (module-scoped fixtures that call moto need it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        use_moto(mp, moto_endpoint)
+        yield moto_endpoint
+
+
+@pytest.fixture
+def no_region(monkeypatch, tmp_path):
+    """No region anywhere: no variable, no config file."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "TRAINING_JOB_ARN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def sdk_config_env(moto_endpoint, tmp_path_factory) -> dict[str, str]:
+    """The SageMaker SDK's environment (tests/support/sdk.py): telemetry off in its config
+    file, AWS calls to moto."""
+    folder = tmp_path_factory.mktemp("sdk-config")
+    config = folder / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+        )
+    )
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "AWS_"))},
+        **services.aws_env(moto_endpoint),
+        "AWS_ENDPOINT_URL": moto_endpoint,  # any other AWS call the SDK makes goes to moto too
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        "HOME": str(folder),  # nothing from this machine's ~/.sagemaker or ~/.aws
+    }
 
 
 @pytest.fixture
@@ -179,18 +241,18 @@ def shared_job(aws, mysql_db, tmp_path, small_digits):
     return make
 
 
-# --- the image, built once per session for the container tests (tests/engine.py) ---------------
+# --- the image, built once per session for the container tests (tests/support/engine.py) ---------------
 
 
 @pytest.fixture(scope="session")
 def engine():
-    from tests.engine import find_engine
+    from tests.support.engine import find_engine
 
     return find_engine()
 
 
 @pytest.fixture(scope="session")
 def image(engine):
-    from tests.engine import build_image
+    from tests.support.engine import build_image
 
     yield from build_image(engine)

@@ -5,7 +5,7 @@ start under load), which a job needs only to read a Secrets Manager secret.
 
 The names are the toolkit's own (``environment.model_dir`` and so on), so that train.py and
 cli.py read ``smpaths`` where they read ``environment``. Written by hand: the toolkit has no
-module with these paths that stays clear of boto3. tests/test_job_layout.py checks that every
+module with these paths that stays clear of boto3. tests/process/test_job_layout.py checks that every
 name equals the toolkit's.
 """
 

@@ -21,7 +21,7 @@ class HeartbeatStorage(optuna_private.StaleSweepStorage):
     heartbeat for longer than interval + grace period, timed by this process's monotonic clock:
     no comparison of clocks across machines or time zones. Every job on a study must use the
     same heartbeat settings (as with Optuna's own sweep). Optuna has no hook for this: the
-    adapter's StaleSweepStorage gives one (tests/test_storage.py covers it).
+    adapter's StaleSweepStorage gives one (tests/services/test_storage.py covers it).
     """
 
     def __init__(

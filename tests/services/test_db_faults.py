@@ -1,0 +1,152 @@
+"""Faults of a real network and a real account, in process: a database server that stops answering
+(SIGSTOP on a private MariaDB of the test's own), SIGTERM during such a stall, and a secret
+rotated (moto's Secrets Manager plus ALTER USER, and the connections killed)."""
+
+import os
+import signal
+import threading
+import time
+
+import mysql.connector
+import pytest
+import sqlalchemy
+
+from core.errors import UserError
+from entrypoint.study import join
+from entrypoint.trials import search
+from hpo_study import settings
+from hpo_study.database import dberrors, locate
+from tests.support import services
+from tests.support.cli import run_cli
+from tests.support.secrets import put_password, rotate_password
+
+
+def stall_settings(db: services.MySqlDatabase, secret: str, retry_s: int) -> settings.Settings:
+    return settings.parse(
+        {
+            "host": db.host,
+            "db-port": str(db.port),
+            "db-name": db.name,
+            "db-secret": secret,
+            "region-name": services.REGION,
+            "db-retry-timeout": str(retry_s),
+        }
+    )
+
+
+@pytest.mark.services
+def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error(
+    private_mariadb, private_db, aws
+):
+    """The driver's socket has a read time-out after the handshake: the call fails, the pool
+    drops the connection, and the error is one the retry policy waits for."""
+    db = locate.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
+    engine = db.create_engine(pool_size=1)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+        with private_mariadb.stalled():
+            t0 = time.monotonic()
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as info, engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            waited = time.monotonic() - t0
+            assert dberrors.is_transient(info.value) and dberrors.is_stall(info.value)
+            assert info.value.connection_invalidated  # not handed out again
+            assert "no answer from the database server in time" in dberrors.describe(info.value)
+            # A new connection while the server is stalled: the handshake times out (3024).
+            t1 = time.monotonic()
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as connecting, engine.connect():
+                pass
+            connect_s = time.monotonic() - t1
+            assert dberrors.is_transient(connecting.value)
+        print(f"stalled read failed after {waited:.1f} s, stalled connect after {connect_s:.1f} s")
+        assert locate.IO_TIMEOUT_S - 1 <= waited < locate.IO_TIMEOUT_S + 10
+        assert connect_s < locate.CONNECT_TIMEOUT_S + 10
+        with engine.connect() as conn:  # the server answers again: so does the pool
+            assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.services
+def test_the_schema_lock_neither_outwaits_a_stall_nor_sigterm(private_mariadb, private_db, aws):
+    """The first jobs create the schema under a named lock on a connection of its own. A server
+    that stalls while the lock is held costs one read time-out (not the lock's 120 s wait plus
+    one), and a job waiting for another's lock stops between polls when it gets SIGTERM."""
+    db = locate.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
+    try:
+        with join.schema_lock(db):
+            os.kill(private_mariadb.proc.pid, signal.SIGSTOP)  # a stall while the schema is made
+            t0 = time.monotonic()
+        released_s = time.monotonic() - t0  # the release meets the stall: the connection is dropped
+    finally:
+        os.kill(private_mariadb.proc.pid, signal.SIGCONT)
+    print(f"leaving the schema lock on a stalled server took {released_s:.1f} s")
+    assert released_s < locate.IO_TIMEOUT_S + join.LOCK_POLL_S + 10
+
+    name = f"optuna-schema-{private_db.name}"
+    other = mysql.connector.connect(
+        user=private_db.user, password=private_db.password, host=private_db.host, port=private_db.port
+    )
+    try:
+        other.cursor().execute("SELECT GET_LOCK(%s, 0)", (name,))
+        stop = threading.Event()
+        stop.set()  # SIGTERM came while this job waits for the other job's lock
+        with pytest.raises(TimeoutError, match="not granted before the job was stopped"):
+            with join.schema_lock(db, stop):
+                pass
+    finally:
+        other.close()
+    with join.schema_lock(db):  # the holder's connection closed: the lock is free again
+        pass
+
+
+# --- a rotated secret -------------------------------------------------------------------------
+
+
+@pytest.mark.services
+def test_a_password_being_rotated_is_found_in_the_pending_version(aws, mysql_db):
+    """AWS's rotation functions set the new password in the database before they make it
+    AWSCURRENT: a connection made in between finds it as AWSPENDING."""
+    secret = aws(mysql_db.credentials())
+    db = locate.resolve(stall_settings(mysql_db, secret, 5), "/nonexistent")
+    new_password = "pending/" + services.HARD_PASSWORD
+    put_password(secret, mysql_db, new_password, stage="AWSPENDING")
+    rotate_password(mysql_db, new_password)
+    engine = db.create_engine(poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT CURRENT_USER()")).scalar().startswith(mysql_db.user)
+    finally:
+        engine.dispose()
+    assert db.password == new_password
+
+
+@pytest.mark.services
+def test_a_password_refused_also_after_reading_the_secret_again_is_one_clear_line(aws, mysql_db):
+    secret = aws({**mysql_db.credentials(), "password": "wrong"})
+    s = stall_settings(mysql_db, secret, 300)
+    t0 = time.monotonic()
+    with pytest.raises(UserError) as info:
+        db = locate.resolve(s, "/nonexistent")
+        join.join_study(s, db, search.make_sampler(s, 0), search.make_pruner(s))
+    assert time.monotonic() - t0 < 30  # no wait for db-retry-timeout: the secret was read again
+    message = str(info.value)
+    assert message.startswith(f"The database at mysql+mysqlconnector://{mysql_db.user}@")
+    assert f"refused the credentials of secret '{secret}', also after reading the secret again" in message
+    assert "Access denied" in message and "wrong" not in message.split("Access denied")[0]
+
+
+@pytest.mark.services
+def test_the_launcher_reads_a_rotated_secret_again(aws, mysql_db):
+    secret = aws(mysql_db.secret_document())
+    mysql_db.study_with_trials("launched", [("job-1", 0.5)])
+    new_password = "rotated/" + services.HARD_PASSWORD
+    put_password(secret, mysql_db, new_password, stage="AWSPENDING")  # mid-rotation
+    rotate_password(mysql_db, new_password)
+    result = run_cli(
+        "status", "--study", "launched", "--db-secret", secret, "--region", services.REGION, "--json"
+    )
+    assert result.code == 0, result.err
+    assert result.json()["best"]["value"] == 0.5
+    assert new_password not in result.out + result.err

@@ -1,0 +1,79 @@
+"""Database credentials (hpo_study/database/credentials.py): parsing a secret's document and reading each
+candidate password once, in process."""
+
+import json
+
+import pytest
+
+from core.errors import UserError
+from hpo_study.database import credentials
+from tests.support import services
+
+PASSWORD = services.HARD_PASSWORD
+
+
+@pytest.mark.unit
+def test_rds_format_is_read_in_full():
+    doc = {
+        "username": "admin",
+        "password": PASSWORD,
+        "engine": "aurora-postgresql",
+        "host": "db.x",
+        "port": "5433",
+        "dbname": "hpo",
+    }
+    creds = credentials.parse_secret("s", json.dumps(doc))
+    assert (creds.username, creds.password, creds.host, creds.port, creds.dbname, creds.engine) == (
+        "admin",
+        PASSWORD,
+        "db.x",
+        5433,
+        "hpo",
+        "postgresql",
+    )
+    assert PASSWORD not in repr(creds)
+
+
+@pytest.mark.unit
+def test_sample_format_has_only_username_and_password():
+    creds = credentials.parse_secret("s", json.dumps({"username": "u", "password": "p"}))
+    assert (creds.host, creds.port, creds.dbname, creds.engine) == (None, None, None, None)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("not json " + PASSWORD, "Secret 'demo/db' is not JSON"),
+        (json.dumps([PASSWORD]), "must be a JSON object"),
+        (json.dumps({"username": "u"}), "lacks 'password'"),
+        (json.dumps({"password": PASSWORD}), "lacks 'username'"),
+        (json.dumps({"username": "u", "password": PASSWORD, "port": "x"}), "'port' that is not a number"),
+        (json.dumps({"username": "u", "password": PASSWORD, "engine": "oracle"}), "engine 'oracle'"),
+    ],
+)
+def test_malformed_secrets_name_the_secret_and_never_the_content(body, fragment):
+    with pytest.raises(UserError) as info:
+        credentials.parse_secret("demo/db", body)
+    assert fragment in str(info.value)
+    assert PASSWORD not in str(info.value) and "p@ss" not in str(info.value)
+
+
+@pytest.mark.unit
+def test_each_candidate_password_is_read_once_per_refusal():
+    from hpo_study.database.credentials import DbCredentials, LivePassword
+
+    reads = []
+    versions = {None: "old", "AWSPENDING": "new"}
+
+    def read(stage):
+        reads.append(stage)
+        return DbCredentials("u", versions[stage])
+
+    live = LivePassword("s", "old", read)
+    assert live.candidates("old") == ["new"] and reads == [None, "AWSPENDING"]
+    live.accept("new")
+    assert live.value == "new"
+    assert live.candidates("old") == ["new"] and len(reads) == 2  # another thread's refusal: no read
+    versions[None] = versions["AWSPENDING"] = "new"
+    assert live.candidates("new") == [] and len(reads) == 4
