@@ -45,7 +45,7 @@ serve-demo: install
 	@test -f $(DEMO_DIR)/model/model.json || $(MAKE) demo
 	$(BIN)/python -m devtools.demo_client $(DEMO_DIR)/model
 
-# The fast layer (README.md, "Testing"): tests/unit only, in-process tests, no service,
+# The fast layer (docs/testing.md): tests/unit only, in-process tests, no service,
 # subprocess, SDK venv or engine needed; seconds. The buildspec's unit step runs it. UNIT_TESTS
 # picks a part of tests/unit (a folder or a file); PYTEST_ARGS narrows it further.
 # Its temporary files (SQLite studies, job folders: ~10 MB) go to /dev/shm when it is writable:
@@ -94,7 +94,7 @@ clean:
 	rm -rf build .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# --- The image (README.md, "Image") ----------------------------------------------------------
+# --- The image (docs/image.md) ----------------------------------------------------------
 # DOCKER: docker when its daemon answers, else podman (run `make engine` once to install it and,
 # without a reachable registry, the local base image). Every variable here can be overridden.
 IMAGE_NAME       ?= sagemaker-optuna-chainer
@@ -214,7 +214,7 @@ push: login
 		&& $(ENGINE) push $(DOCKER_PUSH_FLAGS) $(REGISTRY)/$(IMAGE_REPO_NAME):$$tag || exit 1; \
 	done
 
-# --- The AWS side as code (README.md, "From zero to parallel jobs") ---------------------------
+# --- The AWS side as code (docs/infra.md) ---------------------------
 # The linters live in their own venv (infra/requirements-tools.txt, `make lock-infra-tools`):
 # checkov alone pins dozens of packages that must not move the runtime or dev locks.
 INFRA_TOOLS    ?= build/infra-tools

@@ -50,12 +50,12 @@ class Settings:
     db_ssl_verify: bool = True  # an RDS endpoint is verified against the image's RDS CA bundle (tls.py)
     region_name: str | None = None
     storage: str | None = None
-    # Many jobs on one study (see entrypoint/study/join.py and README "Many jobs, one study").
+    # Many jobs on one study (see entrypoint/study/join.py and docs/many-jobs.md).
     max_trials: int | None = None
     heartbeat_interval: int = 60
     heartbeat_grace_period: int = 180
     db_retry_timeout: float = 300.0
-    # Fault tolerance (see runner.py and README "When things go wrong").
+    # Fault tolerance (see runner.py and docs/faults.md).
     trial_timeout: float | None = None
     max_consecutive_failures: int = 5
     # Bring your own model (see usermodule.py).
@@ -173,7 +173,7 @@ def accepted_keys() -> list[str]:
 
 
 def describe() -> str:
-    """One line per hyperparameter, for the README and error messages."""
+    """One line per hyperparameter, for the docs and error messages."""
     return "\n".join(f"{name.replace('_', '-')}: {doc}" for name, (_, doc) in _PARSERS.items())
 
 

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--hp", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-        help="a hyperparameter (README table); repeat",
+        help="a hyperparameter (docs/hyperparameters.md); repeat",
     )  # fmt: skip
     p.add_argument("--hyperparameters", type=Path, help="a JSON object of hyperparameters")
     p.add_argument("--instance-type", required=True, help="e.g. ml.m5.large")

@@ -2,7 +2,7 @@
 
 PROG = "sagemaker-optuna"
 
-# Hyperparameters the launcher fills in from its own options (README "Hyperparameters").
+# Hyperparameters the launcher fills in from its own options (docs/hyperparameters.md).
 HP_STUDY_NAME = "study-name"
 HP_REGION_NAME = "region-name"  # the secret's region, sent when --db-secret is a name (not an ARN)
 # Command-line option (dest) -> the hyperparameter it sets; shared by every subcommand.
@@ -18,7 +18,7 @@ STUDY_OPTION_HPS = {
 }
 MAX_HYPERPARAMETERS = 100  # CreateTrainingJob's limit
 
-# The lines every job prints (README "Metric lines") -> CloudWatch metrics.
+# The lines every job prints (docs/training-job.md, "Metric lines") -> CloudWatch metrics.
 METRIC_DEFINITIONS = (
     {"Name": "train:loss", "Regex": r" loss=([-+0-9.eE]+)"},
     {"Name": "train:accuracy", "Regex": r" accuracy=([-+0-9.eE]+)"},

@@ -78,7 +78,7 @@ def from_outputs(
     if not instance:
         raise UserError(
             f"Stack '{stack}' has no SSM access instance (output {STACK_ACCESS_INSTANCE}): update it "
-            "with EnableSsmAccess=true (README, 'From zero to parallel jobs')"
+            "with EnableSsmAccess=true (docs/infra.md)"
         )
     missing = [key for key in (STACK_DB_ENDPOINT, STACK_DB_PORT) if not outputs.get(key)]
     if missing:

@@ -5,8 +5,8 @@ SageMaker gives every host the same hyperparameters and channels and a ``resourc
 naming ``current_host`` and every host. The leader is the first of the sorted hosts (as the
 training toolkit picks its master). SageMaker packs every host's model_dir into one
 model.tar.gz and every host's output data into one output.tar.gz, where same-named files clash;
-and it restores the whole checkpoint prefix on every host of a restarted job (see README,
-"One job, several hosts"). So: one host keeps the model; the study-wide report is the
+and it restores the whole checkpoint prefix on every host of a restarted job (see
+docs/several-hosts.md). So: one host keeps the model; the study-wide report is the
 leader's; per-host files go under a folder named after the host.
 
 The end of a job (:class:`Roster`): each host posts a small record as a system attribute of the
