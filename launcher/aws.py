@@ -74,7 +74,12 @@ class Session:
         return self.boto.region_name
 
     def client(self, service: str, **kwargs: Any) -> Any:
-        return self.boto.client(service, **kwargs)
+        import botocore.exceptions
+
+        try:
+            return self.boto.client(service, **kwargs)
+        except botocore.exceptions.ProfileNotFound as exc:  # with AWS_DATA_PATH set it comes here
+            raise UserError(str(exc)) from None
 
 
 def session(region: str | None, profile: str | None) -> Session:

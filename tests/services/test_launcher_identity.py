@@ -61,3 +61,11 @@ def test_without_them_the_default_region_has_no_such_secret(profile_world):
 def test_an_unknown_profile_is_named(profile_world):
     result = run_cli("status", "--profile", "nope", *profile_world)
     assert result.code == 1 and "nope" in result.err, result.err
+
+
+def test_an_unknown_profile_is_named_with_aws_data_path_set(profile_world, monkeypatch, tmp_path):
+    """With AWS_DATA_PATH set (the AWS CLI sets it; a user may), botocore names a missing profile
+    when the first client is made, not when the session is: still one line, not a traceback."""
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    result = run_cli("status", "--profile", "nope", *profile_world)
+    assert result.code == 1 and "nope" in result.err and "Traceback" not in result.err, result.err
