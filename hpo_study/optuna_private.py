@@ -95,7 +95,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, value: float | None, state: T
     return told
 
 
-# --- Optuna's tables (trialdb.py writes and reads them directly; storage.py checks them) -------
+# --- Optuna's tables (trialdb.py writes and reads them directly; entrypoint/study/join.py checks them) -------
 
 TRIALS = models.TrialModel.__table__
 INTERMEDIATE_VALUES = models.TrialIntermediateValueModel.__table__

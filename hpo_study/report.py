@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpo_study.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
-from hpo_study.trials import best_trial
+from hpo_study.trials import best_of
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:
@@ -37,7 +37,8 @@ def write(study: optuna.Study, output_data_dir: str | Path) -> FrozenTrial | Non
     """Write trials.csv and best_trial.json for the whole study; return its best trial."""
     out = Path(output_data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [_row(t) for t in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)  # one read: the CSV and best_trial.json agree
+    rows = [_row(t) for t in trials]
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
@@ -45,7 +46,7 @@ def write(study: optuna.Study, output_data_dir: str | Path) -> FrozenTrial | Non
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    best = best_trial(study)
+    best = best_of(study, trials)
     if best is not None:
         summary = {
             "study_name": study.study_name,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
+from typing import TypeVar
 
 import optuna
 import sqlalchemy
@@ -32,6 +34,9 @@ class TrialRow:
     state: TrialState
     value: float | None  # the first objective's value, if the trial has one
     job: str | None  # the job that ran it (user attribute job_name)
+
+
+_Trial = TypeVar("_Trial", FrozenTrial, TrialRow)
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
@@ -82,11 +87,17 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     ]
 
 
+def best_of(study: optuna.Study, trials: Sequence[_Trial]) -> _Trial | None:
+    """The best COMPLETE one of trials already read (FrozenTrials or TrialRows) by core/ranking.py's
+    rule (the keeper's); None if no completed trial has a finite value. The one rule of this
+    module: :func:`best_trial` and the report's best_trial.json both apply it."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return ranking.best(study.direction.name, complete, lambda t: t.value)
+
+
 def best_trial(study: optuna.Study, rows: list[TrialRow] | None = None) -> FrozenTrial | None:
-    """The best COMPLETE trial by core/ranking.py's rule (the keeper's), read in full; None if no
-    completed trial has a finite value."""
-    complete = [r for r in (trial_rows(study) if rows is None else rows) if r.state == TrialState.COMPLETE]
-    winner = ranking.best(study.direction.name, complete, lambda r: r.value)
+    """The study's best trial (:func:`best_of` over the lean rows), read in full; None if none."""
+    winner = best_of(study, trial_rows(study) if rows is None else rows)
     if winner is None:
         return None
     return optuna_private.read_trial(study, winner.trial_id)

@@ -48,7 +48,7 @@ class BestModel:
         }
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial:
+def require_best_trial(study: optuna.Study) -> FrozenTrial:
     """The best COMPLETE trial by core/ranking.py's rule; a study without one is a user error.
 
     Reads each trial's number, state and value, and the best trial in full (hpo_study/trials.py).
@@ -75,7 +75,7 @@ def _check_record(record: ModelRecord, trial: FrozenTrial, study_name: str, url:
 
 def find(study: optuna.Study, sagemaker: Any, s3: Any | None) -> BestModel:
     """Locate the best trial's model; with ``s3``, also read its model.json to confirm it."""
-    trial = best_trial(study)
+    trial = require_best_trial(study)
     job_name = trial.user_attrs.get(ATTR_JOB_NAME)
     if not job_name:
         raise UserError(

@@ -14,7 +14,7 @@ proxy server; every host, the leader too, runs its trials through Optuna's own c
   threads racing for it would meet "database is locked").
 - Time limits. Optuna's client waits for ever on a leader that stopped; here every call has a
   deadline, and a leader that does not answer raises
-  :class:`~entrypoint.dberrors.StorageUnreachable` naming the leader, which the job retries for
+  :class:`~hpo_study.database.dberrors.StorageUnreachable` naming the leader, which the job retries for
   db-retry-timeout like a database outage, then fails with that line.
 
 The server listens on the job's own address (hosts.bind_address), never on all interfaces, and

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.process  # a fresh interpreter: this process has imported everything
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 NEVER = {"entrypoint", "serving", "devtools", "tests", "chainer", "sagemaker_training"}
 LAZY = ("boto3", "botocore", "optuna.visualization", "matplotlib", "plotly")
 
@@ -39,6 +39,7 @@ def test_the_launcher_loads_neither_the_job_nor_serving_nor_boto3_nor_plots():
     modules = sorted(
         p.stem for p in (REPO / "launcher").glob("*.py") if p.stem not in ("__init__", "__main__", "plots")
     )
+    assert "cli" in modules and "best" in modules, f"no launcher modules found under {REPO}"
     loaded = _loaded(f"import {', '.join('launcher.' + m for m in modules)}\nlauncher.cli.build_parser()")
     assert loaded == {"never": [], "lazy": []}
 
@@ -53,5 +54,6 @@ def test_the_shared_study_package_imports_neither_the_job_nor_the_launcher():
         for p in (REPO / "hpo_study").rglob("*.py")
         if p.stem != "__init__"
     )
+    assert "hpo_study.trials" in modules, f"no hpo_study modules found under {REPO}"
     check = f"import {', '.join(modules)}\nimport sys\nassert not [m for m in sys.modules if m.startswith('launcher')]"
     assert _loaded(check)["never"] == []

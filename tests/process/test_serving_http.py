@@ -1,6 +1,6 @@
 """The real `serve` (nginx in front of gunicorn) on a free port: what only a real server shows.
 
-Content types, shapes and refusals are tested in process (test_serving_app.py); here: the proxy's
+Content types, shapes and refusals are tested in process (tests/unit/serving/test_app.py); here: the proxy's
 limits and its answers, chunked bodies, a client closing early, workers that survive bad input,
 batch transform's assembly over HTTP, and /ping while slow and heavy clients hold the server.
 """

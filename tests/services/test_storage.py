@@ -263,7 +263,7 @@ def test_racing_jobs_on_an_empty_database_enqueue_one_baseline(aws, mysql_db):
 @pytest.mark.services
 def test_the_lean_trial_read_returns_optunas_trials_on_mariadb():
     """optuna_private.LeanReadStorage against Optuna's own read, on the jobs' database engine."""
-    from tests.unit.entrypoint.test_optuna_private import check_lean_read
+    from tests.unit.hpo_study.test_optuna_private import check_lean_read
 
     with services.mysql_database() as db:
         check_lean_read(db.url, ("maximize",), {"connect_args": {"password": db.password}})

@@ -6,7 +6,7 @@ would be refused that secret too, and "this role reads its secret and no other" 
 tested. This adds what real IAM does for the two services the stack's roles are limited on:
 the ARN of the secret (``SecretId``) or repository (``repositoryName``) a call names. Calls
 without one (ListSecrets, GetAuthorizationToken) stay on "*", as in IAM. No library does this,
-hence this small patch; run as ``python -m tests.moto_resource_auth -H HOST -p PORT``.
+hence this small patch; run as ``python -m tests.support.moto_resource_auth -H HOST -p PORT``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ to every line, the last match being the metric's final value (a 32-bit float, as
 stores it), and the status from
 ``<job>.status`` (default Completed; no final metrics while InProgress). No library emulates
 SageMaker's metric parsing, hence this small patch; run as
-``python -m tests.moto_training -H HOST -p PORT`` (it includes tests/support/moto_resource_auth.py).
+``python -m tests.support.moto_training -H HOST -p PORT`` (it includes tests/support/moto_resource_auth.py).
 """
 
 from __future__ import annotations

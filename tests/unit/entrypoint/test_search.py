@@ -1,4 +1,4 @@
-"""The job seed (entrypoint/trials/search.py): jobs with the same base seed explore differently."""
+"""The job seed (entrypoint/job/context.py): jobs with the same base seed explore differently."""
 
 import pytest
 

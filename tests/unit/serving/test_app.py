@@ -475,7 +475,7 @@ def test_module_the_server_cannot_run_as_written_is_refused_naming_the_hook(
 
 
 def test_imported_defaults_are_not_mistaken_for_hooks(model_dir, tmp_path):
-    """`from serving.handlers import input_fn as default_input_fn` (the README's pattern) is fine."""
+    """`from serving.handlers import input_fn as default_input_fn` (docs/serving.md's pattern) is fine."""
     source = """
     from serving.handlers import input_fn as default_input_fn
 
