@@ -513,8 +513,8 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         self._splits: dict[int, tuple[list[FrozenTrial], list[FrozenTrial]]] = {}  # n_below -> split
         self._ranked: dict[int, _RankedTrials] = {}  # study id -> its finished trials, ranked
         self._log_ndtr = _LogNdtrMemo()
-        # search space's items -> trial id -> internal representations, finished trials only
-        self._internal: dict[tuple[tuple[str, BaseDistribution], ...], dict[int, Any]] = {}
+        # search space's items -> its finished trials' internal representations
+        self._internal: dict[tuple[tuple[str, BaseDistribution], ...], _InternalRows] = {}
 
     def _sample(self, study, trial, search_space):
         key = (study_id(study), trial.number)
@@ -560,21 +560,41 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         return ret
 
     def _get_internal_repr(self, trials, search_space, study):
-        """Optuna's, with each finished trial's values converted once: per search space, a
-        finished trial's row of internal values (or that it lacks a parameter) is kept by its
-        id, so that a trial costs one lookup. The same values in the same order as Optuna's."""
-        memo = self._internal.setdefault(tuple(search_space.items()), {})
-        rows = []
+        """Optuna's, with each finished trial's values converted once: per search space, the
+        finished trials' internal values are kept as one array per parameter (a row per trial,
+        found by the trial's id), and a call picks its trials' rows out of them with one index
+        array. The same values, of the same types, in the same order as Optuna's."""
+        kept = self._internal.get(tuple(search_space.items()))
+        if kept is None:
+            kept = self._internal[tuple(search_space.items())] = _InternalRows()
+        positions, running = [], []
         for t in trials:
-            row = memo.get(t._trial_id)  # finished trials only
-            if row is None:
+            at = kept.position.get(t._trial_id)
+            if at is None:
                 row = self._internal_row(t, search_space, study)
+                if row is _LACKS_PARAMETER:
+                    at = -1
+                elif t.state.is_finished():
+                    at = len(kept.rows)
+                    kept.rows.append(row)
+                else:  # a running trial: this call's row only, numbered below -1 until placed
+                    at = -2 - len(running)
+                    running.append(row)
                 if t.state.is_finished():
-                    memo[t._trial_id] = row
-            if row is not _LACKS_PARAMETER:
-                rows.append(row)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(search_space)
-        return {name: np.asarray(column) for name, column in zip(search_space, columns, strict=True)}
+                    kept.position[t._trial_id] = at
+            positions.append(at)
+        index = np.asarray(positions, dtype=np.intp)
+        index = index[index != -1]  # trials that lack a parameter (Optuna skips them)
+        if not index.size:
+            return {name: np.asarray(()) for name in search_space}
+        index[index < -1] = len(kept.rows) - 2 - index[index < -1]
+        columns = kept.columns(len(search_space))
+        if running:
+            more = [np.asarray(m) for m in zip(*running, strict=True)]
+            columns = (
+                [np.concatenate([c, m]) for c, m in zip(columns, more, strict=True)] if kept.rows else more
+            )
+        return {name: column[index] for name, column in zip(search_space, columns, strict=True)}
 
     def _internal_row(self, trial, search_space, study) -> tuple[Any, ...] | object:
         """The trial's parameters in the sampler's internal form, as Optuna's loop converts them."""
@@ -585,6 +605,23 @@ class LiarTPESampler(optuna.samplers.TPESampler):
 
 
 _LACKS_PARAMETER = object()  # a trial Optuna's _get_internal_repr skips
+
+
+class _InternalRows:
+    """One search space's finished trials in TPE's internal form: a row per trial."""
+
+    def __init__(self) -> None:
+        self.position: dict[int, int] = {}  # trial id -> its row, -1: lacks a parameter
+        self.rows: list[tuple[Any, ...]] = []
+        self._columns: list[np.ndarray] = []
+        self._built = -1  # how many rows _columns holds
+
+    def columns(self, n: int) -> list[np.ndarray]:
+        """One array per parameter, as Optuna makes them (``np.asarray`` of its list)."""
+        if self._built != len(self.rows):
+            self._columns = [np.asarray(c) for c in zip(*self.rows, strict=True)] if self.rows else []
+            self._built = len(self.rows)
+        return self._columns or [np.asarray(()) for _ in range(n)]
 
 
 class _LogNdtrMemo:

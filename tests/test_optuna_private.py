@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import math
+import random
 import tomllib
 from pathlib import Path
 
@@ -235,7 +236,7 @@ def test_the_kept_ranking_splits_the_trials_as_optunas_split_trials(direction):
     from optuna.samplers._tpe.sampler import _split_trials
 
     assert parameters(_split_trials) == ["study", "trials", "n_below"]
-    rng = __import__("random").Random(3)
+    rng = random.Random(3)
     study = optuna.create_study(direction=direction)
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     ranked = optuna_private._RankedTrials(study.direction)
@@ -301,6 +302,55 @@ def test_the_kept_log_ndtr_is_optunas_to_the_last_bit(monkeypatch):
     study = optuna.create_study(sampler=optuna_private.LiarTPESampler(seed=0, n_startup_trials=2))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=4)
     assert _truncnorm._log_ndtr is original
+
+
+def test_the_kept_internal_values_are_optunas_arrays():
+    """``TPESampler._get_internal_repr(trials, search_space, study)`` and ``_get_params``:
+    LiarTPESampler's kept rows give Optuna's arrays (values, dtypes, order) for subsets of the
+    trials in number order, with running trials (never kept), trials lacking a parameter, a
+    categorical column, and no trial at all; called again as trials finish."""
+    assert parameters(optuna.samplers.TPESampler._get_internal_repr) == [
+        "self",
+        "trials",
+        "search_space",
+        "study",
+    ]
+    dists = {
+        "x": optuna.distributions.FloatDistribution(0, 1),
+        "n": optuna.distributions.IntDistribution(1, 9),
+        "c": optuna.distributions.CategoricalDistribution(["a", "b", "c"]),
+    }
+    rng = random.Random(1)
+    study = optuna.create_study()
+    ours = optuna_private.LiarTPESampler(seed=0)
+    theirs = optuna.samplers.TPESampler(seed=0)
+    spaces = [dists, {"c": dists["c"]}, {"x": dists["x"], "n": dists["n"]}]
+
+    def same(trials, space):
+        a = ours._get_internal_repr(trials, space, study)
+        b = theirs._get_internal_repr(trials, space, study)
+        assert list(a) == list(b)
+        for name in b:
+            assert a[name].dtype == b[name].dtype and a[name].tobytes() == b[name].tobytes(), name
+
+    for _ in range(40):
+        names = [k for k in dists if rng.random() < 0.85]
+        params = {"x": rng.random(), "n": rng.randint(1, 9), "c": rng.choice("abc")}
+        state = rng.choice([TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED])
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=1.0 if state == TrialState.COMPLETE else None,
+                params={k: params[k] for k in names},
+                distributions={k: dists[k] for k in names},
+            )
+        )
+        trials = study.get_trials(deepcopy=False)
+        for space in spaces:
+            same(trials, space)
+            same([t for t in trials if t.number % 3], space)
+            same([t for t in trials if t.state == TrialState.RUNNING], space)
+            same([], space)
 
 
 # --- Optuna's gRPC storage proxy (entrypoint/multihost/proxy.py) ------------------------------------------
