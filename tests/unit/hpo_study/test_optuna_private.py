@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import math
+import random
 import tomllib
 from pathlib import Path
 
@@ -222,6 +223,134 @@ def test_tpe_samples_through_sample_and_reads_the_study_through_get_trials(rdb, 
     sampled_by_tpe = 3  # after 2 start-up trials, each trial samples x and y once
     assert len(reads) == sampled_by_tpe  # one read per trial, not one per parameter
     assert len(served) >= sampled_by_tpe  # TPE read them from the snapshot, not the storage
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_the_kept_ranking_splits_the_trials_as_optunas_split_trials(direction):
+    """``_split_trials(study, trials, n_below)``, its helpers ``_get_pruned_trial_score`` and
+    ``_get_infeasible_trial_score``: LiarTPESampler's kept ranking gives Optuna's split (the
+    same trials, in the same order) at every size of a growing study full of ties: equal
+    values, pruned trials at equal steps with equal values, NaN and infinite intermediate
+    values, pruned trials without any, infeasible trials (equal violations included) and
+    running ones, for every n_below up to past the number of trials."""
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    assert parameters(_split_trials) == ["study", "trials", "n_below"]
+    rng = random.Random(3)
+    study = optuna.create_study(direction=direction)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    ranked = optuna_private._RankedTrials(study.direction)
+    ids = lambda trials: [optuna_private.trial_id(t) for t in trials]  # noqa: E731
+    for n in range(160):
+        kind = rng.choice(["complete", "complete", "pruned", "pruned", "running", "infeasible"])
+        value = rng.choice([0.5, 0.5, -1.0, 2.0, math.inf, -math.inf, rng.random()])
+        attrs = {"constraints": [rng.choice([0.0, -1.0, 1.5, 1.5, 0.2])]} if rng.random() < 0.3 else {}
+        steps = {}
+        if kind == "pruned" and rng.random() < 0.9:
+            steps = {
+                s: rng.choice([0.5, 0.5, math.nan, math.inf, rng.random()]) for s in range(rng.randint(1, 3))
+            }
+        state = {"complete": TrialState.COMPLETE, "running": TrialState.RUNNING}.get(kind, TrialState.PRUNED)
+        if kind == "infeasible":
+            state, attrs = TrialState.COMPLETE, {"constraints": [rng.choice([1.0, 1.0, 0.3])]}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=value if state == TrialState.COMPLETE else None,
+                params={"x": rng.random()},
+                distributions=dist,
+                intermediate_values=steps,
+                system_attrs=attrs,
+            )
+        )
+        trials = study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        )
+        for n_below in sorted({0, 1, 2, n // 10, n // 3, n, n + 5}):
+            theirs = _split_trials(study, trials, n_below)
+            ours = ranked.split(study, trials, n_below)
+            assert ours is not None
+            assert (ids(ours[0]), ids(ours[1])) == (ids(theirs[0]), ids(theirs[1])), (n, n_below)
+    # Not covered: trials out of number order (Optuna's sorts would keep that order).
+    assert ranked.split(study, trials[::-1], 3) is None
+    # A ranked trial missing from the trials given: ranked again from those given.
+    fewer = [t for t in trials if t.number != 5]
+    assert ids(ranked.split(study, fewer, 7)[0]) == ids(_split_trials(study, fewer, 7)[0])
+
+
+def test_the_kept_log_ndtr_is_optunas_to_the_last_bit(monkeypatch):
+    """``_truncnorm._log_ndtr`` (a module function TPE's log-density looks up at each call) and
+    ``_truncnorm._log_ndtr_single``: LiarTPESampler's kept results are Optuna's, bit for bit,
+    on every branch (right tail, log of the CDF, the asymptotic series below -20), repeated
+    values, signed zeros and NaN, also after its memory was forgotten at the limit; and the
+    sampler puts Optuna's function back after sampling."""
+    import numpy as np
+    from optuna.samplers._tpe import _truncnorm
+
+    assert parameters(_truncnorm._log_ndtr) == ["a"] and parameters(_truncnorm._log_ndtr_single) == ["a"]
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [rng.normal(0, 10, 3000), rng.uniform(-60, 10, 2000), [0.0, -0.0, 6.0, -20.0, -20.5, 1e10, -1e10]]
+    )
+    memo = optuna_private._LogNdtrMemo()
+    monkeypatch.setattr(optuna_private._LogNdtrMemo, "LIMIT", 3000)
+    for batch in (values, values[::-1], values[:4000], values):  # from the second on, past the limit
+        ours, theirs = memo(batch), _truncnorm._log_ndtr(batch)
+        assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes()
+    assert np.isnan(memo(np.array([math.nan]))).all()
+    original = _truncnorm._log_ndtr
+    study = optuna.create_study(sampler=optuna_private.LiarTPESampler(seed=0, n_startup_trials=2))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=4)
+    assert _truncnorm._log_ndtr is original
+
+
+def test_the_kept_internal_values_are_optunas_arrays():
+    """``TPESampler._get_internal_repr(trials, search_space, study)`` and ``_get_params``:
+    LiarTPESampler's kept rows give Optuna's arrays (values, dtypes, order) for subsets of the
+    trials in number order, with running trials (never kept), trials lacking a parameter, a
+    categorical column, and no trial at all; called again as trials finish."""
+    assert parameters(optuna.samplers.TPESampler._get_internal_repr) == [
+        "self",
+        "trials",
+        "search_space",
+        "study",
+    ]
+    dists = {
+        "x": optuna.distributions.FloatDistribution(0, 1),
+        "n": optuna.distributions.IntDistribution(1, 9),
+        "c": optuna.distributions.CategoricalDistribution(["a", "b", "c"]),
+    }
+    rng = random.Random(1)
+    study = optuna.create_study()
+    ours = optuna_private.LiarTPESampler(seed=0)
+    theirs = optuna.samplers.TPESampler(seed=0)
+    spaces = [dists, {"c": dists["c"]}, {"x": dists["x"], "n": dists["n"]}]
+
+    def same(trials, space):
+        a = ours._get_internal_repr(trials, space, study)
+        b = theirs._get_internal_repr(trials, space, study)
+        assert list(a) == list(b)
+        for name in b:
+            assert a[name].dtype == b[name].dtype and a[name].tobytes() == b[name].tobytes(), name
+
+    for _ in range(40):
+        names = [k for k in dists if rng.random() < 0.85]
+        params = {"x": rng.random(), "n": rng.randint(1, 9), "c": rng.choice("abc")}
+        state = rng.choice([TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED])
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=1.0 if state == TrialState.COMPLETE else None,
+                params={k: params[k] for k in names},
+                distributions={k: dists[k] for k in names},
+            )
+        )
+        trials = study.get_trials(deepcopy=False)
+        for space in spaces:
+            same(trials, space)
+            same([t for t in trials if t.number % 3], space)
+            same([t for t in trials if t.state == TrialState.RUNNING], space)
+            same([], space)
 
 
 # --- Optuna's gRPC storage proxy (entrypoint/multihost/proxy.py) ------------------------------------------
