@@ -152,7 +152,8 @@ def _intermediate_values_html(study: optuna.Study):
     if len(trials) <= LEGEND_MAX_TRIALS:
         return optuna.visualization.plot_intermediate_values(study)
 
-    def trace(group: list[optuna.trial.FrozenTrial], **style) -> go.Scatter:
+    def trace(group: list[optuna.trial.FrozenTrial], **style) -> dict:
+        """A scatter trace as a dict: the figure validates it once (a go.Scatter twice)."""
         x: list[float | None] = []
         y: list[float | None] = []
         numbers: list[int | None] = []
@@ -161,16 +162,17 @@ def _intermediate_values_html(study: optuna.Study):
             x += [step for step, _ in steps] + [None]
             y += [value for _, value in steps] + [None]
             numbers += [t.number] * len(steps) + [None]
-        return go.Scatter(
-            x=x[:-1],
-            y=y[:-1],
-            customdata=numbers[:-1],
-            mode="lines+markers",
-            connectgaps=False,
-            hovertemplate="Trial%{customdata}<br>Step %{x}<br>%{y}<extra></extra>",
-            showlegend=False,
+        return {
+            "type": "scatter",
+            "x": x[:-1],
+            "y": y[:-1],
+            "customdata": numbers[:-1],
+            "mode": "lines+markers",
+            "connectgaps": False,
+            "hovertemplate": "Trial%{customdata}<br>Step %{x}<br>%{y}<extra></extra>",
+            "showlegend": False,
             **style,
-        )
+        }
 
     def feasible(t: optuna.trial.FrozenTrial) -> bool:
         return all(c <= 0.0 for c in t.constraints.values())
@@ -182,9 +184,12 @@ def _intermediate_values_html(study: optuna.Study):
         yaxis={"title": "Intermediate Value"},
         showlegend=False,
     )
-    data = [trace([t for t in trials if feasible(t)], marker={"size": 4}, opacity=0.7)]
-    if infeasible := [t for t in trials if not feasible(t)]:
-        data.append(trace(infeasible, marker={"size": 4, "color": "#CCCCCC"}, line={"color": "#CCCCCC"}))
+    data = []
+    if feasibles := [t for t in trials if feasible(t)]:
+        data.append(trace(feasibles, marker={"size": 4}, opacity=0.7))
+    if infeasibles := [t for t in trials if not feasible(t)]:
+        grey = "#CCCCCC"
+        data.append(trace(infeasibles, marker={"size": 4, "color": grey}, line={"color": grey}))
     return go.Figure(data=data, layout=layout)
 
 

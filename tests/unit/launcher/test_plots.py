@@ -13,11 +13,11 @@ from launcher import plots  # noqa: E402 (after the skip: it draws with plotly)
 pytestmark = pytest.mark.unit
 
 
-def study_with_curves(n_trials: int) -> optuna.Study:
+def study_with_curves(n_trials: int, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Trials with 1-4 intermediate values each (pruned after a few steps), one running, one
     failed and one without intermediate values, which the plot leaves out."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(sampler=sampler or optuna.samplers.RandomSampler(seed=0))
     for n in range(n_trials):
         trial = study.ask()
         for step in range(n % 4 + 1):
@@ -64,6 +64,19 @@ def test_many_trials_are_one_trace_with_every_intermediate_value():
     assert figure.layout.xaxis.title.text == optunas.layout.xaxis.title.text
     assert figure.layout.yaxis.title.text == optunas.layout.yaxis.title.text
     assert figure.layout.showlegend is optunas.layout.showlegend is False
+
+
+def test_infeasible_trials_are_a_second_grey_trace():
+    """Optuna greys infeasible trials (a constraint above 0): here they are a trace of their own."""
+    sampler = optuna.samplers.TPESampler(seed=0, constraints_func=lambda t: (float(t.number % 3 == 0),))
+    study = study_with_curves(plots.LEGEND_MAX_TRIALS + 5, sampler)
+    feasible, infeasible = plots._intermediate_values_html(study).data
+    drawn = [t for t in study.trials if t.intermediate_values and t.state != optuna.trial.TrialState.FAIL]
+    bad = {t.number for t in drawn if any(c > 0 for c in t.constraints.values())}
+    assert bad and bad == {t.number for t in drawn if t.constraints and t.number % 3 == 0}
+    assert {n for n in infeasible.customdata if n is not None} == bad
+    assert {n for n in feasible.customdata if n is not None} == {t.number for t in drawn} - bad
+    assert infeasible.marker.color == infeasible.line.color == "#CCCCCC" and feasible.marker.color is None
 
 
 def test_few_trials_keep_optunas_own_figure():
