@@ -16,6 +16,8 @@ import copy
 import gc
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
@@ -507,26 +509,42 @@ class LiarTPESampler(optuna.samplers.TPESampler):
     ``_split_trials``) and ``_get_internal_repr``, and stands in for ``Study._get_trials``.
     """
 
+    # Search spaces whose finished trials' internal values are kept: a range that depends on
+    # another parameter makes a new space every trial, and each kept space holds every trial.
+    INTERNAL_SPACES = 16
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._study_key: tuple[int, int] | None = None  # whose trials the state below describes
+        self._forget()
+        self._log_ndtr = _LogNdtrMemo()
+
+    def _forget(self) -> None:
         self._snapshot: tuple[int, int, list[FrozenTrial]] | None = None
         self._splits: dict[int, tuple[list[FrozenTrial], list[FrozenTrial]]] = {}  # n_below -> split
         self._ranked: dict[int, _RankedTrials] = {}  # study id -> its finished trials, ranked
-        self._log_ndtr = _LogNdtrMemo()
-        # search space's items -> its finished trials' internal representations
-        self._internal: dict[tuple[tuple[str, BaseDistribution], ...], _InternalRows] = {}
+        # search space's items -> its finished trials' internal representations, least recent first
+        self._internal: OrderedDict[tuple[tuple[str, BaseDistribution], ...], _InternalRows] = OrderedDict()
 
     def _sample(self, study, trial, search_space):
-        key = (study_id(study), trial.number)
-        if self._snapshot is None or self._snapshot[:2] != key:
-            self._snapshot = (*key, read_trials(study))
-            self._splits = {}
-        # Optuna's module function, for the time of this sampling: the same results, kept.
-        original, _truncnorm._log_ndtr = _truncnorm._log_ndtr, self._log_ndtr
-        try:
-            return self._sample_snapshot(_TrialSnapshot(study, self._snapshot[2]), trial, search_space)
-        finally:
-            _truncnorm._log_ndtr = original
+        # One sampling at a time in a process: Optuna's module function is swapped below, and the
+        # state kept here is one trial's (study.optimize(n_jobs=2) shares the sampler).
+        with _SAMPLING:
+            # Ids are the storage's: another study (or the same ids in another storage) starts over.
+            study_key = (id(study._storage), study_id(study))
+            if study_key != self._study_key:
+                self._forget()
+                self._study_key = study_key
+            key = (study_id(study), trial.number)
+            if self._snapshot is None or self._snapshot[:2] != key:
+                self._snapshot = (*key, read_trials(study))
+                self._splits = {}
+            # Optuna's module function, for the time of this sampling: the same results, kept.
+            original, _truncnorm._log_ndtr = _truncnorm._log_ndtr, self._log_ndtr
+            try:
+                return self._sample_snapshot(_TrialSnapshot(study, self._snapshot[2]), trial, search_space)
+            finally:
+                _truncnorm._log_ndtr = original
 
     def _split(self, study, trials: list[FrozenTrial], n_below: int):
         if n_below not in self._splits:
@@ -564,9 +582,13 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         finished trials' internal values are kept as one array per parameter (a row per trial,
         found by the trial's id), and a call picks its trials' rows out of them with one index
         array. The same values, of the same types, in the same order as Optuna's."""
-        kept = self._internal.get(tuple(search_space.items()))
+        space = tuple(search_space.items())
+        kept = self._internal.get(space)
         if kept is None:
-            kept = self._internal[tuple(search_space.items())] = _InternalRows()
+            kept = self._internal[space] = _InternalRows()
+            while len(self._internal) > self.INTERNAL_SPACES:
+                self._internal.popitem(last=False)
+        self._internal.move_to_end(space)
         positions, running = [], []
         for t in trials:
             at = kept.position.get(t._trial_id)
@@ -605,6 +627,7 @@ class LiarTPESampler(optuna.samplers.TPESampler):
 
 
 _LACKS_PARAMETER = object()  # a trial Optuna's _get_internal_repr skips
+_SAMPLING = threading.RLock()  # see LiarTPESampler._sample
 
 
 class _InternalRows:
@@ -634,10 +657,10 @@ class _LogNdtrMemo:
     1,000 results and so misses at every value). From one trial to the next the kernels stay
     the same but for the neighbours of the trials added, so most values come again: here the
     results of Optuna's own scalar function are kept (up to :attr:`LIMIT`, then forgotten all
-    at once), so every value is Optuna's to the last bit (tests/test_optuna_private.py).
+    at once), so every value is Optuna's to the last bit (tests/unit/hpo_study/test_optuna_private.py).
     """
 
-    LIMIT = 250_000  # about 25 MB of floats
+    LIMIT = 250_000  # checked before each call, which adds up to ~120,000 more: ~40 MB at most
 
     def __init__(self) -> None:
         self._memo: dict[float, float] = {}
@@ -671,7 +694,7 @@ class _RankedTrials:
     the value's order reversed by negation when the study maximizes (``sorted(reverse=True)``
     keeps equal keys in their order too). A case it does not cover (a NaN value, another state,
     trials that are not in number order, or fewer finished trials than ranked) gives ``None``:
-    the caller then splits with Optuna's own function. tests/test_optuna_private.py compares
+    the caller then splits with Optuna's own function. tests/unit/hpo_study/test_optuna_private.py compares
     the splits with Optuna's on studies full of ties.
     """
 

@@ -108,7 +108,8 @@ def _intermediate_values_png(study: optuna.Study):
     import numpy as np
     from matplotlib.collections import LineCollection
 
-    trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+    states = (TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING)  # the trials Optuna draws
+    trials = [t for t in study.get_trials(deepcopy=False, states=states) if t.intermediate_values]
     if not trials:
         raise ValueError("no trial has intermediate values")
     plt.style.use("ggplot")

@@ -256,3 +256,13 @@ def image(engine):
     from tests.support.engine import build_image
 
     yield from build_image(engine)
+
+
+@pytest.fixture(scope="session")
+def font_cache() -> None:
+    """matplotlib builds its font cache at its first import on a machine (it runs fc-list): done
+    here, before the unit layer refuses processes, so that unit tests that draw run on a fresh machine."""
+    try:
+        import matplotlib.font_manager  # noqa: F401
+    except ImportError:  # the plots extra is not installed: nothing to build
+        pass

@@ -353,6 +353,57 @@ def test_the_kept_internal_values_are_optunas_arrays():
             same([], space)
 
 
+def test_one_sampler_shared_by_two_studies_draws_what_optunas_draws():
+    """The state LiarTPESampler keeps is one study's: two in-memory studies have the same study
+    and trial ids, and asked in turn through one sampler they draw what one TPESampler draws."""
+
+    def run(sampler):
+        studies = [optuna.create_study(sampler=sampler, direction=d) for d in ("minimize", "maximize")]
+        drawn = []
+        for _ in range(15):
+            for study in studies:
+                trial = study.ask()
+                x, n = trial.suggest_float("x", -5, 5), trial.suggest_int("n", 0, 10)
+                study.tell(trial, x * x + n)
+                drawn.append(trial.params)
+        return drawn
+
+    ours = run(optuna_private.LiarTPESampler(seed=3, constant_liar=True, n_startup_trials=4))
+    theirs = run(optuna.samplers.TPESampler(seed=3, constant_liar=True, n_startup_trials=4))
+    assert ours == theirs
+
+
+def test_a_range_that_changes_every_trial_keeps_few_search_spaces_and_optunas_draws():
+    """A range depending on another parameter is a new search space every trial: the sampler
+    keeps the internal values of the last few only, and still draws Optuna's parameters."""
+
+    def run(sampler):
+        study = optuna.create_study(sampler=sampler)
+        for _ in range(40):
+            trial = study.ask()
+            x = trial.suggest_float("x", 0, 1)
+            y = trial.suggest_float("y", 0, 1 + x)
+            study.tell(trial, (x - 0.3) ** 2 + y)
+        return [t.params for t in study.trials]
+
+    ours = optuna_private.LiarTPESampler(seed=2, constant_liar=True, n_startup_trials=4)
+    theirs = optuna.samplers.TPESampler(seed=2, constant_liar=True, n_startup_trials=4)
+    assert run(ours) == run(theirs)
+    assert len(ours._internal) <= optuna_private.LiarTPESampler.INTERNAL_SPACES
+
+
+def test_threads_sharing_the_sampler_leave_optunas_log_ndtr_in_place():
+    """study.optimize(n_jobs=2) samples from two threads: one sampling at a time, and Optuna's
+    module function is Optuna's again afterwards."""
+    from optuna.samplers._tpe import _truncnorm
+
+    original = _truncnorm._log_ndtr
+    study = optuna.create_study(sampler=optuna_private.LiarTPESampler(seed=0, n_startup_trials=2))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=40, n_jobs=2)
+    assert _truncnorm._log_ndtr is original
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 40
+
+
 # --- Optuna's gRPC storage proxy (entrypoint/multihost/proxy.py) ------------------------------------------
 
 

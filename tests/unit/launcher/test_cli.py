@@ -112,16 +112,6 @@ def test_failed_and_running_jobs_are_reported_and_fail_the_launch():
     assert jobs.check_wrote_model(stopped).endswith("digits-3/output/model.tar.gz")
 
 
-@pytest.fixture(scope="session")
-def font_cache() -> None:
-    """matplotlib builds its font cache at its first import on a machine (it runs fc-list): done
-    here, before the unit layer refuses processes, so that the test below runs on a fresh machine."""
-    try:
-        import matplotlib.font_manager  # noqa: F401
-    except ImportError:  # the plots extra is not installed: nothing to build
-        pass
-
-
 @pytest.mark.unit
 @pytest.mark.parametrize("missing", ["matplotlib", "plotly"])
 def test_report_without_the_plots_extra_keeps_its_summary_and_says_what_to_install(

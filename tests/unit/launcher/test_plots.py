@@ -96,3 +96,16 @@ def test_report_writes_the_one_trace_figure(tmp_path):
     html = page.read_text()
     assert html.count("Trial%{customdata}") == 1 and '"name":"Trial' not in html  # no trace per trial
     assert "Intermediate Values Plot" in html
+
+
+def test_the_static_figure_draws_the_trials_optunas_draws(font_cache):
+    """The PNG's one line collection: a line per pruned, complete or running trial with
+    intermediate values, as Optuna's matplotlib figure; the failed one left out."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.collections import LineCollection
+
+    study = study_with_curves(30)
+    ax = plots._intermediate_values_png(study)
+    (collection,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    drawn = [t for t in study.trials if t.intermediate_values and t.state != optuna.trial.TrialState.FAIL]
+    assert len(collection.get_segments()) == len(drawn) == 31  # 30 told + the running one
