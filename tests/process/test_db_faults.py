@@ -65,7 +65,10 @@ def test_a_stall_longer_than_db_retry_timeout_fails_the_job_on_time(
 def test_sigterm_during_a_stall_ends_the_job_well_within_120_s(
     private_mariadb, private_db, moto_endpoint, aws, job_dir
 ):
-    base, proc = job_on_private_db(private_db, aws, job_dir, moto_endpoint, "spot", n_trials=50, retry_s=300)
+    # Trials of ~4 s, so that the stall almost always meets a trial rather than the ask between two.
+    base, proc = job_on_private_db(
+        private_db, aws, job_dir, moto_endpoint, "spot", n_trials=50, retry_s=300, epochs=300
+    )
     job = Followed(proc)
     with private_mariadb.stalled():
         job.wait_for_stderr("Database unavailable", 120)  # the job is waiting on the database
@@ -77,7 +80,8 @@ def test_sigterm_during_a_stall_ends_the_job_well_within_120_s(
     assert took < 60, err[-3000:]  # SageMaker's SIGKILL comes at 120 s
     assert rc == 0, err[-3000:]  # a stop, not a failure
     assert "Stopping on SIGTERM while the database is away" in err
-    assert "Not written to the study: the end of trial" in err
+    # The stall met a trial (its end is not written) or, rarely, the ask of the next one.
+    assert "Not written to the study: the end of trial" in err or "while starting a trial" in err, err[-3000:]
     assert "Not written: the study summary" in err
 
 

@@ -153,7 +153,9 @@ def wait_for_heartbeat_to_lapse(
         storage.engine.dispose()
 
 
-def job_on_private_db(private_db, aws, job_dir, moto_endpoint, name: str, n_trials: int, retry_s: int):
+def job_on_private_db(
+    private_db, aws, job_dir, moto_endpoint, name: str, n_trials: int, retry_s: int, epochs: int = 60
+):
     """Start a job on the private MariaDB and wait until it has a completed trial and one in training."""
     secret = aws(private_db.credentials())
     hps = {
@@ -164,7 +166,7 @@ def job_on_private_db(private_db, aws, job_dir, moto_endpoint, name: str, n_tria
         "region-name": services.REGION,
         "study-name": "shared",
         "n-trials": str(n_trials),
-        "epochs": "60",
+        "epochs": str(epochs),
         "pruner": "none",
         "db-retry-timeout": str(retry_s),
     }
