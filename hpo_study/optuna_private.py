@@ -515,7 +515,7 @@ class LiarTPESampler(optuna.samplers.TPESampler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._study_key: tuple[int, int] | None = None  # whose trials the state below describes
+        self._study_key: tuple[object, int] | None = None  # the storage and study the state describes
         self._forget()
         self._log_ndtr = _LogNdtrMemo()
 
@@ -531,10 +531,14 @@ class LiarTPESampler(optuna.samplers.TPESampler):
         # state kept here is one trial's (study.optimize(n_jobs=2) shares the sampler).
         with _SAMPLING:
             # Ids are the storage's: another study (or the same ids in another storage) starts over.
-            study_key = (id(study._storage), study_id(study))
-            if study_key != self._study_key:
+            # The storage itself is held, not its id(), which a new object could take over.
+            if (
+                self._study_key is None
+                or self._study_key[0] is not study._storage
+                or (self._study_key[1] != study_id(study))
+            ):
                 self._forget()
-                self._study_key = study_key
+                self._study_key = (study._storage, study_id(study))
             key = (study_id(study), trial.number)
             if self._snapshot is None or self._snapshot[:2] != key:
                 self._snapshot = (*key, read_trials(study))
