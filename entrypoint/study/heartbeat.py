@@ -49,6 +49,18 @@ class HeartbeatStorage(optuna_private.StaleSweepStorage):
             if beat is None or (now - beat.replace(tzinfo=None)).total_seconds() > after_s
         ]
 
+    def recent_beats(self, study_id: int, within_s: float) -> dict[int, Any]:
+        """RUNNING trials whose last heartbeat is at most ``within_s`` old (by the database's
+        clock): trial id -> that heartbeat. A live job's, or the last of a job that just died."""
+        with optuna_private.engine(self).connect() as conn:
+            now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
+            rows = optuna_private.running_heartbeats(conn, study_id)
+        return {
+            tid: beat
+            for tid, beat in rows
+            if beat is not None and (now - beat.replace(tzinfo=None)).total_seconds() <= within_s
+        }
+
     def more_stale_trial_ids(self, study_id: int, stale: list[int]) -> list[int]:
         """RUNNING trials seen without any heartbeat for longer than interval + grace period."""
         with optuna_private.engine(self).connect() as conn:

@@ -198,27 +198,34 @@ class TrialRunner:
     def _settle_running(self) -> None:
         """The study's budget is met: no job will sweep it after this one. Wait until no RUNNING
         trial is left whose heartbeats lapsed (a dead job's), failing them once they are stale;
-        trials that beat belong to live jobs, which end them. Bounded by interval + grace period
-        (+ one interval), and ended by SIGTERM."""
+        trials that go on beating belong to live jobs, which end them. A recent beat may be the
+        last of a job killed a moment ago: such a trial counts as live only once its beat moves
+        on, else it lapses. Bounded by interval + grace period (+ one interval), and ended by
+        SIGTERM."""
         s = self.settings
         if not isinstance(self.storage, HeartbeatStorage):
             return
+        storage = self.storage
         study_id = self._retry(
-            lambda: self.storage.get_study_id_from_name(self.study.study_name), "reading the study"
+            lambda: storage.get_study_id_from_name(self.study.study_name), "reading the study"
         )
         lapse_s = 1.5 * s.heartbeat_interval + 1  # a live job beats every interval
         deadline = time.monotonic() + s.heartbeat_interval * 2 + s.heartbeat_grace_period
+        first_beats: dict[int, object] = {}  # a RUNNING trial's recent beat when first seen
         while True:
             self._retry(lambda: fail_stale_trials(self.study), "failing stale trials")
-            lapsed = self._retry(
-                lambda: self.storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats"
-            )
-            if not lapsed:
+            lapsed = self._retry(lambda: storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats")
+            recent = self._retry(lambda: storage.recent_beats(study_id, lapse_s), "reading heartbeats")
+            unsure = [tid for tid, beat in recent.items() if first_beats.setdefault(tid, beat) == beat]
+            if not lapsed and not unsure:
                 return
             if time.monotonic() >= deadline:
-                logger.warning("Trials %s still RUNNING without heartbeats; leaving them", lapsed)
+                logger.warning("Trials %s still RUNNING without heartbeats; leaving them", lapsed or unsure)
                 return
-            logger.info("Waiting for trials %s, whose heartbeats lapsed, to become stale", lapsed)
+            if lapsed:
+                logger.info("Waiting for trials %s, whose heartbeats lapsed, to become stale", lapsed)
+            else:
+                logger.info("Waiting to see whether trials %s still beat", unsure)
             if self.guard.stop.wait(min(s.heartbeat_interval, max(deadline - time.monotonic(), 0))):
                 return
 

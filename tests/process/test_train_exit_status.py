@@ -133,7 +133,7 @@ def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_
     )
     assert rc == 0, err[-2000:]
     trials = study_of(mysql_db).trials
-    assert [t.number for t in trials if t.state == TrialState.RUNNING] == []
+    assert [t.number for t in trials if t.state == TrialState.RUNNING] == [], err[-3000:]
     assert trials[0].state == TrialState.FAIL
     assert len([t for t in trials if t.state in FINISHED]) >= 1
 
