@@ -37,27 +37,21 @@ class HeartbeatStorage(optuna_private.StaleSweepStorage):
         self._silent_since: dict[int, float] = {}  # trial id -> when first seen without beats
         self.clock = time.monotonic
 
-    def _beat_ages(self, study_id: int) -> list[tuple[int, Any, float | None]]:
-        """(trial id, last heartbeat, its age in seconds by the database's clock, like Optuna's
-        sweep) of the study's RUNNING trials; None for a trial that never beat."""
+    def running_beats(self, study_id: int, within_s: float) -> tuple[list[int], dict[int, Any]]:
+        """The study's RUNNING trials in one read, by their last heartbeat's age (the database's
+        clock, like Optuna's sweep): those without a beat for ``within_s`` or without any
+        (lapsed), and those that beat within it: trial id -> that beat (a live job's, or the last
+        of a job that just died)."""
         with optuna_private.engine(self).connect() as conn:
             now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar().replace(tzinfo=None)
             rows = optuna_private.running_heartbeats(conn, study_id)
-        return [
-            (tid, beat, None if beat is None else (now - beat.replace(tzinfo=None)).total_seconds())
-            for tid, beat in rows
-        ]
-
-    def lapsed_trial_ids(self, study_id: int, after_s: float) -> list[int]:
-        """RUNNING trials without a heartbeat for ``after_s``, or without any."""
-        return [tid for tid, _, age in self._beat_ages(study_id) if age is None or age > after_s]
-
-    def recent_beats(self, study_id: int, within_s: float) -> dict[int, Any]:
-        """RUNNING trials whose last heartbeat is at most ``within_s`` old: trial id -> that
-        heartbeat. A live job's, or the last of a job that just died."""
-        return {
-            tid: beat for tid, beat, age in self._beat_ages(study_id) if age is not None and age <= within_s
-        }
+        lapsed, recent = [], {}
+        for tid, beat in rows:
+            if beat is not None and (now - beat.replace(tzinfo=None)).total_seconds() <= within_s:
+                recent[tid] = beat
+            else:
+                lapsed.append(tid)
+        return lapsed, recent
 
     def more_stale_trial_ids(self, study_id: int, stale: list[int]) -> list[int]:
         """RUNNING trials seen without any heartbeat for longer than interval + grace period."""

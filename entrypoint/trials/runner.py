@@ -214,8 +214,9 @@ class TrialRunner:
         first_beats: dict[int, object] = {}  # a RUNNING trial's recent beat when first seen
         while True:
             self._retry(lambda: fail_stale_trials(self.study), "failing stale trials")
-            lapsed = self._retry(lambda: storage.lapsed_trial_ids(study_id, lapse_s), "reading heartbeats")
-            recent = self._retry(lambda: storage.recent_beats(study_id, lapse_s), "reading heartbeats")
+            lapsed, recent = self._retry(
+                lambda: storage.running_beats(study_id, lapse_s), "reading heartbeats"
+            )
             unsure = [tid for tid, beat in recent.items() if first_beats.setdefault(tid, beat) == beat]
             if not lapsed and not unsure:
                 return
