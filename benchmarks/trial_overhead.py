@@ -252,19 +252,8 @@ def run_proxy_workers(workers: int, n: int, seconds: float) -> dict[str, float]:
         try:
             if not ready.wait(120):
                 raise RuntimeError("the proxy leader did not start")
-            barrier, out = ctx.Barrier(workers), ctx.Queue()
-            procs = [
-                ctx.Process(target=proxy_worker, args=(port, n, seconds, barrier, out))
-                for _ in range(workers)
-            ]
-            with PortWatch(port) as watch:
-                for p in procs:
-                    p.start()
-                spans = [out.get(timeout=1800) for _ in procs]
-                for p in procs:
-                    p.join()
-            if any(p.exitcode for p in procs):
-                raise RuntimeError("a worker failed")
+            watch = PortWatch(port)
+            spans = run_spawned(ctx, proxy_worker, (port, n, seconds), workers, watch)
         finally:
             done.set()
             leader.join(60)
@@ -273,6 +262,22 @@ def run_proxy_workers(workers: int, n: int, seconds: float) -> dict[str, float]:
         db.close()
     start, end = min(s for s, _ in spans), max(e for _, e in spans)
     return {"start": start, "end": end, "peak_connections": watch.peak, "failed": failed}
+
+
+def run_spawned(ctx, target, args: tuple, workers: int, watch) -> list[tuple[float, float]]:
+    """Start ``workers`` processes of ``target(*args, barrier, out)`` while ``watch`` counts
+    connections; their (start, end) spans after the barrier."""
+    barrier, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, out)) for _ in range(workers)]
+    with watch:
+        for p in procs:
+            p.start()
+        spans = [out.get(timeout=1800) for _ in procs]
+        for p in procs:
+            p.join()
+    if any(p.exitcode for p in procs):
+        raise RuntimeError("a worker failed")
+    return spans
 
 
 def run_workers(target, workers: int, n: int, seconds: float, prepare_schema: bool) -> dict[str, float]:
@@ -285,17 +290,8 @@ def run_workers(target, workers: int, n: int, seconds: float, prepare_schema: bo
                 storage=f"mysql+mysqlconnector://root@127.0.0.1:3306/{db}",
                 direction="maximize",
             )
-        ctx = mp.get_context("spawn")
-        barrier, out = ctx.Barrier(workers), ctx.Queue()
-        procs = [ctx.Process(target=target, args=(db, n, seconds, barrier, out)) for _ in range(workers)]
-        with ConnectionWatch(db) as watch:
-            for p in procs:
-                p.start()
-            spans = [out.get(timeout=1800) for _ in procs]
-            for p in procs:
-                p.join()
-        if any(p.exitcode for p in procs):
-            raise RuntimeError("a worker failed")
+        watch = ConnectionWatch(db)
+        spans = run_spawned(mp.get_context("spawn"), target, (db, n, seconds), workers, watch)
         start, end = min(s for s, _ in spans), max(e for _, e in spans)
         return {"start": start, "end": end, "peak_connections": watch.peak, "failed": failed_trials(db)}
     finally:
