@@ -19,7 +19,11 @@ LOCALHOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = C.GRACEFUL_TIMEOUT_SECONDS + 5.0
 POLL_SECONDS = 0.05
-READY_MARK = ": model loaded from "  # serving.server.WORKER_READY_LOG, without importing the server
+# The server's log lines (serving.server's WORKER_READY_LOG and WORKER_PUBLISHED_LOG), without
+# importing the server. Behind nginx a worker logs its model as loaded a moment before nginx can
+# reach it: a test that stops or loads "every worker" must wait for the second line.
+LOADED_MARK = ": model loaded from "
+PUBLISHED_MARK = ": taking requests and pings on slot "
 
 
 def free_port() -> int:
@@ -101,8 +105,10 @@ class LocalServer:
         return set() if self.proc is None else set(_children(self.master_pid()))
 
     def ready_workers(self) -> int:
-        """Workers that have logged their model as loaded (replaced workers count again)."""
-        return self.log().count(READY_MARK)
+        """Workers that take requests: behind nginx those that have published their sockets,
+        without it those that have loaded their model (replaced workers count again)."""
+        proxied = self.extra_env.get(C.ENV_PROXY, C.PROXY_NGINX) != C.PROXY_NONE
+        return self.log().count(PUBLISHED_MARK if proxied else LOADED_MARK)
 
     def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> LocalServer:
         """Poll /ping until 200 and every worker has its model; raise (with the log) otherwise."""

@@ -40,6 +40,8 @@ from serving.handlers import load_handlers
 log = logging.getLogger(__name__)
 
 WORKER_READY_LOG = "worker %d: model loaded from %s (hooks: %s)"
+# Behind nginx a worker takes requests and pings only from here on (WorkerSockets.publish).
+WORKER_PUBLISHED_LOG = "worker %d: taking requests and pings on slot %d"
 WORKER_TIMEOUT_LOG = "WORKER TIMEOUT: worker %d: a request has run for %.0f s (%s=%d); restarting the worker"
 SHM_DIR = "/dev/shm"  # gunicorn's heartbeat files: keep them off the container's overlay disk
 WATCHDOG_INTERVAL_SECONDS = 0.5
@@ -140,6 +142,7 @@ class WorkerSockets:
         os.symlink(self.bound[slot], staged)
         os.replace(staged, self.requests[slot])  # atomic: nginx sees the old name or the new one
         ping.start(self.ping[slot])
+        log.info(WORKER_PUBLISHED_LOG, os.getpid(), slot)
 
     def withdraw(self, arbiter: Any, worker: Any) -> None:  # gunicorn's child_exit, in the arbiter
         if any(w.socket_slot == worker.socket_slot for w in arbiter.WORKERS.values()):

@@ -61,3 +61,16 @@ def test_nginx_config_follows_the_settings(tmp_path):
     assert idle < gunicorn_options(config, WorkerSockets.in_folder(tmp_path, 1))["keepalive"]
     default = render_config(ServeConfig.from_environ({}), tmp_path, WorkerSockets.in_folder(tmp_path, 1))
     assert "listen 8080 " in default and "client_body_buffer_size 6291456;" in default  # 6 MB in memory
+
+
+@pytest.mark.unit
+def test_local_server_counts_the_lines_the_workers_log():
+    """devtools.localserver reads the workers' log lines without importing the server: its marks
+    must stay parts of them, or a test's wait for "every worker ready" would never end (or, on
+    the model-loaded line, end before nginx can reach the worker)."""
+    from devtools import localserver
+    from serving import server
+
+    assert localserver.LOADED_MARK in server.WORKER_READY_LOG % (7, "/opt/ml/model", "default")
+    assert localserver.PUBLISHED_MARK in server.WORKER_PUBLISHED_LOG % (7, 1)
+    assert localserver.PUBLISHED_MARK not in server.WORKER_READY_LOG
