@@ -1,5 +1,5 @@
 """The study -> trials.csv and best_trial.json (the job's output data folder, or ``sagemaker-optuna
-report``'s); the best trial is hpo_study/trials.py's, the one ``status`` and ``best`` name.
+report``'s); the best trial is hpo_study/standings.py's, the one ``status`` and ``best`` name.
 
 The CSV is written with the csv module rather than ``study.trials_dataframe()`` so that the
 image does not carry pandas for one table.
@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpo_study.constants import BEST_TRIAL_FILE, TRIALS_CSV_FILE
-from hpo_study.trials import best_of
+from hpo_study.standings import best_of
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from core.artifact import ModelRecord
 from core.errors import UserError
-from hpo_study import trials
+from hpo_study import standings
 from hpo_study.constants import ATTR_JOB_NAME
 from launcher import artifacts, jobs
 
@@ -51,12 +51,12 @@ class BestModel:
 def require_best_trial(study: optuna.Study) -> FrozenTrial:
     """The best COMPLETE trial by core/ranking.py's rule; a study without one is a user error.
 
-    Reads each trial's number, state and value, and the best trial in full (hpo_study/trials.py).
+    Reads each trial's number, state and value, and the best trial in full (hpo_study/standings.py).
     """
-    rows = trials.trial_rows(study)
+    rows = standings.trial_rows(study)
     if not any(row.state == TrialState.COMPLETE for row in rows):
         raise UserError(f"Study '{study.study_name}' has no completed trial yet")
-    best = trials.best_trial(study, rows)
+    best = standings.best_trial(study, rows)
     if best is None:  # every value is infinite: no job kept a model of them
         raise UserError(f"Study '{study.study_name}' has no completed trial with a finite value")
     return best

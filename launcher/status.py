@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from core import ranking
-from hpo_study import trials
+from hpo_study import standings
 from hpo_study.constants import ATTR_JOB_NAME
 from launcher import jobs
 
@@ -39,9 +39,9 @@ def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]
     """Counts by state, the best trial, and one entry per job (in order of first trial).
 
     Reads each trial's number, state, value and job name, and the best trial in full
-    (hpo_study/trials.py), not every trial's parameters and attributes.
+    (hpo_study/standings.py), not every trial's parameters and attributes.
     """
-    rows = trials.trial_rows(study)
+    rows = standings.trial_rows(study)
     per_job: dict[str | None, dict[str, Any]] = {}
     for row in rows:
         name = row.job if row.job is not None else NO_JOB
@@ -60,7 +60,7 @@ def summary(study: optuna.Study, sagemaker: Any | None = None) -> dict[str, Any]
         "direction": study.direction.name.lower(),
         "trials": len(rows),
         "states": {state: counts.get(state, 0) for state in STATES},
-        "best": _trial(trials.best_trial(study, rows)),
+        "best": _trial(standings.best_trial(study, rows)),
         "jobs": list(per_job.values()),
     }
 

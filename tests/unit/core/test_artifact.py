@@ -231,7 +231,7 @@ def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path
     import optuna
 
     from entrypoint.model.keeper import BestModelKeeper
-    from hpo_study import report, trials
+    from hpo_study import report, standings
     from launcher import best, status
 
     study = optuna.create_study(direction="maximize")
@@ -244,7 +244,7 @@ def test_the_keeper_status_best_and_report_agree_on_ties_and_infinities(tmp_path
         keeper(study, trial)
     assert artifact.read(tmp_path).trial_number == 2
     assert best.require_best_trial(study).number == 2
-    assert trials.best_trial(study).number == 2
+    assert standings.best_trial(study).number == 2
     assert report.write(study, tmp_path / "report").number == 2
     assert json.loads((tmp_path / "report" / "best_trial.json").read_text())["number"] == 2
     summary = status.summary(study)

@@ -1,4 +1,4 @@
-"""The study's best trial, the one function for it (``status``, ``best``, the report's
+"""The study's standings: its best trial, the one function for it (``status``, ``best``, the report's
 best_trial.json; its rule is core/ranking.py's, the keeper's), and the lean read it stands on: one
 query for every trial's number, state, value and job name, and the best trial alone in full.
 
