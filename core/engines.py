@@ -62,6 +62,9 @@ class Engine:
     # Codes that mean the above only on the driver's OperationalError: a driver that gives one
     # code to every error raised without one (mysql-connector: -1) must not make a typo transient.
     operational_only_codes: frozenset[int | str] = frozenset()
+    # The driver has no read time-out of its own: its waits are bounded by a wait callback and
+    # a connection class of ours (hpo_study/database/pgwait.py, for psycopg2).
+    waits_bounded_by_callback: bool = False
 
     def io_connect_args(self, seconds: int) -> dict[str, Any]:
         """Connect arguments after which no round trip waits longer than about ``seconds`` for a
@@ -139,8 +142,8 @@ POSTGRESQL = Engine(
     connect_args=_frozen(),
     timeout_arg="connect_timeout",
     # libpq has no read time-out: TCP keepalives end a connection whose network path died, and
-    # tcp_user_timeout one whose sent data stays unacknowledged. A server that is alive at the
-    # TCP level but does not answer (paused) is not detected on PostgreSQL.
+    # tcp_user_timeout one whose sent data stays unacknowledged; a server that is alive at the
+    # TCP level but does not answer (paused) is met by the wait callback (waits_bounded_by_callback).
     io_timeout_args=_frozen(
         keepalives=1,
         keepalives_idle="{s}",
@@ -159,16 +162,20 @@ POSTGRESQL = Engine(
     driver_module="psycopg2",
     error_code_attr="pgcode",
     # SQLSTATEs: serialization failure, deadlock, admin/crash shutdown, cannot connect now, and
-    # the connection-exception class.
+    # the connection-exception class; HYT00: our wait callback's time-out (a stall).
     transient_codes=frozenset(
-        {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
+        {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006", "HYT00"}
     ),
     # A failed connect has no SQLSTATE; an OperationalError without one is a lost link.
     codeless_operational_is_transient=True,
     # invalid_password, invalid_authorization_specification. psycopg2 gives a failed connect no
     # SQLSTATE, so on PostgreSQL a refused password is not told from a lost link.
     auth_codes=frozenset({"28P01", "28000"}),
-    stall_codes=frozenset(),  # a dead link ends in an error SQLAlchemy already calls a disconnect
+    # HYT00: no answer within the round trip's bound (pgwait.STALL_SQLSTATE; no server sends
+    # it): psycopg2 has closed the connection. A dead link ends in an error SQLAlchemy already
+    # calls a disconnect.
+    stall_codes=frozenset({"HYT00"}),
+    waits_bounded_by_callback=True,
 )
 
 ENGINES: Mapping[str, Engine] = MappingProxyType({e.name: e for e in (MYSQL, POSTGRESQL)})

@@ -17,7 +17,7 @@ import sqlalchemy
 from core.engines import ENGINES
 from core.errors import UserError
 from hpo_study.database import locate
-from hpo_study.database.dberrors import describe, is_cert_failure
+from hpo_study.database.dberrors import describe, is_cert_failure, is_stall
 from hpo_study.database.redact import redacting
 from hpo_study.settings import Settings
 from launcher import aws, jobresults
@@ -70,6 +70,8 @@ def _unreachable(kind: str, exc: sqlalchemy.exc.DBAPIError) -> bool:
     """True when no server answered; False when one did and refused (its error then stands)."""
     if is_cert_failure(exc):  # a server answered, and failed verification: its error stands
         return False
+    if is_stall(exc):  # a connect that timed out (PostgreSQL's bounded waits: pgwait.py)
+        return True
     errno = getattr(exc.orig, ENGINES[kind].error_code_attr, None)
     if kind == "mysql":
         return errno in MYSQL_UNREACHABLE

@@ -25,7 +25,8 @@ from tests.support.moto_setup import create_secret, use_moto
 LAYERS = ("unit", "services", "process", "container")
 # Fixtures that start or reach a service: a unit test requesting one is refused at collection.
 SERVICE_FIXTURES = {
-    "moto_endpoint", "aws", "aws_env", "mysql_db", "postgres_db", "private_mariadb", "private_db", "shared_job",
+    "moto_endpoint", "aws", "aws_env", "mysql_db", "postgres_db", "private_mariadb", "private_db", "private_postgres",
+    "shared_job",
     "engine", "image",
 }  # fmt: skip
 
@@ -204,6 +205,14 @@ def postgres_db():
 @pytest.fixture(scope="session")
 def private_mariadb(tmp_path_factory):
     server = services.PrivateMariaDB(tmp_path_factory.mktemp("mariadb"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_postgres():
+    server = services.PrivatePostgres()
     server.start()
     yield server
     server.stop()

@@ -91,7 +91,7 @@ class Database:
         the bound on one round trip."""
         args = self.driver_args
         if io_timeout_s is not None and self.kind in ENGINES:
-            args.update(ENGINES[self.kind].io_connect_args(io_timeout_s))
+            args.update(io_connect_args(ENGINES[self.kind], io_timeout_s))
         return bind(sqlalchemy.create_engine(self.url, connect_args=args, **kwargs), self)
 
 
@@ -189,10 +189,21 @@ def copy_embedded(db: Database, output_data_dir: str | Path) -> None:
         shutil.copy2(source, target)
 
 
+def io_connect_args(engine: Engine, seconds: int) -> dict[str, Any]:
+    """The driver's arguments after which no round trip waits much longer than ``seconds``
+    for a server that stopped answering (with psycopg2, a connection class of pgwait's)."""
+    args = engine.io_connect_args(seconds)
+    if engine.waits_bounded_by_callback:
+        from hpo_study.database import pgwait  # imports psycopg2: only for an engine that needs it
+
+        args["connection_factory"] = pgwait.connection_factory(seconds)
+    return args
+
+
 def _connect_args(engine: Engine, ca_path: str | None) -> dict[str, Any]:
     """The driver's arguments: a bounded connect and round trips, and verified TLS when a CA
     bundle is given."""
-    args = {**engine.timeout_connect_args(CONNECT_TIMEOUT_S), **engine.io_connect_args(IO_TIMEOUT_S)}
+    args = {**engine.timeout_connect_args(CONNECT_TIMEOUT_S), **io_connect_args(engine, IO_TIMEOUT_S)}
     if ca_path is None:
         return args
     if not Path(ca_path).is_file():

@@ -69,6 +69,56 @@ def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error
 
 
 @pytest.mark.services
+def test_a_stalled_postgresql_server_fails_a_call_within_the_time_outs_as_a_transient_error(
+    private_postgres,
+):
+    """libpq has no read time-out: psycopg2's wait callback (hpo_study/database/pgwait.py)
+    bounds each wait, so a stopped server fails the query, and then a new connect, as a stall:
+    the connection is dropped and the retry policy waits."""
+    db = locate.resolve(settings.parse({"storage": private_postgres.url}), "/nonexistent")
+    engine = db.create_engine(io_timeout_s=3, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+        with private_postgres.stalled():
+            t0 = time.monotonic()
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as info, engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            waited = time.monotonic() - t0
+            assert dberrors.is_transient(info.value) and dberrors.is_stall(info.value)
+            assert info.value.connection_invalidated  # not handed out again
+            assert "no answer from the database server in time" in dberrors.describe(info.value)
+            t1 = time.monotonic()  # a new connection: the server's TLS/startup answer never comes
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as connecting, engine.connect():
+                pass
+            connect_s = time.monotonic() - t1
+            assert dberrors.is_transient(connecting.value) and dberrors.is_stall(connecting.value)
+        print(f"stalled read failed after {waited:.1f} s, stalled connect after {connect_s:.1f} s")
+        assert 2 <= waited < 3 + 10
+        assert locate.CONNECT_TIMEOUT_S - 1 <= connect_s < locate.CONNECT_TIMEOUT_S + 10
+        with engine.connect() as conn:  # the server answers again: so does the pool
+            assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.services
+def test_the_launcher_s_probe_calls_a_stalled_postgresql_server_unreachable(private_postgres):
+    """`status` without --source asks the database first: a stopped server is no answer within
+    the probe's connect time-out (not a hang, nor a server that answered)."""
+    from launcher import source
+
+    study = settings.parse({"storage": private_postgres.url})
+    assert source._probe(study, session=None) is None  # it answers
+    with private_postgres.stalled():
+        t0 = time.monotonic()
+        why = source._probe(study, session=None)
+        waited = time.monotonic() - t0
+    assert why is not None and "does not answer from here" in why and "stopped answering" in why
+    assert source.PROBE_CONNECT_S - 1 <= waited < source.PROBE_CONNECT_S + 5
+
+
+@pytest.mark.services
 def test_the_schema_lock_neither_outwaits_a_stall_nor_sigterm(private_mariadb, private_db, aws):
     """The first jobs create the schema under a named lock on a connection of its own. A server
     that stalls while the lock is held costs one read time-out (not the lock's 120 s wait plus

@@ -1,5 +1,6 @@
 """Real services for tests: a moto server, databases on the machine's MariaDB and PostgreSQL,
-and a private MariaDB instance (TLS on, restartable) that a test may stop without hurting others.
+and private MariaDB and PostgreSQL servers (restartable) that a test may stop without hurting
+others.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -349,3 +351,85 @@ class PrivateMariaDB:
             self.proc.terminate()
             self.proc.wait(timeout=60)
             self.proc = None
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (own data folder and port, trust auth), run as the
+    ``postgres`` user (PostgreSQL refuses root), that a test may stop to simulate a stall."""
+
+    USER = "postgres"
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins or shutil.which("runuser") is None:
+            unavailable("PostgreSQL's initdb (Debian's postgresql package) not installed")
+        self.bin = bins[-1].parent
+        # Not under pytest's folder, which only root may enter: the server runs as postgres.
+        self.folder = Path(tempfile.mkdtemp(prefix="private-postgres-"))
+        self.folder.chmod(0o777)  # its data, socket and log are written here
+        self.port = free_port()
+        self.datadir = self.folder / "data"
+        self.proc: subprocess.Popen | None = None
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", self.USER)
+
+    def _as_postgres(self, *command: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", self.USER, "--", *command], check=True, capture_output=True, timeout=120
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["runuser", "-u", self.USER, "--", str(self.bin / "postgres"), "-D", str(self.datadir),
+             "-p", str(self.port), "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1",
+             "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "error.log", "ab"),
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for(
+            lambda: psycopg2.connect(**self.connect_args, connect_timeout=1).close() is None,
+            60,
+            "private PostgreSQL",
+        )
+
+    @property
+    def connect_args(self) -> dict:
+        return {"host": "127.0.0.1", "port": self.port, "user": self.USER, "dbname": "postgres"}
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://{self.USER}@127.0.0.1:{self.port}/postgres"
+
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """Every process of the server stops (SIGSTOP): the kernel still accepts connections and
+        acknowledges what is sent, nothing replies."""
+        assert self.proc is not None, "start the server first"
+        processes = self._processes()  # each backend is a session of its own: no killpg
+        for pid in processes:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in reversed(processes):
+                os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        """runuser, the postmaster and every process it started (Linux /proc)."""
+        assert self.proc is not None
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{pid}/children") as f:
+                todo.extend(int(child) for child in f.read().split())
+        return found
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            for pid in self._processes():
+                os.kill(pid, signal.SIGCONT)
+            os.killpg(self.proc.pid, signal.SIGINT)  # runuser hands it to the postmaster: fast shutdown
+            self.proc.wait(timeout=60)
+            self.proc = None
+        shutil.rmtree(self.folder, ignore_errors=True)
