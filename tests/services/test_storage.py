@@ -331,7 +331,7 @@ def test_connections_closed_by_the_server_while_idle_are_replaced(
 
 
 @pytest.mark.services
-def test_the_packed_read_keeps_every_double_and_reads_rows_when_an_array_is_cut(monkeypatch):
+def test_the_packed_read_keeps_every_double_and_reads_rows_when_an_array_is_cut_or_unsupported(monkeypatch):
     """On MySQL the lean read gets each trial's rows packed in JSON by the server: random doubles
     of the whole range (parameters, values, intermediate values, attributes) come back as the
     same floats as Optuna's row-by-row read; a trial's array cut by the server's limit sends
@@ -392,5 +392,23 @@ def test_the_packed_read_keeps_every_double_and_reads_rows_when_an_array_is_cut(
         assert rows == [1] and cut._packs  # this read by rows; the next ones packed again
         assert [repr(t) for t in got] == [repr(t) for t in expected]
         cut.engine.dispose()
+
+        # A server without JSON_ARRAYAGG (MySQL before 5.7.22, MariaDB before 10.5): its error
+        # 1305 (no such function) sends this read and every later one to rows.
+        old = optuna_private.LeanReadStorage(db.url, skip_table_creation=True, **kwargs)
+        trials_table = optuna_private.TRIALS
+
+        def unknown_function(table, *columns):
+            query = sqlalchemy.select(sqlalchemy.func.no_such_json_arrayagg(table.c.trial_id))
+            return query.where(table.c.trial_id == trials_table.c.trial_id).scalar_subquery()
+
+        monkeypatch.setattr(optuna_private, "_packed", unknown_function)
+        rows.clear()
+        monkeypatch.setattr(old, "_read_rows", lambda *a: rows.append(1) or type(old)._read_rows(old, *a))
+        assert [repr(t) for t in old._get_trials(sid, None, set(), -1)] == [repr(t) for t in expected]
+        assert rows == [1] and not old._packs
+        assert [repr(t) for t in old._get_trials(sid, None, set(), -1)] == [repr(t) for t in expected]
+        assert rows == [1, 1]  # not asked to pack again
+        old.engine.dispose()
         theirs.engine.dispose()
         ours.engine.dispose()
