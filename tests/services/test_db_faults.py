@@ -4,10 +4,12 @@ rotated (moto's Secrets Manager plus ALTER USER, and the connections killed)."""
 
 import os
 import signal
+import socket
 import threading
 import time
 
 import mysql.connector
+import psycopg2
 import pytest
 import sqlalchemy
 
@@ -100,6 +102,48 @@ def test_a_stalled_postgresql_server_fails_a_call_within_the_time_outs_as_a_tran
             assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.services
+def test_a_postgresql_connect_goes_on_to_the_next_host_when_one_refuses(private_postgres):
+    """A storage URL may list several hosts: libpq tries the next one when a host refuses,
+    also under the bounded wait (each host's socket gets its own connect_timeout). A first host
+    that accepts and then never answers ends the whole connect at connect_timeout instead
+    (libpq's non-blocking connect cannot be told to move on: docs/many-jobs.md)."""
+    from hpo_study.database import pgwait
+
+    refusing = services.free_port()  # nobody listens there
+    t0 = time.monotonic()
+    conn = psycopg2.connect(
+        host="127.0.0.1,127.0.0.1",
+        port=f"{refusing},{private_postgres.port}",
+        user=private_postgres.USER,
+        dbname="postgres",
+        connect_timeout=2,
+        sslmode="disable",
+        connection_factory=pgwait.connection_factory(15),
+    )
+    waited = time.monotonic() - t0
+    try:
+        assert conn.info.port == private_postgres.port and waited < 2
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        t0 = time.monotonic()
+        with pytest.raises(pgwait.Stalled):
+            psycopg2.connect(
+                host="127.0.0.1,127.0.0.1",
+                port=f"{silent.getsockname()[1]},{private_postgres.port}",
+                user=private_postgres.USER,
+                dbname="postgres",
+                connect_timeout=2,
+                sslmode="disable",
+                connection_factory=pgwait.connection_factory(15),
+            )
+        assert 2 <= time.monotonic() - t0 < 4
 
 
 @pytest.mark.services

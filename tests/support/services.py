@@ -361,7 +361,7 @@ class PrivatePostgres:
 
     def __init__(self) -> None:
         bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        if not bins or shutil.which("runuser") is None:
+        if not bins:
             unavailable("PostgreSQL's initdb (Debian's postgresql package) not installed")
         self.bin = bins[-1].parent
         # Not under pytest's folder, which only root may enter: the server runs as postgres.
@@ -370,24 +370,24 @@ class PrivatePostgres:
         self.port = free_port()
         self.datadir = self.folder / "data"
         self.proc: subprocess.Popen | None = None
-        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", self.USER)
-
-    def _as_postgres(self, *command: str) -> None:
         subprocess.run(
-            ["runuser", "-u", self.USER, "--", *command], check=True, capture_output=True, timeout=120
+            [str(self.bin / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", self.USER],
+            user=self.USER,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["runuser", "-u", self.USER, "--", str(self.bin / "postgres"), "-D", str(self.datadir),
-             "-p", str(self.port), "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off"],
+        self.proc = subprocess.Popen(  # the postmaster itself (no runuser between: see stalled())
+            [str(self.bin / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+             "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            user=self.USER,
             stdout=subprocess.DEVNULL,
             stderr=open(self.folder / "error.log", "ab"),
-            start_new_session=True,
         )  # fmt: skip
         wait_for(
-            lambda: psycopg2.connect(**self.connect_args, connect_timeout=1).close() is None,
+            lambda: psycopg2.connect(**self.connect_args, connect_timeout=2).close() is None,
             60,
             "private PostgreSQL",
         )
@@ -402,34 +402,42 @@ class PrivatePostgres:
 
     @contextlib.contextmanager
     def stalled(self) -> Iterator[None]:
-        """Every process of the server stops (SIGSTOP): the kernel still accepts connections and
-        acknowledges what is sent, nothing replies."""
+        """The postmaster and every process it started stop (SIGSTOP): the kernel still accepts
+        connections and acknowledges what is sent, nothing replies. Each backend is a session
+        of its own (PostgreSQL calls setsid), so they are stopped one by one."""
         assert self.proc is not None, "start the server first"
-        processes = self._processes()  # each backend is a session of its own: no killpg
+        processes = self._processes()
         for pid in processes:
             os.kill(pid, signal.SIGSTOP)
         try:
             yield
         finally:
-            for pid in reversed(processes):
-                os.kill(pid, signal.SIGCONT)
+            for pid in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def _processes(self) -> list[int]:
-        """runuser, the postmaster and every process it started (Linux /proc)."""
+        """The postmaster and its children (Linux /proc)."""
         assert self.proc is not None
-        found, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{pid}/children") as f:
-                todo.extend(int(child) for child in f.read().split())
-        return found
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f,
+        ):
+            return [self.proc.pid, *(int(child) for child in f.read().split())]
+        return [self.proc.pid]
 
     def stop(self) -> None:
-        if self.proc is not None:
-            for pid in self._processes():
-                os.kill(pid, signal.SIGCONT)
-            os.killpg(self.proc.pid, signal.SIGINT)  # runuser hands it to the postmaster: fast shutdown
-            self.proc.wait(timeout=60)
-            self.proc = None
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            if self.proc is not None:
+                for pid in self._processes():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                self.proc.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+                try:
+                    self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+                self.proc = None
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
