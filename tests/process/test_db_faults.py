@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -58,6 +59,29 @@ def test_a_stall_longer_than_db_retry_timeout_fails_the_job_on_time(
     print(f"job failed {took:.1f} s after the stall began")
     # The trial in training ends (seconds), its tell meets the stall (one stalled call), the
     # retries end at the outage's 5 s deadline (one more call at most), the summary gets one try.
+    assert took < 4 * ONE_STALLED_CALL_S
+
+
+@pytest.mark.process
+def test_a_stall_of_postgresql_longer_than_db_retry_timeout_fails_the_job_on_time(
+    private_postgres, moto_endpoint, job_dir
+):
+    """libpq has no read time-out: the bounded wait (hpo_study/database/pgwait.py) makes a
+    stopped PostgreSQL server fail the job as a stopped MariaDB does."""
+    url = private_postgres.url_of(private_postgres.new_database())
+    hps = {"storage": url, "study-name": "shared", "n-trials": "50", "epochs": "60", "pruner": "none"}
+    base = job_dir({**hps, "db-retry-timeout": "5"})
+    proc = start_job(base, "pg-stuck", moto_endpoint)
+    wait_for_training(lambda: optuna.load_study(study_name="shared", storage=url), 1)
+    with private_postgres.stalled():
+        t0 = time.monotonic()
+        rc, _, err = Followed(proc).finish(timeout=240)
+        took = time.monotonic() - t0
+    assert rc == 1, err[-3000:]
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith("The database was unreachable for longer than db-retry-timeout (5 s)"), failure
+    assert "no answer from the database server in time" in failure
+    print(f"job failed {took:.1f} s after the stall began")
     assert took < 4 * ONE_STALLED_CALL_S
 
 

@@ -398,7 +398,22 @@ class PrivatePostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://{self.USER}@127.0.0.1:{self.port}/postgres"
+        return self.url_of("postgres")
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql+psycopg2://{self.USER}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh database on this server; its name."""
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        conn = psycopg2.connect(**self.connect_args, connect_timeout=5)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE {name}")
+        finally:
+            conn.close()
+        return name
 
     @contextlib.contextmanager
     def stalled(self) -> Iterator[None]:
