@@ -62,6 +62,9 @@ class Engine:
     # Codes that mean the above only on the driver's OperationalError: a driver that gives one
     # code to every error raised without one (mysql-connector: -1) must not make a typo transient.
     operational_only_codes: frozenset[int | str] = frozenset()
+    # A refused login comes without a code (libpq's, through psycopg2): any failed connect
+    # may be one, so with a db-secret it is read again, at most once a minute (see locate.py).
+    refused_login_has_no_code: bool = False
     # The driver has no read time-out of its own: its waits are bounded by a wait callback and
     # a connection class of ours (hpo_study/database/pgwait.py, for psycopg2).
     waits_bounded_by_callback: bool = False
@@ -171,6 +174,7 @@ POSTGRESQL = Engine(
     # invalid_password, invalid_authorization_specification. psycopg2 gives a failed connect no
     # SQLSTATE, so on PostgreSQL a refused password is not told from a lost link.
     auth_codes=frozenset({"28P01", "28000"}),
+    refused_login_has_no_code=True,
     # HYT00: no answer within the round trip's bound (pgwait.STALL_SQLSTATE; no server sends
     # it): psycopg2 has closed the connection. A dead link ends in an error SQLAlchemy already
     # calls a disconnect.

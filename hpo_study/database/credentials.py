@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from core.engines import SECRET_ENGINES
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 # (AWS's rotation functions set it in the database before they make it AWSCURRENT).
 CURRENT_STAGE = "AWSCURRENT"
 PENDING_STAGE = "AWSPENDING"
+# A failed connect that may be a refused password or an outage (PostgreSQL tells neither): the
+# secret is read again at most this often, so an outage's retries do not call Secrets Manager
+# at every attempt, and a rotation is still found within a minute of its first refusal.
+UNSURE_REREAD_S = 60.0
 
 # Secrets Manager error codes -> what the user should check.
 _ERROR_HINTS = {
@@ -144,22 +149,33 @@ class LivePassword:
         password: str,
         read: Callable[[str | None], DbCredentials],
         on_new: Callable[[str], object] = lambda password: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.secret_id = secret_id
         self._value = password
         self._read, self._on_new = read, on_new
         self._lock = threading.Lock()
+        self._clock = clock
+        self._unsure_read_at: float | None = None
 
     @property
     def value(self) -> str:
         return self._value
 
-    def candidates(self, refused: str) -> list[str]:
+    def candidates(self, refused: str, unsure: bool = False) -> list[str]:
         """The passwords worth trying after ``refused`` was refused: the one another thread has
-        already read, else those of a fresh read (current, then pending), without ``refused``."""
+        already read, else those of a fresh read (current, then pending), without ``refused``.
+        ``unsure``: the connect failed in a way that may be a refusal or an outage (PostgreSQL
+        gives neither a code): read at most once per ``UNSURE_REREAD_S``, not at every retry of
+        an outage."""
         with self._lock:
             if self._value != refused:
                 return [self._value]
+            if unsure:
+                now = self._clock()
+                if self._unsure_read_at is not None and now - self._unsure_read_at < UNSURE_REREAD_S:
+                    return []
+                self._unsure_read_at = now
             found: list[str] = []
             for stage in (None, PENDING_STAGE):
                 try:

@@ -72,6 +72,20 @@ def is_auth_failure(exc: BaseException) -> bool:
     return any(code in engine.auth_codes for code, engine in _codes(exc))
 
 
+def may_be_refused_login(exc: BaseException) -> bool:
+    """True when ``exc`` may be a refused password that its driver gives no code: an
+    OperationalError without one, of an engine whose refused logins come so (PostgreSQL)."""
+    for err in _chain(exc):
+        for _error, operational, engine in _driver_errors():
+            if (
+                isinstance(err, operational)
+                and engine.refused_login_has_no_code
+                and _code(err, operational, engine) is None
+            ):
+                return True
+    return False
+
+
 def is_stall(exc: BaseException) -> bool:
     """True when a round trip timed out (the server stopped answering): the driver closed the
     connection."""

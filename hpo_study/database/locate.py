@@ -26,7 +26,7 @@ from core.engines import names as engine_names
 from core.errors import UserError
 from hpo_study.constants import EMBEDDED_STORAGE_FILE
 from hpo_study.database import credentials, region, tls
-from hpo_study.database.dberrors import describe, is_auth_failure, is_stall
+from hpo_study.database.dberrors import describe, is_auth_failure, is_stall, may_be_refused_login
 from hpo_study.database.redact import MASK, keep_out
 from hpo_study.settings import Settings
 
@@ -139,20 +139,26 @@ def _driver_connect(dialect: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
 def _connect_with_secret(
     secret: credentials.LivePassword, dialect: Any, cargs: Any, cparams: dict[str, Any]
 ) -> Any:
-    """Connect with the secret's password; after a refusal, once with each newer one it has."""
+    """Connect with the secret's password; after a refusal, once with each newer one it has.
+
+    On PostgreSQL a refusal has no code (any failed connect may be one): the secret is read
+    again at most once a minute then (LivePassword's ``unsure``), and a failed connect with an
+    unchanged secret stays the error it was (an outage, retried).
+    """
     refused = cparams["password"] = secret.value
     try:
         return _driver_connect(dialect, cargs, cparams)
     except dialect.loaded_dbapi.Error as exc:
-        if not is_auth_failure(exc):
+        unsure = not is_auth_failure(exc)
+        if unsure and not may_be_refused_login(exc):
             raise
         error = exc
-    for password in secret.candidates(refused):
+    for password in secret.candidates(refused, unsure=unsure):
         cparams["password"] = password
         try:
             connection = _driver_connect(dialect, cargs, cparams)
         except dialect.loaded_dbapi.Error as exc:
-            if not is_auth_failure(exc):
+            if not (is_auth_failure(exc) or may_be_refused_login(exc)):
                 raise
             continue
         secret.accept(password)

@@ -217,6 +217,42 @@ def test_a_password_being_rotated_is_found_in_the_pending_version(aws, mysql_db)
 
 
 @pytest.mark.services
+def test_a_rotated_postgresql_password_is_found_by_reading_the_secret_again(
+    aws, private_postgres, monkeypatch
+):
+    """PostgreSQL gives a refused login no code, so a failed connect reads the secret again (at
+    most once a minute): after a rotation, new connections use the new password."""
+    pg = private_postgres.new_role_database()
+    secret = aws(pg.secret_document(engine="postgres"))
+    study = settings.parse({"db-secret": secret, "region-name": services.REGION, "db-retry-timeout": "5"})
+    db = locate.resolve(study, "/nonexistent")
+    assert db.kind == "postgresql"
+    reads = []
+    read = db.secret._read
+    monkeypatch.setattr(db.secret, "_read", lambda stage: reads.append(stage) or read(stage))
+    engine = db.create_engine(poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT current_user")).scalar() == pg.user
+        new_password = "rotated/" + services.HARD_PASSWORD
+        private_postgres.rotate_password(pg, new_password)
+        put_password(secret, pg, new_password)
+        with engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT current_user")).scalar() == pg.user
+        assert db.password == new_password and reads == [None]
+        # Rotated again within the minute, the secret not yet: no read of it at every retry.
+        private_postgres.rotate_password(pg, "third/" + services.HARD_PASSWORD)
+        for _ in range(3):
+            with pytest.raises(sqlalchemy.exc.OperationalError) as info, engine.connect():
+                pass
+        assert dberrors.is_transient(info.value) and "password authentication failed" in str(info.value)
+        assert services.HARD_PASSWORD not in str(info.value)
+        assert reads == [None]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.services
 def test_a_password_refused_also_after_reading_the_secret_again_is_one_clear_line(aws, mysql_db):
     secret = aws({**mysql_db.credentials(), "password": "wrong"})
     s = stall_settings(mysql_db, secret, 300)

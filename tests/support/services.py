@@ -371,12 +371,17 @@ class PrivatePostgres:
         self.datadir = self.folder / "data"
         self.proc: subprocess.Popen | None = None
         subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", self.USER],
+            [str(self.bin / "initdb"), "-D", str(self.datadir), "-U", self.USER,
+             "--auth-local=trust", "--auth-host=scram-sha-256"],
             user=self.USER,
             check=True,
             capture_output=True,
             timeout=120,
-        )
+        )  # fmt: skip
+        # The superuser without a password over TCP (the first matching line wins); every other
+        # role logs in with its password, so a test can rotate one.
+        hba = self.datadir / "pg_hba.conf"
+        hba.write_text(f"host all {self.USER} 127.0.0.1/32 trust\n" + hba.read_text())
 
     def start(self) -> None:
         self.proc = subprocess.Popen(  # the postmaster itself (no runuser between: see stalled())
@@ -403,16 +408,34 @@ class PrivatePostgres:
     def url_of(self, database: str) -> str:
         return f"postgresql+psycopg2://{self.USER}@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """A fresh database on this server; its name."""
-        name = f"t_{uuid.uuid4().hex[:10]}"
+    def new_role_database(self, password: str = HARD_PASSWORD) -> MySqlDatabase:
+        """A fresh role that logs in with ``password`` (scram) and a database it owns."""
+        suffix = uuid.uuid4().hex[:10]
+        db = MySqlDatabase("127.0.0.1", self.port, f"t_{suffix}", f"u_{suffix}", password)
+        self.admin(f"CREATE ROLE {db.user} LOGIN PASSWORD %s", password)
+        self.admin(f"CREATE DATABASE {db.name} OWNER {db.user}")
+        return db
+
+    def rotate_password(self, db: MySqlDatabase, new_password: str) -> None:
+        """Change the role's password and end every connection it has (as a rotation does)."""
+        self.admin(f"ALTER ROLE {db.user} PASSWORD %s", new_password)
+        self.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", db.user)
+        db.password = new_password
+
+    def admin(self, sql: str, *params: object) -> None:
+        """One statement as the superuser, outside a transaction."""
         conn = psycopg2.connect(**self.connect_args, connect_timeout=5)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE {name}")
+                cur.execute(sql, params or None)
         finally:
             conn.close()
+
+    def new_database(self) -> str:
+        """A fresh database on this server; its name."""
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        self.admin(f"CREATE DATABASE {name}")
         return name
 
     @contextlib.contextmanager

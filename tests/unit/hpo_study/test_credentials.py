@@ -77,3 +77,31 @@ def test_each_candidate_password_is_read_once_per_refusal():
     assert live.candidates("old") == ["new"] and len(reads) == 2  # another thread's refusal: no read
     versions[None] = versions["AWSPENDING"] = "new"
     assert live.candidates("new") == [] and len(reads) == 4
+
+
+@pytest.mark.unit
+def test_an_unsure_refusal_reads_the_secret_at_most_once_a_minute():
+    """PostgreSQL's refused login has no code: any failed connect may be one. An outage's
+    retries must not call Secrets Manager at every attempt; a rotation is still found."""
+    from hpo_study.database.credentials import UNSURE_REREAD_S, DbCredentials, LivePassword
+
+    reads, now = [], [100.0]
+    versions = {None: "old"}
+
+    def read(stage):
+        reads.append(stage)
+        if stage not in versions:
+            raise UserError("no such version")
+        return DbCredentials("u", versions[stage])
+
+    live = LivePassword("s", "old", read, clock=lambda: now[0])
+    assert live.candidates("old", unsure=True) == [] and reads == [None, "AWSPENDING"]
+    now[0] += UNSURE_REREAD_S - 1
+    assert live.candidates("old", unsure=True) == [] and len(reads) == 2  # an outage's next retries
+    versions[None] = "new"  # rotated meanwhile
+    assert live.candidates("old", unsure=True) == [] and len(reads) == 2
+    now[0] += 1
+    assert live.candidates("old", unsure=True) == ["new"] and reads[2:] == [None]
+    assert live.candidates("old") == ["new"]  # a coded refusal is never held back
+    live.accept("new")
+    assert live.candidates("old", unsure=True) == ["new"]  # another thread's find: no read, no wait
