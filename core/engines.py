@@ -156,11 +156,17 @@ POSTGRESQL = Engine(
     ),
     tls_ca_arg="sslrootcert",
     tls_args=_frozen(sslmode="verify-full"),
+    # pg_advisory_lock waits until granted, past SIGTERM and a stall's bound: try, and when the
+    # lock is taken wait a quarter of a second on the server, then the job asks again (between
+    # asks it checks SIGTERM and its deadline, as with MySQL's GET_LOCK).
     lock=SchemaLock(
-        acquire="SELECT pg_advisory_lock(:key)",
+        acquire=(
+            "SELECT CASE WHEN pg_try_advisory_lock(:key) THEN 1"
+            " ELSE (SELECT 0 FROM pg_sleep(least(:timeout, 0.25))) END"
+        ),
         release="SELECT pg_advisory_unlock(:key)",
         numeric_key=True,
-        reports_grant=False,
+        reports_grant=True,
     ),
     driver_module="psycopg2",
     error_code_attr="pgcode",

@@ -59,7 +59,7 @@ def schema_lock(db: Database, stop: threading.Event | None = None) -> Iterator[N
         acquire = acquire.bindparams(timeout=min(LOCK_POLL_S, LOCK_TIMEOUT_S))
     stop = stop or threading.Event()
     # The lock's wait is no stall: its round trip may take one poll, or, where the lock blocks
-    # until granted (PostgreSQL's), the whole LOCK_TIMEOUT_S.
+    # until granted (an engine whose lock reports no grant), the whole LOCK_TIMEOUT_S.
     lock_wait_s = LOCK_POLL_S if lock.reports_grant else LOCK_TIMEOUT_S
     engine = db.create_engine(io_timeout_s=IO_TIMEOUT_S + lock_wait_s, poolclass=sqlalchemy.pool.NullPool)
     try:

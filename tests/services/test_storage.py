@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import threading
+import time
 
 import mysql.connector
 import optuna
@@ -167,6 +169,21 @@ def test_postgresql_lock_serialises_schema_creation(aws, postgres_db):
         assert conn.execute(try_lock, {"k": key}).scalar() is False
     with other.connect() as conn:  # released with the block
         assert conn.execute(try_lock, {"k": key}).scalar() is True
+        # Held by another job: this one asks again until it is free, and stops on SIGTERM.
+        unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+        waited = threading.Thread(target=lambda: (time.sleep(1.0), conn.execute(unlock, {"k": key})))
+        t0 = time.monotonic()
+        waited.start()
+        with join.schema_lock(db):
+            granted_s = time.monotonic() - t0
+        waited.join()
+        assert 1.0 <= granted_s < 1.0 + 2.0  # asked every quarter second
+        assert conn.execute(try_lock, {"k": key}).scalar() is True
+        stop = threading.Event()
+        stop.set()
+        with pytest.raises(TimeoutError, match="not granted before the job was stopped"):
+            with join.schema_lock(db, stop):
+                pass
     other.dispose()
 
 
