@@ -36,18 +36,15 @@ def stall_settings(db: services.MySqlDatabase, secret: str, retry_s: int) -> set
     )
 
 
-@pytest.mark.services
-def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error(
-    private_mariadb, private_db, aws
-):
-    """The driver's socket has a read time-out after the handshake: the call fails, the pool
-    drops the connection, and the error is one the retry policy waits for."""
-    db = locate.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
-    engine = db.create_engine(pool_size=1)
+def meet_a_stall(engine: sqlalchemy.Engine, stalled) -> tuple[float, float, BaseException]:
+    """A query, then a new connect, on a server stalled by ``stalled()``: both fail as errors
+    the retry policy waits for, the query's as a stall whose connection the pool drops; the
+    pool answers again once the server does. Returns the query's and the connect's seconds,
+    and the connect's error."""
     try:
         with engine.connect() as conn:
             assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
-        with private_mariadb.stalled():
+        with stalled():
             t0 = time.monotonic()
             with pytest.raises(sqlalchemy.exc.DBAPIError) as info, engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT 1"))
@@ -55,19 +52,28 @@ def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error
             assert dberrors.is_transient(info.value) and dberrors.is_stall(info.value)
             assert info.value.connection_invalidated  # not handed out again
             assert "no answer from the database server in time" in dberrors.describe(info.value)
-            # A new connection while the server is stalled: the handshake times out (3024).
-            t1 = time.monotonic()
+            t1 = time.monotonic()  # a new connection: the server's handshake never comes
             with pytest.raises(sqlalchemy.exc.DBAPIError) as connecting, engine.connect():
                 pass
             connect_s = time.monotonic() - t1
             assert dberrors.is_transient(connecting.value)
         print(f"stalled read failed after {waited:.1f} s, stalled connect after {connect_s:.1f} s")
-        assert locate.IO_TIMEOUT_S - 1 <= waited < locate.IO_TIMEOUT_S + 10
-        assert connect_s < locate.CONNECT_TIMEOUT_S + 10
         with engine.connect() as conn:  # the server answers again: so does the pool
             assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     finally:
         engine.dispose()
+    return waited, connect_s, connecting.value
+
+
+@pytest.mark.services
+def test_a_stalled_server_fails_a_call_within_the_time_outs_as_a_transient_error(
+    private_mariadb, private_db, aws
+):
+    """The driver's socket has a read time-out after the handshake (3024 when it ends)."""
+    db = locate.resolve(stall_settings(private_db, aws(private_db.credentials()), 5), "/nonexistent")
+    waited, connect_s, _ = meet_a_stall(db.create_engine(pool_size=1), private_mariadb.stalled)
+    assert locate.IO_TIMEOUT_S - 1 <= waited < locate.IO_TIMEOUT_S + 10
+    assert connect_s < locate.CONNECT_TIMEOUT_S + 10
 
 
 @pytest.mark.services
@@ -75,33 +81,14 @@ def test_a_stalled_postgresql_server_fails_a_call_within_the_time_outs_as_a_tran
     private_postgres,
 ):
     """libpq has no read time-out: psycopg2's wait callback (hpo_study/database/pgwait.py)
-    bounds each wait, so a stopped server fails the query, and then a new connect, as a stall:
-    the connection is dropped and the retry policy waits."""
+    bounds each wait for an answer, and the connect by its connect_timeout."""
     db = locate.resolve(settings.parse({"storage": private_postgres.url}), "/nonexistent")
-    engine = db.create_engine(io_timeout_s=3, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
-        with private_postgres.stalled():
-            t0 = time.monotonic()
-            with pytest.raises(sqlalchemy.exc.DBAPIError) as info, engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT 1"))
-            waited = time.monotonic() - t0
-            assert dberrors.is_transient(info.value) and dberrors.is_stall(info.value)
-            assert info.value.connection_invalidated  # not handed out again
-            assert "no answer from the database server in time" in dberrors.describe(info.value)
-            t1 = time.monotonic()  # a new connection: the server's TLS/startup answer never comes
-            with pytest.raises(sqlalchemy.exc.DBAPIError) as connecting, engine.connect():
-                pass
-            connect_s = time.monotonic() - t1
-            assert dberrors.is_transient(connecting.value) and dberrors.is_stall(connecting.value)
-        print(f"stalled read failed after {waited:.1f} s, stalled connect after {connect_s:.1f} s")
-        assert 2 <= waited < 3 + 10
-        assert locate.CONNECT_TIMEOUT_S - 1 <= connect_s < locate.CONNECT_TIMEOUT_S + 10
-        with engine.connect() as conn:  # the server answers again: so does the pool
-            assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
-    finally:
-        engine.dispose()
+    waited, connect_s, connecting = meet_a_stall(
+        db.create_engine(io_timeout_s=3, pool_size=1), private_postgres.stalled
+    )
+    assert 2 <= waited < 3 + 10
+    assert dberrors.is_stall(connecting)
+    assert locate.CONNECT_TIMEOUT_S - 1 <= connect_s < locate.CONNECT_TIMEOUT_S + 10
 
 
 @pytest.mark.services
