@@ -99,17 +99,19 @@ def test_a_postgresql_connect_goes_on_to_the_next_host_when_one_refuses(private_
     (libpq's non-blocking connect cannot be told to move on: docs/many-jobs.md)."""
     from hpo_study.database import pgwait
 
-    refusing = services.free_port()  # nobody listens there
+    def connect(first_port: int):  # the first host, then the private server
+        return psycopg2.connect(
+            host="127.0.0.1,127.0.0.1",
+            port=f"{first_port},{private_postgres.port}",
+            user=private_postgres.USER,
+            dbname="postgres",
+            connect_timeout=2,
+            sslmode="disable",
+            connection_factory=pgwait.connection_factory(15),
+        )
+
     t0 = time.monotonic()
-    conn = psycopg2.connect(
-        host="127.0.0.1,127.0.0.1",
-        port=f"{refusing},{private_postgres.port}",
-        user=private_postgres.USER,
-        dbname="postgres",
-        connect_timeout=2,
-        sslmode="disable",
-        connection_factory=pgwait.connection_factory(15),
-    )
+    conn = connect(services.free_port())  # nobody listens there: refused
     waited = time.monotonic() - t0
     try:
         assert conn.info.port == private_postgres.port and waited < 2
@@ -121,15 +123,7 @@ def test_a_postgresql_connect_goes_on_to_the_next_host_when_one_refuses(private_
     with socket.create_server(("127.0.0.1", 0)) as silent:
         t0 = time.monotonic()
         with pytest.raises(pgwait.Stalled):
-            psycopg2.connect(
-                host="127.0.0.1,127.0.0.1",
-                port=f"{silent.getsockname()[1]},{private_postgres.port}",
-                user=private_postgres.USER,
-                dbname="postgres",
-                connect_timeout=2,
-                sslmode="disable",
-                connection_factory=pgwait.connection_factory(15),
-            )
+            connect(silent.getsockname()[1])
         assert 2 <= time.monotonic() - t0 < 4
 
 
