@@ -63,7 +63,7 @@ class Engine:
     # code to every error raised without one (mysql-connector: -1) must not make a typo transient.
     operational_only_codes: frozenset[int | str] = frozenset()
     # A refused login comes without a code (libpq's, through psycopg2): any failed connect
-    # may be one, so with a db-secret it is read again, at most once a minute (see locate.py).
+    # may be one, so with a db-secret it is read again, at most every 30 s (see locate.py).
     refused_login_has_no_code: bool = False
     # The driver has no read time-out of its own: its waits are bounded by a wait callback and
     # a connection class of ours (hpo_study/database/pgwait.py, for psycopg2).

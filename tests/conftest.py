@@ -213,9 +213,11 @@ def private_mariadb(tmp_path_factory):
 @pytest.fixture(scope="session")
 def private_postgres():
     server = services.PrivatePostgres()
-    server.start()
-    yield server
-    server.stop()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -45,8 +45,9 @@ STALE_TRIAL_MAX_RETRY = 3  # a trial whose job died is re-run at most this many 
 def schema_lock(db: Database, stop: threading.Event | None = None) -> Iterator[None]:
     """Hold a database-wide named lock (no-op for SQLite, whose writes are serialised anyway).
 
-    An engine whose lock reports its grant (MySQL's GET_LOCK) is asked in waits of LOCK_POLL_S
-    until LOCK_TIMEOUT_S, giving up early when ``stop`` is set (SIGTERM).
+    An engine whose lock reports its grant (MySQL's GET_LOCK, waiting up to LOCK_POLL_S on the
+    server; PostgreSQL's pg_try_advisory_lock, a quarter second) is asked again until
+    LOCK_TIMEOUT_S, giving up early when ``stop`` is set (SIGTERM).
     """
     if db.kind == "sqlite":
         yield

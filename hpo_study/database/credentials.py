@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 CURRENT_STAGE = "AWSCURRENT"
 PENDING_STAGE = "AWSPENDING"
 # A failed connect that may be a refused password or an outage (PostgreSQL tells neither): the
-# secret is read again at most this often, so an outage's retries do not call Secrets Manager
-# at every attempt, and a rotation is still found within a minute of its first refusal.
-UNSURE_REREAD_S = 60.0
+# secret is read again at most this often while connects keep failing, so an outage's retries
+# do not call Secrets Manager at every attempt; a rotation during such an outage is found
+# within this plus one retry backoff (at most 15 s) of its first refusal.
+UNSURE_REREAD_S = 30.0
 
 # Secrets Manager error codes -> what the user should check.
 _ERROR_HINTS = {
@@ -157,6 +158,7 @@ class LivePassword:
         self._lock = threading.Lock()
         self._clock = clock
         self._unsure_read_at: float | None = None
+        self._unsure_found: list[str] = []  # what that read found
 
     @property
     def value(self) -> str:
@@ -166,31 +168,43 @@ class LivePassword:
         """The passwords worth trying after ``refused`` was refused: the one another thread has
         already read, else those of a fresh read (current, then pending), without ``refused``.
         ``unsure``: the connect failed in a way that may be a refusal or an outage (PostgreSQL
-        gives neither a code): read at most once per ``UNSURE_REREAD_S``, not at every retry of
-        an outage."""
+        gives neither a code): the secret is read at most once per ``UNSURE_REREAD_S`` of an
+        outage (between, the passwords that read found), and again at once after a connect
+        with the password in use succeeded (:meth:`connected`)."""
         with self._lock:
             if self._value != refused:
                 return [self._value]
             if unsure:
                 now = self._clock()
                 if self._unsure_read_at is not None and now - self._unsure_read_at < UNSURE_REREAD_S:
-                    return []
+                    return [password for password in self._unsure_found if password != refused]
                 self._unsure_read_at = now
             found: list[str] = []
             for stage in (None, PENDING_STAGE):
                 try:
                     password = self._read(stage).password
-                except UserError as exc:  # no pending version is the common case
-                    if stage is None:
+                except UserError as exc:
+                    if stage is None:  # unreadable now (access, network): AWSPENDING would be too
                         logger.warning("Secret '%s' could not be read again: %s", self.secret_id, exc)
-                    continue
+                        break
+                    continue  # no pending version is the common case
                 if password != refused and password not in found:
                     found.append(password)
                     if stage is None:
                         break  # AWSCURRENT moved on: the rotation is complete
             for password in found:
                 self._on_new(password)
+            if unsure:
+                self._unsure_found = found
             return found
+
+    def connected(self) -> None:
+        """A connect with the password in use succeeded: an outage is over, so the next unsure
+        failure may read the secret at once (a rotation that follows it is found without waiting
+        out the outage's ``UNSURE_REREAD_S``)."""
+        if self._unsure_read_at is not None:
+            with self._lock:
+                self._unsure_read_at, self._unsure_found = None, []
 
     def accept(self, password: str) -> None:
         """``password`` was accepted by the database: use it from now on."""

@@ -142,12 +142,14 @@ def _connect_with_secret(
     """Connect with the secret's password; after a refusal, once with each newer one it has.
 
     On PostgreSQL a refusal has no code (any failed connect may be one): the secret is read
-    again at most once a minute then (LivePassword's ``unsure``), and a failed connect with an
-    unchanged secret stays the error it was (an outage, retried).
+    again at most once per credentials.UNSURE_REREAD_S then (LivePassword's ``unsure``), and a
+    failed connect with an unchanged secret stays the error it was (an outage, retried).
     """
     refused = cparams["password"] = secret.value
     try:
-        return _driver_connect(dialect, cargs, cparams)
+        connection = _driver_connect(dialect, cargs, cparams)
+        secret.connected()
+        return connection
     except dialect.loaded_dbapi.Error as exc:
         unsure = not is_auth_failure(exc)
         if unsure and not may_be_refused_login(exc):

@@ -128,6 +128,23 @@ def test_a_postgresql_connect_goes_on_to_the_next_host_when_one_refuses(private_
 
 
 @pytest.mark.services
+def test_a_plain_psycopg2_connect_keeps_its_connect_timeout_under_the_callback():
+    """The callback is process-wide: a connection made without our class (a test helper, a
+    benchmark) still ends its connect at connect_timeout, at a server that never answers (a
+    socket that listens and never replies)."""
+    from hpo_study.database import pgwait
+
+    pgwait.connection_factory(15)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        t0 = time.monotonic()
+        with pytest.raises(pgwait.Stalled):
+            psycopg2.connect(
+                host="127.0.0.1", port=silent.getsockname()[1], connect_timeout=2, sslmode="disable"
+            )
+        assert 2 <= time.monotonic() - t0 < 4
+
+
+@pytest.mark.services
 def test_the_launcher_s_probe_calls_a_stalled_postgresql_server_unreachable(private_postgres):
     """`status` without --source asks the database first: a stopped server is no answer within
     the probe's connect time-out (not a hang, nor a server that answered)."""
@@ -202,7 +219,7 @@ def test_a_rotated_postgresql_password_is_found_by_reading_the_secret_again(
     aws, private_postgres, monkeypatch
 ):
     """PostgreSQL gives a refused login no code, so a failed connect reads the secret again (at
-    most once a minute): after a rotation, new connections use the new password."""
+    most every 30 s): after a rotation, new connections use the new password."""
     pg = private_postgres.new_role_database()
     secret = aws(pg.secret_document(engine="postgres"))
     study = settings.parse({"db-secret": secret, "region-name": services.REGION, "db-retry-timeout": "5"})

@@ -354,8 +354,9 @@ class PrivateMariaDB:
 
 
 class PrivatePostgres:
-    """A PostgreSQL server of the test's own (own data folder and port, trust auth), run as the
-    ``postgres`` user (PostgreSQL refuses root), that a test may stop to simulate a stall."""
+    """A PostgreSQL server of the test's own (own data folder and port; its superuser trusted,
+    other roles log in with a password), run as the ``postgres`` user (PostgreSQL refuses
+    root), that a test may stop to simulate a stall or use to rotate a password."""
 
     USER = "postgres"
 
@@ -370,6 +371,13 @@ class PrivatePostgres:
         self.port = free_port()
         self.datadir = self.folder / "data"
         self.proc: subprocess.Popen | None = None
+        try:
+            self._init_data()
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+
+    def _init_data(self) -> None:
         subprocess.run(
             [str(self.bin / "initdb"), "-D", str(self.datadir), "-U", self.USER,
              "--auth-local=trust", "--auth-host=scram-sha-256"],

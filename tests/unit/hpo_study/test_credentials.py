@@ -80,9 +80,10 @@ def test_each_candidate_password_is_read_once_per_refusal():
 
 
 @pytest.mark.unit
-def test_an_unsure_refusal_reads_the_secret_at_most_once_a_minute():
+def test_an_unsure_refusal_reads_the_secret_at_most_every_30_s_of_failing_connects():
     """PostgreSQL's refused login has no code: any failed connect may be one. An outage's
-    retries must not call Secrets Manager at every attempt; a rotation is still found."""
+    retries must not call Secrets Manager at every attempt; a rotation is still found, by every
+    thread that meets it, and at once after the outage ends."""
     from hpo_study.database.credentials import UNSURE_REREAD_S, DbCredentials, LivePassword
 
     reads, now = [], [100.0]
@@ -102,6 +103,29 @@ def test_an_unsure_refusal_reads_the_secret_at_most_once_a_minute():
     assert live.candidates("old", unsure=True) == [] and len(reads) == 2
     now[0] += 1
     assert live.candidates("old", unsure=True) == ["new"] and reads[2:] == [None]
-    assert live.candidates("old") == ["new"]  # a coded refusal is never held back
+    # A second thread refused before the first accepted "new": it gets what that read found.
+    assert live.candidates("old", unsure=True) == ["new"] and len(reads) == 3
     live.accept("new")
-    assert live.candidates("old", unsure=True) == ["new"]  # another thread's find: no read, no wait
+    assert live.candidates("old", unsure=True) == ["new"] and len(reads) == 3  # found already
+    # The outage is over (a connect succeeded): the next failure reads at once.
+    live.connected()
+    versions[None] = "newer"
+    assert live.candidates("new", unsure=True) == ["newer"] and len(reads) == 4
+    # A coded refusal (MySQL's 1045) is never held back by the throttle.
+    versions[None] = "newest"
+    assert live.candidates("new") == ["newest"] and len(reads) == 5
+
+
+@pytest.mark.unit
+def test_an_unreadable_secret_is_read_once_per_refusal_not_in_every_stage():
+    """Secrets Manager unreachable (or access denied): AWSPENDING would fail the same way, and a
+    database connection waits on each read."""
+    from hpo_study.database.credentials import LivePassword
+
+    reads = []
+
+    def read(stage):
+        reads.append(stage)
+        raise UserError("Cannot reach Secrets Manager")
+
+    assert LivePassword("s", "old", read).candidates("old") == [] and reads == [None]

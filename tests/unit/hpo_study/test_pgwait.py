@@ -123,21 +123,6 @@ def test_an_unknown_poll_state_is_an_error_not_a_wait(fake):
 
 
 @pytest.mark.unit
-def test_a_plain_psycopg2_connect_keeps_its_connect_timeout_under_the_callback():
-    """The callback is process-wide: a connection made without our class (a test helper, a
-    benchmark) still ends its connect at connect_timeout, at a server that never answers (a
-    socket that listens and never replies)."""
-    pgwait.connection_factory(15)
-    with socket.create_server(("127.0.0.1", 0)) as silent:
-        t0 = time.monotonic()
-        with pytest.raises(pgwait.Stalled):
-            psycopg2.connect(
-                host="127.0.0.1", port=silent.getsockname()[1], connect_timeout=2, sslmode="disable"
-            )
-        assert 2 <= time.monotonic() - t0 < 4
-
-
-@pytest.mark.unit
 def test_the_factory_gives_one_connection_class_per_bound_and_installs_the_callback():
     psycopg2.extensions.set_wait_callback(None)
     factory = pgwait.connection_factory(7)
