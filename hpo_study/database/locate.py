@@ -164,6 +164,7 @@ def _connect_with_secret(
                 raise
             continue
         secret.accept(password)
+        secret.connected()
         return connection
     raise error
 
