@@ -209,7 +209,7 @@ def run_job(database: str, trials: int = 3) -> dict[str, float]:
     """The image's ``train`` joining the study: seconds to its first trial, and each later
     trial's time outside its epochs (sampling, bookkeeping)."""
     sys.path.insert(0, str(REPO))
-    from devtools.localjob import digits_channels, write_job_folder
+    from devtools.localjob import digits_channels, train_env, write_job_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -221,9 +221,7 @@ def run_job(database: str, trials: int = 3) -> dict[str, float]:
             "storage": f"mysql://root@127.0.0.1:3306/{database}",
         }
         write_job_folder(base, hps, digits_channels())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SAGEMAKER_BASE_DIR": str(base)}
-        env["SAGEMAKER_TRAINING_MODULE"] = "entrypoint.train:main"
-        env["TRAINING_JOB_NAME"] = f"bench-{uuid.uuid4().hex[:6]}"
+        env = train_env(base, TRAINING_JOB_NAME=f"bench-{uuid.uuid4().hex[:6]}")
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [str(VENV_BIN / "train")],

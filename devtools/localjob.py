@@ -9,12 +9,26 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 Channels = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def train_env(base_dir: str | Path, **extra: str) -> dict[str, str]:
+    """The environment the image gives the toolkit's `train`, pointed at a local job folder
+    (none of this shell's SM_ or SAGEMAKER_ variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+    env.update(
+        SAGEMAKER_BASE_DIR=str(base_dir),
+        SAGEMAKER_TRAINING_MODULE="entrypoint.train:main",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
 
 
 def write_job_folder(base_dir: str | Path, hyperparameters: dict[str, str], channels: Channels) -> Path:

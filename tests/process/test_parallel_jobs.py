@@ -2,8 +2,6 @@
 moto Secrets Manager over HTTP."""
 
 import json
-import os
-import signal
 import threading
 
 import pytest
@@ -13,9 +11,9 @@ from tests.support import services
 from tests.support.jobs import (
     FINISHED,
     finish,
+    kill_a_job_mid_trial,
     start_job,
     study_of,
-    wait_for_a_beating_trial,
     wait_for_heartbeat_to_lapse,
 )
 
@@ -50,13 +48,7 @@ def test_study_wide_cap_stops_every_job(shared_job, mysql_db, moto_endpoint):
 @pytest.mark.process
 def test_trial_of_a_killed_job_is_failed_by_heartbeat_and_rerun(shared_job, mysql_db, moto_endpoint):
     beat = {"heartbeat-interval": "1", "heartbeat-grace-period": "3"}
-    doomed = start_job(
-        shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
-    )
-
-    wait_for_a_beating_trial(mysql_db)
-    os.killpg(doomed.pid, signal.SIGKILL)  # the instance is lost: no clean-up runs
-    doomed.wait(timeout=30)
+    kill_a_job_mid_trial(shared_job, mysql_db, moto_endpoint, beat)
     lost = study_of(mysql_db).trials[0]
     wait_for_heartbeat_to_lapse(mysql_db, lost, grace_s=3)  # past the grace period
     rc, _, err = finish(

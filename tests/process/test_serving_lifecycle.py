@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -25,6 +23,7 @@ from serving import constants as C
 from serving.errors import StartupError
 from serving.model import load_model, predict_probabilities
 from tests.support import services
+from tests.support.jobs import run_train
 
 N_FEATURES, N_CLASSES = 64, 10
 PARAMS = {"n_layers": 1, "n_units_l0": 16, "optimizer": "Adam", "adam_alpha": 1e-3, "weight_decay": 1e-6}
@@ -489,11 +488,7 @@ def test_serves_the_model_the_train_command_wrote(tmp_path, nginx_installed):
     (x_train, y_train), (x_test, y_test) = digits_channels()["train"], digits_channels()["test"]
     channels = {"train": (x_train[:400], y_train[:400]), "test": (x_test[:200], y_test[:200])}
     base = write_job_folder(tmp_path / "opt_ml", {"n-trials": "1", "epochs": "3", "seed": "1"}, channels)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
-    env.update(SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_TRAINING_MODULE="entrypoint.train:main")
-    train = subprocess.run(
-        [str(Path(sys.executable).parent / "train")], env=env, capture_output=True, text=True, timeout=300
-    )
+    train = run_train(base)
     assert train.returncode == 0, train.stderr[-2000:]
     meta = json.loads((base / "model" / "model.json").read_text())
     x, y = channels["test"]

@@ -17,11 +17,11 @@ from tests.support.jobs import (
     FINISHED,
     finish,
     job_on_private_db,
+    kill_a_job_mid_trial,
     run_train,
     start_job,
     study_of,
     tmpfs,
-    wait_for_a_beating_trial,
 )
 
 # --- the real `train` command on full and read-only folders ---------------------------------------
@@ -118,13 +118,7 @@ def test_an_outage_past_db_retry_timeout_ends_the_job_on_time(
 @pytest.mark.process
 def test_a_met_budget_leaves_no_running_trial_of_a_killed_job(shared_job, mysql_db, moto_endpoint):
     beat = {"heartbeat-interval": "1", "heartbeat-grace-period": "15"}
-    doomed = start_job(
-        shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
-    )
-
-    wait_for_a_beating_trial(mysql_db)
-    os.killpg(doomed.pid, signal.SIGKILL)
-    doomed.wait(timeout=30)
+    kill_a_job_mid_trial(shared_job, mysql_db, moto_endpoint, beat)
     # Well within the grace period, another job reaches the study's cap and ends.
     rc, _, err = finish(
         start_job(

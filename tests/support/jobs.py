@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,22 +17,11 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from devtools.localjob import train_env
 from tests.support import services
 
 VENV_BIN = Path(sys.executable).parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def train_env(base_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment the image gives the toolkit's `train`, pointed at a local folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
-    env.update(
-        SAGEMAKER_BASE_DIR=str(base_dir),
-        SAGEMAKER_TRAINING_MODULE="entrypoint.train:main",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    return env
 
 
 def npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -129,6 +119,19 @@ def wait_for_a_beating_trial(db: services.MySqlDatabase) -> None:
         return beats and any(t.state == TrialState.RUNNING and t.params for t in study.trials)
 
     services.wait_for(beating, 120, "a trial in training that has beaten")
+
+
+def kill_a_job_mid_trial(
+    shared_job, db: services.MySqlDatabase, moto_endpoint: str, beat: dict[str, str]
+) -> None:
+    """Start job "doomed" on the shared study with one endless trial, wait for that trial's first
+    heartbeat, and SIGKILL the job (the instance is lost: no clean-up runs)."""
+    doomed = start_job(
+        shared_job("doomed", **{"n-trials": "1", "epochs": "10000", **beat}), "doomed", moto_endpoint
+    )
+    wait_for_a_beating_trial(db)
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait(timeout=30)
 
 
 def wait_for_heartbeat_to_lapse(
